@@ -1,0 +1,37 @@
+# Two commands on a fresh machine (Python 3.11): `make book` builds the book, `make test` runs every check.
+# Both create or refresh the virtual environment from requirements.txt themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Tests and CI never touch the network and run the small CPU budget.
+TEST_ENV := COURSE_OFFLINE=1 COURSE_PROFILE=smoke COURSE_PLAIN_PROGRESS=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+
+.PHONY: venv book test unit notebooks book-check clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install --quiet -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -c "import course_lib, torch, jupyter_book, nbval, papermill"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The book: renders the stored notebook outputs (they come from `python -m course_lib.experiments`).
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build --all --warningiserror --keep-going --nitpick . 
+	@echo "Book built: open _build/html/index.html"
+
+## Every check: unit tests, notebooks under nbval + papermill, then the built book in headless Chromium.
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q tests --nbval-lax notebooks
+	$(MAKE) book
+	$(TEST_ENV) $(PY) tools/check_book.py _build/html --screenshots artifacts/screenshots
+
+unit: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+clean:
+	rm -rf _build artifacts .pytest_cache

@@ -1,0 +1,99 @@
+"""ResNet-18 for 32x32 images (He et al. 2016, with the usual CIFAR stem: 3x3 conv, no max-pool).
+
+Named stages so feature maps can be hooked by name (see :mod:`course_lib.hooks`):
+    stem    (B, 64, 32, 32)   conv3x3 -> BN -> ReLU
+    layer1  (B, 64, 32, 32)   2 basic blocks
+    layer2  (B, 128, 16, 16)  2 basic blocks, the first with stride 2
+    layer3  (B, 256, 8, 8)
+    layer4  (B, 512, 4, 4)
+    fc      logits after global average pooling
+17 convolutions carry weights that see the image (the stem and 2 per block), as in Zhu et al.'s figure; the
+1x1 projection shortcuts are not counted among them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .common import check_images
+
+__all__ = ["BasicBlock", "ResNetCIFAR", "resnet18_cifar"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual: (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:   # project the input when the shape changes
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetCIFAR(nn.Module):
+    """ResNet with a CIFAR stem. ``blocks`` gives the number of basic blocks per stage ((2, 2, 2, 2) = ResNet-18).
+
+    Methods (x is (B, in_chans, H, W)): ``forward(x)`` -> logits; ``forward_features(x)`` -> the last stage's map
+    (B, 512, H/8, W/8); ``forward_head(features)`` -> logits; ``forward_grid(x)`` -> the same last map, which is
+    already a spatial grid (DRLoc can use it).
+    """
+
+    prefers_channels_last = True    # cuDNN convolutions run faster in NHWC memory layout
+
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, in_chans: int = 3,
+                 width: int = 64):
+        super().__init__()
+        self.blocks, self.num_classes, self.in_chans, self.width = tuple(blocks), num_classes, in_chans, width
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        channels, stages = width, []
+        for i, n in enumerate(self.blocks):
+            out = width * 2 ** i
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(*[BasicBlock(channels if j == 0 else out, out, stride if j == 0 else 1)
+                                          for j in range(n)]))
+            channels = out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = channels
+        self.fc = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def config(self) -> dict:
+        return {"blocks": self.blocks, "num_classes": self.num_classes, "in_chans": self.in_chans,
+                "width": self.width}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.in_chans, None, type(self).__name__)
+        x = self.stem(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def feature_grid(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+def resnet18_cifar(num_classes: int = 10, **kwargs) -> ResNetCIFAR:
+    """ResNet-18 for 32x32 images: 11,173,962 parameters for 10 classes."""
+    return ResNetCIFAR((2, 2, 2, 2), num_classes=num_classes, **kwargs)
