@@ -54,6 +54,7 @@ class TrainConfig:
     normalize: bool = True            # standardise pixels with the data set's mean/std
     amp: bool | None = None           # None: mixed precision on CUDA, float32 elsewhere
     eval_batch_size: int = 500
+    eval_every: int = 1               # evaluate every n epochs (and always after the last one)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,9 +62,9 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', not {self.optimizer!r}.")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', not {self.schedule!r}.")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive (got {self.epochs}, {self.batch_size}, "
-                             f"{self.lr}).")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
+            raise ValueError(f"epochs, batch_size, lr and eval_every must be positive (got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}, {self.eval_every}).")
 
 
 RECIPES: dict[str, TrainConfig] = {
@@ -88,8 +89,8 @@ class History:
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
+    test_loss: list[float | None] = field(default_factory=list)   # None: not evaluated that epoch
+    test_acc: list[float | None] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=dict)   # mean of each auxiliary loss term
@@ -390,8 +391,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
                     bar.update((epoch - start_epoch) * steps_per_epoch + step + 1 - bar.n)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{step_losses[step].item():.3f}")
 
-        test_loss, test_acc = (float("nan"), float("nan")) if test_loader is None else evaluate(
-            model, test_loader, device, amp=cfg.amp)
+        due = (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
+        test_loss, test_acc = evaluate(model, test_loader, device, amp=cfg.amp) if (
+            test_loader is not None and due) else (None, None)
         history.epoch.append(epoch + 1)
         history.train_loss.append(step_losses.mean().item())
         history.train_acc.append(100.0 * correct.item() / max(1, seen))
@@ -403,9 +405,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
             history.extra.setdefault(term.name, []).append(aux_sums[i].item() / steps_per_epoch)
         if progress:
             extra = "".join(f"  {k} {v[-1]:.4f}" for k, v in history.extra.items())
+            test = f"  test acc {test_acc:5.1f}%" if test_acc is not None else ""
             print(f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {history.train_loss[-1]:.4f}  "
-                  f"train acc {history.train_acc[-1]:5.1f}%  test acc {test_acc:5.1f}%{extra}  "
-                  f"({history.seconds[-1]:.1f}s)", flush=True)
+                  f"train acc {history.train_acc[-1]:5.1f}%{test}{extra}  ({history.seconds[-1]:.1f}s)", flush=True)
         if path is not None:
             _save(path, {"signature": signature["model"], "aux": signature["aux"], "model": model.state_dict(),
                          "aux_state": aux.state_dict(), "optimizer": optimizer.state_dict(),
