@@ -1,0 +1,52 @@
+"""How local is attention? The mean attention distance of every head (Dosovitskiy et al. 2021, Fig. 7).
+
+For a query patch q, the attention distance is the distance from q to the key patches, weighted by how much q
+attends to them: ``sum_j a_qj * ||pos_q - pos_j||``. Averaged over queries and images, one number per head and
+block. A convolution's first layers look only at neighbours (small distances); a ViT *may* learn that, or not: on
+small data, the lower blocks of a ViT often keep attending far away, which is Zhu et al.'s point in numbers.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["patch_distances", "mean_attention_distance"]
+
+
+def patch_distances(grid_size: int, patch_size: int = 1) -> torch.Tensor:
+    """Euclidean distances between the centres of the patches of a KxK grid: (K*K, K*K), in pixels when
+    ``patch_size`` is the patch side (row-major patch order, as the ViT's tokens)."""
+    rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
+    centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double() * patch_size
+    return torch.cdist(centres, centres)
+
+
+def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, patch_size: int = 1,
+                            num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Mean attention distance per block and head.
+
+    Args:
+        attentions: per block, (B, heads, T, T) attention weights with T = num_prefix_tokens + grid_size**2
+            (``model.forward_with_attention(x)[1]``).
+        grid_size: K, patches per side. patch_size: pixels per patch side (distances in pixels).
+        num_prefix_tokens: tokens before the patches (1 for a class token); they are left out as queries and keys,
+            and each query's weights over the patch keys are renormalised to sum to 1.
+    Returns:
+        (blocks, heads) float64 tensor.
+    """
+    if not isinstance(attentions, (list, tuple)) or not attentions:
+        raise TypeError("attentions must be a non-empty list of (B, heads, T, T) tensors, e.g. "
+                        "model.forward_with_attention(x)[1].")
+    n = grid_size * grid_size
+    dist = patch_distances(grid_size, patch_size)
+    out = []
+    for i, a in enumerate(attentions):
+        if a.dim() != 4 or a.shape[-1] != a.shape[-2] or a.shape[-1] != n + num_prefix_tokens:
+            raise ValueError(f"block {i}: expected (B, heads, {n + num_prefix_tokens}, {n + num_prefix_tokens}) "
+                             f"for a {grid_size}x{grid_size} grid with {num_prefix_tokens} prefix token(s), "
+                             f"got {tuple(a.shape)}.")
+        p = a[..., num_prefix_tokens:, num_prefix_tokens:].double()       # (B, H, n, n) patch -> patch
+        p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+        out.append((p * dist.to(p.device)).sum(-1).mean(dim=(0, 2)))      # (H,)
+    return torch.stack(out).cpu()

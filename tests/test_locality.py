@@ -1,0 +1,60 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from course_lib.locality import mean_attention_distance, patch_distances
+
+
+def test_patch_distances_against_a_loop():
+    K, p = 3, 4
+    d = patch_distances(K, p)
+    for (a, (i, j)), (b, (k, l)) in itertools.product(enumerate(itertools.product(range(K), range(K))), repeat=2):
+        assert d[a, b].item() == pytest.approx(p * math.hypot(i - k, j - l))
+
+
+def _with_cls(patch_attn: torch.Tensor) -> torch.Tensor:
+    """Embed (B, H, n, n) patch attention into (B, H, n+1, n+1) with a class token that is ignored."""
+    B, H, n, _ = patch_attn.shape
+    a = torch.zeros(B, H, n + 1, n + 1)
+    a[..., 0, :] = 1 / (n + 1)
+    a[..., 1:, 1:] = patch_attn * 0.8
+    a[..., 1:, 0] = 0.2                        # weight on the class token must not count
+    return a
+
+
+def test_known_cases():
+    K = 4
+    n = K * K
+    ident = torch.eye(n).expand(2, 3, n, n)
+    assert torch.allclose(mean_attention_distance([_with_cls(ident)], K, 4), torch.zeros(1, 3, dtype=torch.float64))
+    right = torch.zeros(n, n)                  # every patch attends to its right neighbour (wrapping rows aside)
+    for r in range(K):
+        for c in range(K):
+            right[r * K + c, r * K + (c + 1) % K] = 1.0
+    expected = 4 * ((K - 1) * 1 + (K - 1)) / K       # (K-1) neighbours at 1 patch, one wrap at K-1 patches
+    got = mean_attention_distance([_with_cls(right.expand(1, 1, n, n))], K, 4)
+    assert got.item() == pytest.approx(expected)
+    uniform = torch.full((1, 2, n, n), 1 / n)
+    assert mean_attention_distance([_with_cls(uniform)], K, 1)[0, 0].item() == pytest.approx(
+        patch_distances(K).mean().item())
+
+
+def test_random_against_reference_and_errors():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 10, 10, generator=g).softmax(-1)    # 1 prefix token + 3x3 grid
+    got = mean_attention_distance([a, a.flip(0)], 3, 2)
+    d = patch_distances(3, 2)
+    for h in range(3):
+        vals = []
+        for b in range(2):
+            for q in range(9):
+                w = a[b, h, 1 + q, 1:].double()
+                vals.append(float((w / w.sum() * d[q]).sum()))
+        assert got[0, h].item() == pytest.approx(sum(vals) / len(vals))
+    assert got.shape == (2, 3)
+    with pytest.raises(ValueError, match="expected"):
+        mean_attention_distance([a], 4)
+    with pytest.raises(TypeError, match="forward_with_attention"):
+        mean_attention_distance(a, 3)
