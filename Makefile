@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Tests and CI never touch the network and run the small CPU budget.
 TEST_ENV := COURSE_OFFLINE=1 COURSE_PROFILE=smoke COURSE_PLAIN_PROGRESS=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 
-.PHONY: venv book test unit notebooks book-check clean
+.PHONY: venv book test unit chromium clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,10 +24,18 @@ book: $(STAMP)
 	@echo "Book built: open _build/html/index.html"
 
 ## Every check: unit tests, notebooks under nbval + papermill, then the built book in headless Chromium.
-test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q tests --nbval-lax notebooks
+## Models trained by the notebook tests go to a fresh temporary folder, never into the working tree.
+test: $(STAMP) chromium
+	WORK=$$(mktemp -d) && $(TEST_ENV) COURSE_WORKDIR=$$WORK $(PY) -m pytest -q tests --nbval-lax notebooks \
+	  && rm -rf $$WORK
 	$(MAKE) book
 	$(TEST_ENV) $(PY) tools/check_book.py _build/html --screenshots artifacts/screenshots
+
+## Debian's Chromium for the browser checks (installed once; needs root or sudo).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 unit: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q tests

@@ -38,7 +38,7 @@ from .profiles import Profile, get_profile
 from .train import RECIPES, History, fit, get_device, seed_everything
 
 __all__ = ["RunSpec", "RunResult", "train_run", "load_data", "load_results", "plan", "workdir",
-           "environment_summary", "NOTEBOOKS"]
+           "environment_summary", "describe_setting", "get_record", "small_data_sizes", "NOTEBOOKS"]
 
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
 
@@ -161,6 +161,16 @@ def environment_summary(device: str | torch.device | None = None) -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def describe_setting(profile: Profile | str | None = None, device: str | torch.device | None = None) -> str:
+    """One paragraph a notebook prints at the top: which budget, hardware and software produced its outputs."""
+    profile = get_profile(profile) if not isinstance(profile, Profile) else profile
+    env = environment_summary(device)
+    return (f"Budget: profile '{profile.name}' ({profile.description}).\n"
+            f"Hardware: {env['device']}. Software: torch {env['torch']}, torchvision {env['torchvision']}, "
+            f"Python {env['python']}, course_lib {env['course_lib']}"
+            + (f" (commit {env['git_commit']})" if env["git_commit"] else "") + f".\nRun on {env['date']}.")
+
+
 def _extra_losses(spec: RunSpec, model: nn.Module) -> list:
     if not spec.drloc:
         return []
@@ -211,6 +221,15 @@ def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | 
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1, default=str))
     return RunResult(spec, model.eval(), history, record)
+
+
+def get_record(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None) -> dict:
+    """The stored record of ``spec`` from ``results/``; if there is none, train the run now and return its record."""
+    root = Path(root) if root is not None else workdir()
+    path = root / "results" / f"{spec.key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return train_run(spec, data_root=data_root, root=root).record
 
 
 def load_results(results_dir: str | Path | None = None, profile: str | None = None) -> list[dict]:

@@ -1,0 +1,209 @@
+"""Check functions for the exercises at the end of each notebook.
+
+Each ``check_*`` calls the student's function on fresh random inputs, compares the answer with an independent
+computation, prints what is right or wrong, and returns True/False. It never raises, so a notebook with an unsolved
+exercise still runs from top to bottom; a function that returns ``None`` counts as "not attempted yet".
+"""
+from __future__ import annotations
+
+import functools
+import traceback
+from typing import Callable
+
+import torch
+
+__all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_linear_cka",
+           "check_hsic_unbiased", "check_drloc_targets"]
+
+
+def _run(fn: Callable, *args):
+    """(result, None) or (None, error text) for a call to the student's function."""
+    try:
+        return fn(*args), None
+    except Exception as error:  # noqa: BLE001 - report any error in the student's code
+        return None, "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def _verdict(name: str, result, error: str | None, compare: Callable[[object], str | None]) -> bool:
+    if error is not None:
+        print(f"✗ {name}: your function raised {error}")
+        return False
+    if result is None:
+        print(f"… {name}: not attempted yet (the function returned None). Fill it in and run this cell again.")
+        return False
+    problem = compare(result)
+    if problem:
+        print(f"✗ {name}: {problem}")
+        return False
+    print(f"✓ {name}: correct!")
+    return True
+
+
+def _close(got, expected: torch.Tensor, atol: float = 1e-5, what: str = "result") -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"expected a torch.Tensor, got {type(got).__name__}."
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
+    err = (got.double() - expected.double()).abs().max().item()
+    if err > atol:
+        return f"the {what} differs from the expected values by up to {err:.3g} (tolerance {atol:g})."
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 1: patches
+
+def check_patchify(fn: Callable) -> bool:
+    """``fn(images (B, C, H, W), p) -> (B, N, C*p*p)``, compared through a ViT's own patch embedding."""
+    from .models import ViT
+
+    g = torch.Generator().manual_seed(1)
+    model = ViT(img_size=16, patch_size=4, dim=24, depth=1, heads=2)
+    images = torch.randn(3, 3, 16, 16, generator=g)
+    result, error = _run(fn, images.clone(), 4)
+
+    def compare(patches):
+        expected_shape = (3, 16, 48)
+        if not isinstance(patches, torch.Tensor) or tuple(patches.shape) != expected_shape:
+            shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
+            return f"expected shape (B, N, C*p*p) = {expected_shape}, got {shape}."
+        w = model.patch_embed.weight.detach().flatten(1)               # (D, C*p*p), flattened (C, p, p)
+        embedded = patches.float() @ w.T + model.patch_embed.bias.detach()
+        expected = model.patch_embed(images).detach().flatten(2).transpose(1, 2)
+        if _close(embedded, expected, 1e-4) is None:
+            return None
+        return ("the patches are not in the right order: N must be row-major over the grid and each patch "
+                "flattened as (channel, row, column), the order of a Conv2d kernel.")
+
+    return _verdict("patchify", result, error, compare)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 3: receptive fields
+
+@functools.lru_cache(maxsize=1)
+def empirical_receptive_fields() -> dict[str, int]:
+    """Side (pixels) of the input region that can influence the centre unit of each ResNet-18 stage's output,
+    measured with gradients rather than a formula: what the receptive-field exercise is checked against."""
+    from .models import resnet18_cifar
+
+    torch.manual_seed(0)
+    model = resnet18_cifar().eval()
+    for m in model.modules():                     # positive weights: no accidental cancellation of gradients
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data.abs_()
+    x = torch.ones(1, 3, 128, 128, requires_grad=True)   # large enough that no receptive field is clipped
+    outputs = {"stem": model.stem(x)}
+    h = outputs["stem"]
+    for name in ["layer1", "layer2", "layer3", "layer4"]:
+        h = outputs[name] = getattr(model, name)(h)
+    fields = {}
+    for name, out in outputs.items():
+        c = out.shape[-1] // 2
+        (grad,) = torch.autograd.grad(out[0, :, c, c].sum(), x, retain_graph=True)
+        rows = (grad[0].abs().sum(0).sum(1) > 0).nonzero()
+        fields[name] = int(rows.max() - rows.min() + 1)
+    return fields
+
+
+def check_receptive_field(fn: Callable) -> bool:
+    """``fn(stage) -> int``: the receptive field (in pixels) of one unit at the output of a ResNet-18 stage."""
+    stages = ["stem", "layer1", "layer2", "layer3", "layer4"]
+    results, errors = {}, []
+    for s in stages:
+        r, e = _run(fn, s)
+        results[s] = r
+        if e:
+            errors.append(e)
+    if errors:
+        return _verdict("receptive field", None, errors[0], lambda _: None)
+    if all(v is None for v in results.values()):
+        return _verdict("receptive field", None, None, lambda _: None)
+
+    def compare(_):
+        wrong = []
+        for s in stages:
+            expected = empirical_receptive_fields()[s]
+            if results[s] != expected:
+                wrong.append(f"{s}: you said {results[s]}, a gradient measurement says {expected}")
+        return "; ".join(wrong) or None
+
+    return _verdict("receptive field", results, None, compare)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 2: one step of attention rollout
+
+def check_rollout_step(fn: Callable) -> bool:
+    """``fn(attention (B, heads, T, T)) -> (B, T, T)``: average the heads, add the identity for the residual and
+    re-normalise the rows (one factor of the rollout product)."""
+    g = torch.Generator().manual_seed(2)
+    attention = torch.rand(2, 3, 5, 5, generator=g).softmax(-1)
+    result, error = _run(fn, attention.clone())
+    fused = attention.double().mean(1)
+    expected = fused + torch.eye(5, dtype=torch.float64)
+    expected = expected / expected.sum(-1, keepdim=True)
+    return _verdict("rollout step", result, error, lambda r: _close(r, expected, 1e-6))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 4: CKA and HSIC
+
+def _centre(K: torch.Tensor) -> torch.Tensor:
+    n = K.shape[0]
+    H = torch.eye(n, dtype=K.dtype) - 1.0 / n
+    return H @ K @ H
+
+
+def check_linear_cka(fn: Callable) -> bool:
+    """``fn(X (n, p), Y (n, q)) -> float``: linear CKA, from the centred Gram matrices XXᵀ and YYᵀ."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 7, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(7, 5, generator=g, dtype=torch.float64) + 0.5 * torch.randn(40, 5, generator=g,
+                                                                                        dtype=torch.float64)
+    result, error = _run(fn, X.clone(), Y.clone())
+    Kc, Lc = _centre(X @ X.T), _centre(Y @ Y.T)
+    expected = (Kc * Lc).sum() / ((Kc * Kc).sum().sqrt() * (Lc * Lc).sum().sqrt())
+    return _verdict("linear CKA", result, error,
+                    lambda r: _close(torch.as_tensor(r, dtype=torch.float64).reshape(()), expected, 1e-6, "CKA"))
+
+
+def check_hsic_unbiased(fn: Callable) -> bool:
+    """``fn(K (n, n), L (n, n)) -> float``: the unbiased HSIC estimator of Song et al. (2012)."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    Y = torch.randn(12, 3, generator=g, dtype=torch.float64) + X[:, :3]
+    K, L = X @ X.T, Y @ Y.T
+    result, error = _run(fn, K.clone(), L.clone())
+    n = K.shape[0]
+    Kt, Lt = K - torch.diag(torch.diag(K)), L - torch.diag(torch.diag(L))
+    one = torch.ones(n, dtype=torch.float64)
+    expected = (torch.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)) / (n * (n - 3))
+    return _verdict("unbiased HSIC", result, error,
+                    lambda r: _close(torch.as_tensor(r, dtype=torch.float64).reshape(()), expected, 1e-8, "HSIC"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 5: DRLoc targets
+
+def check_drloc_targets(fn: Callable) -> bool:
+    """``fn(pos1 (B, m, 2), pos2 (B, m, 2), k) -> (B, m, 2)``: the targets (|i-p|/k, |j-h|/k)."""
+    g = torch.Generator().manual_seed(5)
+    k = 7
+    pos1 = torch.randint(0, k, (3, 16, 2), generator=g)
+    pos2 = torch.randint(0, k, (3, 16, 2), generator=g)
+    result, error = _run(fn, pos1.clone(), pos2.clone(), k)
+    expected = torch.empty(3, 16, 2, dtype=torch.float64)
+    for b in range(3):
+        for m in range(16):
+            for axis in range(2):
+                expected[b, m, axis] = abs(int(pos1[b, m, axis]) - int(pos2[b, m, axis])) / k
+
+    def compare(r):
+        problem = _close(r, expected, 1e-6, "targets")
+        if problem and isinstance(r, torch.Tensor) and not r.is_floating_point():
+            problem += " (integer division? convert to float before dividing by k)"
+        return problem
+
+    return _verdict("DRLoc targets", result, error, compare)
