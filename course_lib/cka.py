@@ -1,0 +1,417 @@
+"""Centred kernel alignment (CKA): how similar two layers' representations of the same images are.
+
+For n images, a layer gives features X (n, p); another layer (maybe of another model) gives Y (n, q). CKA compares
+the n x n similarity structures K = k(X, X) and L = k(Y, Y), so p and q may differ (Kornblith et al. 2019):
+
+    CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L))          in [0, 1] for the biased estimator
+
+- Linear kernel K = X Xᵀ: biased linear CKA equals ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) for column-centred X, Y. It is
+  invariant to orthogonal transforms and isotropic scaling of the features, not to arbitrary invertible maps.
+- RBF kernel (:func:`gram_rbf`): Kornblith et al.'s reference code, bandwidth from the median distance.
+- HSIC estimators: the biased one (Gretton et al. 2005) on centred Grams, ``tr(K H L H) / (n-1)²``; the unbiased
+  one HSIC₁ (Song et al. 2012), which needs n > 3. The scale of HSIC cancels in the CKA ratio.
+- Minibatch CKA (Nguyen, Raghu & Kornblith 2021), :class:`MinibatchCKA`: average HSIC₁(K, L), HSIC₁(K, K),
+  HSIC₁(L, L) over minibatches, then take the ratio. HSIC₁ is unbiased, so each average is an unbiased estimate of
+  the population HSIC and the result does not depend on the batch size the way the biased estimator would; it lets
+  CKA run over thousands of images with only (batch x batch) Grams in memory.
+
+Conventions: features (n, C, H, W) or tokens (n, T, D) are flattened to (n, -1) (every position and channel is one
+feature). All sums are in float64. Results are float64 tensors.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .hooks import ActivationRecorder, Layers, resolve_layers
+
+__all__ = ["as_features", "gram_linear", "gram_rbf", "center_gram", "hsic_biased", "hsic_unbiased",
+           "cka_from_grams", "linear_cka", "rbf_cka", "MinibatchCKA", "NaiveMinibatchCKA", "cka_matrix"]
+
+KERNELS = ("linear", "rbf")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Features and Gram matrices
+
+def as_features(x: torch.Tensor, name: str = "X") -> torch.Tensor:
+    """(n, ...) activations -> float64 (n, features); 4-D maps and 3-D token sequences are flattened."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have shape (n, features) (or (n, C, H, W) / (n, T, D), flattened), got "
+                         f"{tuple(x.shape)}. For a single feature per example use {name}[:, None].")
+    return x.detach().flatten(1).to(torch.float64)
+
+
+def _check_same_n(a: torch.Tensor, b: torch.Tensor, names: str = "X and Y") -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{names} must describe the same examples: got n = {a.shape[0]} and {b.shape[0]}. CKA "
+                         "compares two representations of the SAME images, row i of each being image i.")
+
+
+def _check_gram(K: torch.Tensor, name: str = "K") -> None:
+    if K.dim() != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) Gram matrix, got {tuple(K.shape)}. Build one with "
+                         "gram_linear(X) or gram_rbf(X).")
+
+
+def _check_pair_of_grams(K: torch.Tensor, L: torch.Tensor) -> None:
+    _check_gram(K, "K")
+    _check_gram(L, "L")
+    _check_same_n(K, L, "K and L")
+
+
+def gram_linear(x: torch.Tensor) -> torch.Tensor:
+    """Linear-kernel Gram matrix X Xᵀ: (n, ...) -> float64 (n, n)."""
+    x = as_features(x)
+    return x @ x.T
+
+
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """Median as NumPy defines it: the mean of the two middle values for an even count (torch.median takes the
+    lower one)."""
+    v = values.flatten().sort().values
+    m = v.numel()
+    return v[m // 2] if m % 2 else 0.5 * (v[m // 2 - 1] + v[m // 2])
+
+
+def gram_rbf(x: torch.Tensor, sigma: float = 0.8) -> torch.Tensor:
+    """RBF-kernel Gram matrix exp(-‖x_i - x_j‖² / (2 σ_k²)): (n, ...) -> float64 (n, n).
+
+    Bandwidth convention of Kornblith et al.'s reference code (``gram_rbf(x, threshold)`` in their Colab):
+    ``exp(-sq_distances / (2 * threshold**2 * median(sq_distances)))``, where the median runs over all n² entries
+    of the squared-distance matrix, its n zero diagonal entries included. Since the median commutes with the
+    square root, the kernel width is σ_k = sigma × (median of the n² pairwise Euclidean distances), so ``sigma`` is
+    a fraction of the median distance (the paper uses 0.2, 0.4, 0.8; our default is 0.8). The median is taken
+    separately for each Gram matrix (each layer, each batch).
+    """
+    x = as_features(x)
+    dots = x @ x.T
+    sq_norms = dots.diagonal()
+    sq_distances = (sq_norms[:, None] + sq_norms[None, :] - 2 * dots).clamp_min(0)   # clamp float rounding below 0
+    sq_median = _median(sq_distances)
+    if sq_median <= 0:
+        raise ValueError("The median pairwise distance is 0 (more than half of the pairs of examples are identical), "
+                         "so the RBF bandwidth is undefined. Use more distinct examples or the linear kernel.")
+    return torch.exp(-sq_distances / (2 * sigma ** 2 * sq_median))
+
+
+def _gram(x: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+    if kernel == "linear":
+        return gram_linear(x)
+    if kernel == "rbf":
+        return gram_rbf(x, sigma)
+    raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}.")
+
+
+def center_gram(K: torch.Tensor) -> torch.Tensor:
+    """H K H with H = I - 11ᵀ/n: subtract row and column means, add back the grand mean. (n, n) -> float64 (n, n)."""
+    _check_gram(K)
+    K = K.to(torch.float64)
+    return K - K.mean(dim=0, keepdim=True) - K.mean(dim=1, keepdim=True) + K.mean()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# HSIC and CKA
+
+def hsic_biased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Biased HSIC (Gretton et al. 2005): tr(K H L H) / (n-1)², a float64 scalar."""
+    _check_pair_of_grams(K, L)
+    n = K.shape[0]
+    return (center_gram(K) * center_gram(L)).sum() / (n - 1) ** 2     # tr(AB) = sum(A * B) for symmetric A
+
+
+def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC₁ (Song et al. 2012), a float64 scalar. With K̃, L̃ the Grams with zeroed diagonals::
+
+        HSIC₁ = [tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1) / ((n-1)(n-2)) - 2/(n-2) · 1ᵀK̃L̃1] / (n(n-3))
+
+    Needs n >= 4. Unlike the biased estimator it can be slightly negative for independent representations.
+    """
+    _check_pair_of_grams(K, L)
+    n = K.shape[0]
+    _check_unbiased_n(n)
+    K, L = _zero_diagonal(K), _zero_diagonal(L)
+    trace = (K * L).sum()
+    sums = K.sum() * L.sum() / ((n - 1) * (n - 2))
+    cross = 2 / (n - 2) * (K.sum(dim=1) @ L.sum(dim=1))                 # 1ᵀK̃L̃1 = (K̃1)·(L̃1)
+    return (trace + sums - cross) / (n * (n - 3))
+
+
+def _check_unbiased_n(n: int) -> None:
+    if n < 4:
+        raise ValueError(f"The unbiased HSIC needs at least 4 examples (its formula divides by n(n-3)), got n = {n}. "
+                         "Use a larger batch, or unbiased=False.")
+
+
+def _zero_diagonal(K: torch.Tensor) -> torch.Tensor:
+    K = K.to(torch.float64).clone()
+    K.diagonal(dim1=-2, dim2=-1).zero_()
+    return K
+
+
+def cka_from_grams(K: torch.Tensor, L: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """CKA = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L)) for two (n, n) Gram matrices of the same n examples.
+
+    A constant representation (HSIC(K, K) = 0) gives NaN: it has no similarity structure to compare.
+    """
+    hsic = hsic_unbiased if unbiased else hsic_biased
+    return hsic(K, L) / torch.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def linear_cka(X: torch.Tensor, Y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """Linear CKA between features X (n, ...) and Y (n, ...), a float64 scalar. Builds (n, n) Grams: for many
+    examples use :class:`MinibatchCKA`."""
+    _check_same_n(X, Y)
+    return cka_from_grams(gram_linear(X), gram_linear(Y), unbiased)
+
+
+def rbf_cka(X: torch.Tensor, Y: torch.Tensor, sigma: float = 0.8, unbiased: bool = False) -> torch.Tensor:
+    """RBF CKA with kernel width sigma × median pairwise distance (see :func:`gram_rbf`), a float64 scalar."""
+    _check_same_n(X, Y)
+    return cka_from_grams(gram_rbf(X, sigma), gram_rbf(Y, sigma), unbiased)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Minibatch CKA over many layer pairs
+
+def _as_list(acts: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    return list(acts.values()) if isinstance(acts, Mapping) else list(acts)
+
+
+class MinibatchCKA:
+    """Accumulates the CKA matrix between ``num_layers_a`` layers and ``num_layers_b`` layers over minibatches.
+
+    Per batch, each layer's Gram matrix is computed once (not once per pair), and the HSIC terms of all pairs come
+    from one matrix product of the stacked Grams: for the zero-diagonal Grams K̃_i (layers of A) and L̃_j (layers of
+    B), tr(K̃_i L̃_j) = <vec K̃_i, vec L̃_j>, so all n_a x n_b traces are ``Ka_flat @ Lb_flat.T``, and the
+    1ᵀK̃L̃1 terms are ``rows_a @ rows_b.T`` with the row sums. The cost is n_a + n_b Grams plus one
+    (n_a, b²) x (b², n_b) product per batch instead of 2 · n_a · n_b Grams.
+
+    Args:
+        num_layers_a: number of layers of representation A.
+        num_layers_b: number of layers of B; None for a symmetric matrix A x A (then call ``update(acts_a)``).
+        kernel: "linear" or "rbf" (bandwidth ``sigma`` × median distance within each batch).
+        unbiased: HSIC₁ (Nguyen et al.'s minibatch CKA, default) or the biased HSIC. Averaging the biased estimator
+            over batches does NOT converge to the full-data value; keep unbiased=True for minibatches.
+
+    Example::
+
+        acc = MinibatchCKA(len(layers_a), len(layers_b))
+        for x in batches:
+            acc.update([acts_a[n] for n in layers_a], [acts_b[n] for n in layers_b])
+        matrix = acc.compute()                       # (n_a, n_b) float64
+    """
+
+    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, kernel: str = "linear",
+                 sigma: float = 0.8, unbiased: bool = True):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}.")
+        self.num_layers_a, self.num_layers_b = num_layers_a, num_layers_b
+        self.symmetric = num_layers_b is None
+        self.kernel, self.sigma, self.unbiased = kernel, sigma, unbiased
+        self.reset()
+
+    def reset(self) -> None:
+        self.hsic_ab: torch.Tensor | None = None     # running sums over batches (float64)
+        self.hsic_aa: torch.Tensor | None = None
+        self.hsic_bb: torch.Tensor | None = None
+        self.num_batches = 0
+
+    def _stacked_grams(self, acts: list[torch.Tensor]) -> torch.Tensor:
+        """Per layer (b, ...) -> (layers, b, b): zero-diagonal Grams (unbiased) or centred Grams (biased)."""
+        prepare = _zero_diagonal if self.unbiased else center_gram
+        return torch.stack([prepare(_gram(x, self.kernel, self.sigma)) for x in acts])
+
+    def _pair_terms(self, Ka: torch.Tensor, Lb: torch.Tensor) -> torch.Tensor:
+        """(n_a, b, b), (n_b, b, b) prepared Grams -> HSIC of every pair (n_a, n_b)."""
+        n = Ka.shape[-1]
+        traces = Ka.flatten(1) @ Lb.flatten(1).T                               # tr(K_i L_j) for all pairs
+        if not self.unbiased:
+            return traces / (n - 1) ** 2
+        sums_a, sums_b = Ka.sum(dim=(1, 2)), Lb.sum(dim=(1, 2))                # 1ᵀK̃1
+        rows_a, rows_b = Ka.sum(dim=2), Lb.sum(dim=2)                          # K̃1, (layers, b)
+        return (traces + sums_a[:, None] * sums_b[None, :] / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * rows_a @ rows_b.T) / (n * (n - 3))
+
+    def _self_terms(self, K: torch.Tensor) -> torch.Tensor:
+        """(layers, b, b) prepared Grams -> HSIC(K_i, K_i) for each layer (layers,)."""
+        n = K.shape[-1]
+        traces = (K * K).sum(dim=(1, 2))
+        if not self.unbiased:
+            return traces / (n - 1) ** 2
+        sums, rows = K.sum(dim=(1, 2)), K.sum(dim=2)
+        return (traces + sums ** 2 / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows * rows).sum(dim=1)) / (n * (n - 3))
+
+    def _check_batch(self, acts: list[torch.Tensor], expected: int, which: str, n: int) -> None:
+        if len(acts) != expected:
+            raise ValueError(f"update() got {len(acts)} activations for {which}, but this accumulator was built for "
+                             f"{expected} layers.")
+        for i, x in enumerate(acts):
+            if not isinstance(x, torch.Tensor) or x.dim() < 2:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"{which}[{i}] must be a batch of activations (b, ...), got {shape}.")
+            if x.shape[0] != n:
+                raise ValueError(f"All activations of one batch must hold the same b examples: {which}[{i}] has "
+                                 f"{x.shape[0]}, the first layer of A has {n}.")
+
+    def update(self, acts_a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+               acts_b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None) -> None:
+        """Add one batch: the activations (b, ...) of each layer of A (and of B) for the same b images."""
+        acts_a = _as_list(acts_a)
+        if not acts_a:
+            raise ValueError("update() needs the activations of at least one layer.")
+        n = acts_a[0].shape[0]
+        self._check_batch(acts_a, self.num_layers_a, "acts_a", n)
+        if self.symmetric and acts_b is not None:
+            raise ValueError("This accumulator is symmetric (num_layers_b=None): call update(acts_a) only.")
+        if not self.symmetric:
+            if acts_b is None:
+                raise ValueError(f"This accumulator compares two layer lists: call update(acts_a, acts_b) with "
+                                 f"{self.num_layers_b} activations for B.")
+            acts_b = _as_list(acts_b)
+            self._check_batch(acts_b, self.num_layers_b, "acts_b", n)
+        if self.unbiased:
+            _check_unbiased_n(n)
+
+        Ka = self._stacked_grams(acts_a)
+        Lb = Ka if self.symmetric else self._stacked_grams(acts_b)
+        terms = (self._pair_terms(Ka, Lb), self._self_terms(Ka), self._self_terms(Lb))
+        if self.num_batches == 0:
+            self.hsic_ab, self.hsic_aa, self.hsic_bb = terms
+        else:
+            self.hsic_ab += terms[0]
+            self.hsic_aa += terms[1]
+            self.hsic_bb += terms[2]
+        self.num_batches += 1
+
+    def compute(self) -> torch.Tensor:
+        """The CKA matrix (n_a, n_b) (n_a, n_a when symmetric), float64 on the CPU: mean HSIC over batches, then the
+        ratio. A layer whose mean HSIC with itself is not positive (constant activations) gives NaN entries."""
+        if self.num_batches == 0:
+            raise RuntimeError("No batch yet: call update() at least once before compute().")
+        ab, aa, bb = (t.cpu() / self.num_batches for t in (self.hsic_ab, self.hsic_aa, self.hsic_bb))
+        return ab / torch.sqrt(aa[:, None] * bb[None, :])
+
+
+class NaiveMinibatchCKA(MinibatchCKA):
+    """The straightforward per-pair computation, kept only as the benchmark's baseline (benchmarks/bench_cka.py).
+
+    For every pair (i, j) it builds both Gram matrices again and evaluates the three HSIC terms with
+    :func:`hsic_unbiased` / :func:`hsic_biased`: 2 · n_a · n_b Grams per batch. Same results as
+    :class:`MinibatchCKA`, many times slower. Do not use it for real work.
+    """
+
+    def update(self, acts_a, acts_b=None) -> None:
+        acts_a = _as_list(acts_a)
+        acts_b = acts_a if self.symmetric else _as_list(acts_b)
+        hsic = hsic_unbiased if self.unbiased else hsic_biased
+        ab = torch.empty(len(acts_a), len(acts_b), dtype=torch.float64)
+        aa, bb = torch.empty_like(ab), torch.empty_like(ab)
+        for i, x in enumerate(acts_a):
+            for j, y in enumerate(acts_b):
+                K, L = _gram(x, self.kernel, self.sigma), _gram(y, self.kernel, self.sigma)
+                ab[i, j], aa[i, j], bb[i, j] = hsic(K, L), hsic(K, K), hsic(L, L)
+        terms = (ab, aa[:, 0], bb[0, :])   # the self terms do not depend on the partner
+        if self.num_batches == 0:
+            self.hsic_ab, self.hsic_aa, self.hsic_bb = terms
+        else:
+            self.hsic_ab += terms[0]
+            self.hsic_aa += terms[1]
+            self.hsic_bb += terms[2]
+        self.num_batches += 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver: two models, many images
+
+def _image_batches(data, batch_size: int, device: torch.device, normalize: bool) -> Iterator[torch.Tensor]:
+    """Float image batches (b, 3, H, W) on ``device`` from a tensor, an ImageSet or an iterable of batches."""
+    from .data import ImageSet, normalize as normalize_images   # lazy: cka does not otherwise need the data code
+
+    if isinstance(data, (torch.Tensor, ImageSet)):
+        images = data if isinstance(data, torch.Tensor) else data.images
+        if isinstance(data, torch.Tensor) and not images.is_floating_point():
+            raise ValueError("cka_matrix got integer images: normalise them as for training first "
+                             "(course_lib.data.normalize(images, dataset)), or pass the ImageSet itself.")
+        n = len(images)
+        # Cut into batches; a last batch smaller than 4 (too small for HSIC₁) joins the one before it.
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] < 4:
+            starts.pop()
+        for k, s in enumerate(starts):
+            x = images[s:starts[k + 1] if k + 1 < len(starts) else n].to(device)
+            yield normalize_images(x, data.dataset, normalize) if isinstance(data, ImageSet) else x
+        return
+    for item in data:      # a loader: (images, labels, ...) tuples or bare image tensors
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        yield x.to(device)
+
+
+def cka_matrix(model_a: nn.Module, model_b: nn.Module | None, data, layers_a: Layers | None = None,
+               layers_b: Layers | None = None, batch_size: int = 100, device: str | torch.device | None = None,
+               kernel: str = "linear", unbiased: bool = True, sigma: float = 0.8, normalize: bool = True,
+               verbose: bool = False) -> torch.Tensor:
+    """Minibatch CKA between every layer of ``model_a`` and every layer of ``model_b`` on the same images.
+
+    Each batch goes through each model once (eval mode, no gradients); forward hooks record the layers, and a
+    :class:`MinibatchCKA` accumulates. With ``model_b`` None or the same object as ``model_a``, the model runs once
+    per batch (ViT x ViT); with the same layers on both sides the symmetric matrix is computed.
+
+    Args:
+        model_a, model_b: the models (already on ``device``).
+        data: float images (N, 3, H, W) already normalised, an :class:`~course_lib.data.ImageSet` (normalised here
+            with its data set's statistics when ``normalize``), or an iterable of batches (images or
+            (images, labels) tuples, e.g. a ``GPULoader`` with ``train=False``).
+        layers_a, layers_b: layer specifications (see :func:`course_lib.hooks.resolve_layers`); None = the model's
+            default layers (ViT: all blocks; ResNet: stem + 4 stages). ``layers_b`` None with the same model means
+            ``layers_a``.
+        batch_size: images per batch for tensors and ImageSets (a loader decides its own).
+        device: where the images go; default: ``model_a``'s device.
+        kernel, unbiased, sigma: see :class:`MinibatchCKA`.
+        normalize: for an ImageSet, standardise the pixels (False for models trained with normalize=False).
+        verbose: print the number of batches and the time taken.
+
+    Returns:
+        float64 (n_a, n_b) CKA matrix on the CPU; row i is ``list(layers_a)[i]``, column j ``list(layers_b)[j]``.
+    """
+    same = model_b is None or model_b is model_a
+    model_b = model_a if same else model_b
+    layers_a = resolve_layers(model_a, layers_a)
+    layers_b = layers_a if same and layers_b is None else resolve_layers(model_b, layers_b)
+    symmetric = same and list(layers_a.items()) == list(layers_b.items())
+    if device is None:
+        device = next(model_a.parameters()).device
+    device = torch.device(device)
+
+    acc = MinibatchCKA(len(layers_a), None if symmetric else len(layers_b), kernel, sigma, unbiased)
+    rec_a = ActivationRecorder(model_a, {**layers_a, **layers_b} if same else layers_a, flatten=True)
+    rec_b = None if same else ActivationRecorder(model_b, layers_b, flatten=True)
+    modes = [(m, m.training) for m in {id(model_a): model_a, id(model_b): model_b}.values()]
+    start = time.perf_counter()
+    try:
+        for m, _ in modes:
+            m.eval()
+        with torch.no_grad(), rec_a, (rec_b if rec_b is not None else nullcontext()):
+            for x in _image_batches(data, batch_size, device, normalize):
+                model_a(x)
+                acts_a = [rec_a.activations[n] for n in layers_a]
+                if symmetric:
+                    acc.update(acts_a)
+                    continue
+                if not same:
+                    model_b(x)
+                acts_b = [(rec_a if same else rec_b).activations[n] for n in layers_b]
+                acc.update(acts_a, acts_b)
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+    if verbose:
+        print(f"CKA over {acc.num_batches} batches: {time.perf_counter() - start:.1f} s")
+    return acc.compute()
+

@@ -1,0 +1,223 @@
+"""Collect intermediate activations of a model with forward hooks, without editing the model.
+
+A forward hook is a function PyTorch calls right after a module's ``forward`` with ``(module, inputs, output)``.
+:class:`ActivationRecorder` registers one per requested layer, stores each output under the layer's name, and removes
+every hook when the ``with`` block ends (also after an exception), so the model is left exactly as it was::
+
+    with ActivationRecorder(model, vit_layers(model)) as rec:
+        model(x)
+    rec.activations["block3"]          # (B, T, D)
+
+or in one call: ``record_activations(model, x)`` (eval mode, no gradients).
+
+Layer names used by the course (``model_layers(model)`` picks the right list):
+
+ViT (:func:`vit_layers`): "block1" ... "blockN", the token sequence (B, T, D) after each transformer block (the
+    residual stream, before the final LayerNorm).
+ResNet-18 (:func:`resnet_layers`):
+    granularity="stages": "stem", "layer1" ... "layer4": the output of the stem (after BN + ReLU) and of each stage
+        (after the last block's residual addition and ReLU), e.g. layer2 (B, 128, 16, 16).
+    granularity="blocks": "stem", "layer1.0", "layer1.1", ..., "layer4.1": the output of each of the 8 basic blocks.
+    granularity="convs": the 17 convolutions Zhu et al. show: "stem.0" and "layerX.Y.conv1", "layerX.Y.conv2"
+        (16 = 8 blocks x 2). We record the **raw output of each convolution** (before its BatchNorm and ReLU),
+        because that is what hooking the ``nn.Conv2d`` module gives, and it is the "feature map of a convolution"
+        that visualisations show. The post-ReLU activations are not separately hookable in this ResNet (ReLU is a
+        function call inside ``BasicBlock.forward``); use granularity="blocks" for post-activation block outputs.
+        The 1x1 projection shortcuts are not included.
+
+Caveat: the hooks store the module's output tensor itself (detached, not copied). If a later operation modified it
+in place (e.g. an ``nn.ReLU(inplace=True)`` applied directly to a hooked BatchNorm's output), the stored value would
+change too; none of the course's recorded layers is followed by an in-place operation.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["ActivationRecorder", "record_activations", "vit_block_outputs", "vit_layers", "resnet_layers",
+           "hybrid_layers", "model_layers", "resolve_layers"]
+
+# A layer specification: an ordered name -> module mapping, or a list of names (see resolve_layers).
+Layers = Union[Mapping[str, nn.Module], Sequence[str]]
+
+
+def vit_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Ordered {"block1": model.blocks[0], ...}: each block outputs the token sequence (B, T, D)."""
+    if not hasattr(model, "blocks"):
+        raise TypeError(f"vit_layers expects a course_lib ViT (with .blocks), got {type(model).__name__}.")
+    return {f"block{i + 1}": block for i, block in enumerate(model.blocks)}
+
+
+def resnet_layers(model: nn.Module, granularity: str = "stages") -> dict[str, nn.Module]:
+    """Ordered layers of a :class:`~course_lib.models.ResNetCIFAR` (see the module docstring for what each records).
+
+    Args:
+        granularity: "stages" (stem + 4 stages: 5 layers), "blocks" (stem + every basic block: 9 for ResNet-18) or
+            "convs" (stem conv + both convs of every block: 17 for ResNet-18).
+    """
+    if not all(hasattr(model, n) for n in ("stem", "layer1", "layer2", "layer3", "layer4")):
+        raise TypeError(f"resnet_layers expects a course_lib ResNetCIFAR (stem, layer1..layer4), "
+                        f"got {type(model).__name__}.")
+    stages = {name: getattr(model, name) for name in ("layer1", "layer2", "layer3", "layer4")}
+    if granularity == "stages":
+        return {"stem": model.stem, **stages}
+    if granularity == "blocks":
+        layers = {"stem": model.stem}
+        for stage_name, stage in stages.items():
+            layers.update({f"{stage_name}.{j}": block for j, block in enumerate(stage)})
+        return layers
+    if granularity == "convs":
+        layers = {"stem.0": model.stem[0]}
+        for stage_name, stage in stages.items():
+            for j, block in enumerate(stage):
+                layers[f"{stage_name}.{j}.conv1"] = block.conv1
+                layers[f"{stage_name}.{j}.conv2"] = block.conv2
+        return layers
+    raise ValueError(f"granularity must be 'stages', 'blocks' or 'convs', not {granularity!r}.")
+
+
+def hybrid_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Ordered transformer blocks of a :class:`~course_lib.models.HybridViT`: "stage1.block1", ..., "stage2.blockM".
+
+    Stage-1 blocks output (B, K*K, D) tokens, stage-2 blocks (B, k*k, 2D).
+    """
+    layers = {f"stage1.block{i + 1}": b for i, b in enumerate(model.stage1)}
+    layers.update({f"stage2.block{i + 1}": b for i, b in enumerate(model.stage2)})
+    return layers
+
+
+def model_layers(model: nn.Module, granularity: str = "stages") -> dict[str, nn.Module]:
+    """The default layers of a course model: ViT blocks, ResNet layers at ``granularity``, HybridViT blocks."""
+    from .models import HybridViT, ResNetCIFAR, ViT   # lazy: keep this module importable on its own
+
+    if isinstance(model, ViT):
+        return vit_layers(model)
+    if isinstance(model, ResNetCIFAR):
+        return resnet_layers(model, granularity)
+    if isinstance(model, HybridViT):
+        return hybrid_layers(model)
+    raise TypeError(f"No default layer list for {type(model).__name__}. Pass the layers explicitly: a dict "
+                    "{name: module} or a list of names from model.named_modules().")
+
+
+def resolve_layers(model: nn.Module, layers: Layers | None = None) -> dict[str, nn.Module]:
+    """Turn a layer specification into an ordered {name: module} dict.
+
+    ``layers`` may be None (the model's default layers, :func:`model_layers`), a mapping name -> module (used as
+    is), or a list of names. A name is looked up first among the course names of this model ("block3",
+    "layer2.0.conv1", "stem", ...) and then among ``model.named_modules()`` ("blocks.2.attn", ...).
+
+    Raises:
+        ValueError: a name matches neither; the message lists the available names.
+    """
+    if layers is None:
+        return model_layers(model)
+    if isinstance(layers, Mapping):
+        return dict(layers)
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a list of names, not the string {layers!r}: write [{layers!r}].")
+    known: dict[str, nn.Module] = {}
+    try:
+        for granularity in ("stages", "blocks", "convs"):
+            known.update(model_layers(model, granularity))
+    except TypeError:       # not a course model: only named_modules() names
+        pass
+    modules = dict(model.named_modules())
+    resolved = {}
+    for name in layers:
+        if name in known:
+            resolved[name] = known[name]
+        elif name in modules and name != "":
+            resolved[name] = modules[name]
+        else:
+            course = f"course names: {list(known)}; " if known else ""
+            raise ValueError(f"Unknown layer {name!r} for {type(model).__name__}. Available {course}or any name "
+                             f"from model.named_modules(), e.g. {[n for n in modules if n][:12]} ...")
+    return resolved
+
+
+class ActivationRecorder:
+    """Context manager that records the outputs of named modules during forward passes.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: None (the model's default layers), a {name: module} mapping, or a list of names
+            (see :func:`resolve_layers`).
+        to_cpu: move each recorded tensor to the CPU (saves accelerator memory for big batches).
+        flatten: store ``(B, -1)`` instead of the module's output shape (what CKA needs).
+
+    Attributes:
+        layers: the resolved ordered {name: module}.
+        activations: {name: Tensor}, in the order of ``layers``, filled by each forward pass (a new pass overwrites).
+
+    A module that returns a tuple (our ViT blocks return ``(tokens, attention)``) is recorded by its first element.
+    Tensors are detached: the recorder never keeps the autograd graph alive.
+    """
+
+    def __init__(self, model: nn.Module, layers: Layers | None = None, to_cpu: bool = False, flatten: bool = False):
+        self.model = model
+        self.layers = resolve_layers(model, layers)
+        self.to_cpu, self.flatten = to_cpu, flatten
+        self.activations: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs, output) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            out = out.detach()
+            if self.to_cpu:
+                out = out.cpu()
+            if self.flatten:
+                out = out.flatten(1)
+            self.activations[name] = out
+        return hook
+
+    def __enter__(self) -> "ActivationRecorder":
+        if self._handles:
+            raise RuntimeError("This ActivationRecorder is already active; use one `with` block at a time.")
+        self.activations = {}
+        self._handles = [module.register_forward_hook(self._hook(name)) for name, module in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        # Present the activations in layer order, whatever order the modules ran in.
+        self.activations = {n: self.activations[n] for n in self.layers if n in self.activations}
+
+    def missing(self) -> list[str]:
+        """Names of the requested layers that did not run in the last forward pass."""
+        return [n for n in self.layers if n not in self.activations]
+
+    def clear(self) -> None:
+        self.activations = {}
+
+
+def record_activations(model: nn.Module, x: torch.Tensor, layers: Layers | None = None, to_cpu: bool = False,
+                       flatten: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` once in eval mode without gradients and return {name: activation} for ``layers``.
+
+    The model's train/eval mode is restored afterwards.
+
+    Raises:
+        RuntimeError: a requested layer did not run during the forward pass.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), ActivationRecorder(model, layers, to_cpu=to_cpu, flatten=flatten) as rec:
+            model(x)
+    finally:
+        model.train(was_training)
+    if missing := rec.missing():
+        raise RuntimeError(f"Layers {missing} did not run during model(x), so nothing was recorded for them.")
+    return rec.activations
+
+
+def vit_block_outputs(model: nn.Module, x: torch.Tensor, to_cpu: bool = False,
+                      flatten: bool = False) -> dict[str, torch.Tensor]:
+    """{"block1": (B, T, D), ..., "blockN": (B, T, D)}: the ViT's token sequence after every block."""
+    return record_activations(model, x, vit_layers(model), to_cpu=to_cpu, flatten=flatten)

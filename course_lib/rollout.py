@@ -1,0 +1,274 @@
+"""Attention rollout (Abnar & Zuidema 2020): which input patches the class token's representation comes from.
+
+One block mixes tokens with its attention A (rows sum to 1) *and* keeps its input through the residual connection.
+Rollout models a block as the row-stochastic matrix
+
+    Ã = 0.5·A + 0.5·I        (then rows re-normalised)
+
+and follows the information through all blocks by multiplying them: R = Ã_L ··· Ã_2 · Ã_1. Row ``cls`` of R says how
+much of each input token reached the class token after the last block; its patch entries, reshaped to the K x K
+patch grid, are the rollout map.
+
+Conventions (following the common open implementation, jacobgil/vit-explain, with its batch bugs fixed):
+- Head fusion: A is the mean (or max, or min) over the heads of the (B, heads, T, T) attention.
+- Discard ratio: per image, the fused T x T matrix is flattened and the ``int(T*T*discard_ratio)`` lowest entries are
+  set to 0, except entry (cls, cls) (flat index 0), which is never discarded. As in vit-explain this is over the
+  whole matrix, not per row, and the attention *from patches to* the class token may be discarded. This happens
+  before the identity is added, so the residual path is never discarded.
+- Residual: ``0.5·A + 0.5·I`` and ``A + I`` give the same matrix once rows are re-normalised (the factor 0.5 cancels).
+  With mean fusion and no discard, A's rows already sum to 1 and the re-normalisation changes nothing; with max/min
+  fusion or discarding, the rows of A no longer sum to 1 and re-normalising makes I weigh more or less than half.
+- Map normalisation (``normalize``): "max" divides each map by its maximum (values in [0, 1], vit-explain's choice,
+  good for overlays); "sum" makes each map sum to 1 (a distribution over patches, as Zhu et al. normalise their masks);
+  "none" returns the raw rollout values. A map that is all zeros stays all zeros.
+- Query: with a class token the map is row ``cls`` of R. With ``cls_query=False``, or for a model without class token
+  (``num_prefix_tokens=0``, e.g. mean pooling), it is the mean of the patch rows of R: the average over patch queries,
+  which is exactly the rollout of the mean-pooled token a mean-pooling classifier reads.
+
+Shapes: B images, H heads, T = P + K*K tokens (P prefix tokens: 1 class token, or 0), L blocks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["attention_rollout", "rollout_per_block", "raw_attention_maps", "model_rollout", "upsample_map",
+           "fuse_heads"]
+
+HEAD_FUSIONS = ("mean", "max", "min")
+NORMALIZATIONS = ("max", "sum", "none")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks (the errors name the fix)
+
+def _check_attentions(attentions, num_prefix_tokens: int | None) -> tuple[list[torch.Tensor], int, int]:
+    """Validate a list of (B, H, T, T) softmax attentions; return (attentions, P, K)."""
+    if isinstance(attentions, tuple) and len(attentions) == 2 and isinstance(attentions[1], (list, tuple)):
+        raise TypeError("Got a (logits, attentions) pair: pass only the attentions, e.g. "
+                        "`logits, attentions = model.forward_with_attention(x); attention_rollout(attentions)`.")
+    if isinstance(attentions, torch.Tensor):
+        raise TypeError(f"Expected a list of per-block attention tensors (B, heads, T, T), got one tensor of shape "
+                        f"{tuple(attentions.shape)}. A model's output has no attention in it: call "
+                        "`logits, attentions = model.forward_with_attention(x)` and pass `attentions` "
+                        "(for a single block, pass [attention]).")
+    if not isinstance(attentions, (list, tuple)) or not attentions:
+        raise TypeError(f"Expected a non-empty list of per-block attention tensors (B, heads, T, T), got "
+                        f"{type(attentions).__name__}. Call `logits, attentions = model.forward_with_attention(x)`.")
+    for i, a in enumerate(attentions):
+        if not isinstance(a, torch.Tensor):
+            raise TypeError(f"attentions[{i}] is a {type(a).__name__}, not a tensor. Pass the list returned by "
+                            "model.forward_with_attention(x).")
+        if a.dim() != 4 or a.shape[-1] != a.shape[-2]:
+            raise ValueError(f"attentions[{i}] has shape {tuple(a.shape)}; each block's attention must be "
+                             "(B, heads, T, T). For an already head-fused (B, T, T) tensor use a.unsqueeze(1).")
+        if a.shape != attentions[0].shape:
+            raise ValueError(f"Attention shapes differ across blocks: block 1 is {tuple(attentions[0].shape)}, block "
+                             f"{i + 1} is {tuple(a.shape)}. Rollout multiplies T x T matrices, so every block must "
+                             "see the same tokens (it is not defined across a pooling stage, e.g. HybridViT's two "
+                             "stages: roll out each stage separately).")
+    T = attentions[0].shape[-1]
+    if num_prefix_tokens is not None and not 0 <= num_prefix_tokens < T:
+        raise ValueError(f"num_prefix_tokens must be in [0, {T}) for T={T} tokens, got {num_prefix_tokens}.")
+    if num_prefix_tokens is None:       # infer: T = K*K (no class token) or 1 + K*K
+        if math.isqrt(T - 1) ** 2 == T - 1 and T > 1:
+            num_prefix_tokens = 1
+        elif math.isqrt(T) ** 2 == T:
+            num_prefix_tokens = 0
+        else:
+            raise ValueError(f"{T} tokens is neither K*K nor 1 + K*K, so the patches do not form a square grid. Pass "
+                             "num_prefix_tokens= (the number of class/distillation tokens before the patches).")
+    K = math.isqrt(T - num_prefix_tokens)
+    if K * K != T - num_prefix_tokens:
+        raise ValueError(f"With num_prefix_tokens={num_prefix_tokens}, the {T - num_prefix_tokens} patch tokens do "
+                         f"not form a square grid (T={T}).")
+    for i, a in enumerate(attentions):
+        a = a.detach().float()
+        row_error = (a.sum(-1) - 1).abs().max().item()
+        if row_error > 1e-2 or a.min().item() < -1e-6:
+            raise ValueError(f"The rows of attentions[{i}] do not look like softmax weights (rows should be "
+                             f"non-negative and sum to 1; largest |row sum - 1| = {row_error:.3g}, min = "
+                             f"{a.min().item():.3g}). These are probably attention logits (QK^T/sqrt(d)): apply "
+                             ".softmax(dim=-1) first, or use model.forward_with_attention(x), which returns weights.")
+    return list(attentions), num_prefix_tokens, K
+
+
+def _check_options(head_fusion: str, discard_ratio: float, normalize) -> str:
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}.")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1) (the fraction of lowest attentions set to 0), got "
+                         f"{discard_ratio}. E.g. 0.9 keeps the top 10%.")
+    if normalize is True:
+        normalize = "max"
+    elif normalize is False or normalize is None:
+        normalize = "none"
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS} (or True = 'max', False = 'none'), not "
+                         f"{normalize!r}.")
+    return normalize
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The steps
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64   # MPS has no float64
+
+
+def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """(B, H, T, T) -> (B, T, T): mean, max or min over the heads."""
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    if head_fusion == "max":
+        return attention.amax(dim=1)
+    if head_fusion == "min":
+        return attention.amin(dim=1)
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}.")
+
+
+def _discard_lowest(a: torch.Tensor, ratio: float, num_prefix_tokens: int) -> torch.Tensor:
+    """Zero the int(T*T*ratio) lowest entries of each image's (T, T) matrix, never entry (0, 0) of a class token."""
+    B, T, _ = a.shape
+    n_drop = int(T * T * ratio)
+    if n_drop == 0:
+        return a
+    flat = a.reshape(B, T * T).clone()
+    lowest = flat.topk(n_drop, dim=-1, largest=False).indices          # (B, n_drop)
+    drop = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, lowest, True)
+    if num_prefix_tokens > 0:
+        drop[:, 0] = False            # flat index 0 = attention of the class token to itself
+    return flat.masked_fill(drop, 0.0).view(B, T, T)
+
+
+def _block_matrices(attentions: list[torch.Tensor], head_fusion: str, discard_ratio: float, residual: bool,
+                    num_prefix_tokens: int) -> list[torch.Tensor]:
+    """Each block's row-stochastic mixing matrix Ã (B, T, T) in the working dtype."""
+    dtype = _work_dtype(attentions[0].device)
+    mats = []
+    for attention in attentions:
+        a = fuse_heads(attention.detach().to(dtype), head_fusion)
+        a = _discard_lowest(a, discard_ratio, num_prefix_tokens)
+        if residual:
+            a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=dtype, device=a.device)
+        mats.append(a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12))    # re-normalise the rows
+    return mats
+
+
+def _read_maps(R: torch.Tensor, num_prefix_tokens: int, K: int, cls_query: bool, normalize: str) -> torch.Tensor:
+    """(B, T, T) flow matrix -> (B, K, K) map of the query row(s) over the patches, normalised."""
+    P = num_prefix_tokens
+    if cls_query and P > 0:
+        m = R[:, 0, P:]                            # class token's row
+    else:
+        m = R[:, P:, P:].mean(dim=1)               # mean over patch queries
+    if normalize == "max":
+        m = m / m.amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    elif normalize == "sum":
+        m = m / m.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return m.reshape(-1, K, K).float()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+
+def rollout_per_block(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      cls_query: bool = True, residual: bool = True, normalize: str | bool = "max",
+                      num_prefix_tokens: int | None = None) -> torch.Tensor:
+    """Cumulative rollout after each block: (B, L, K, K), where [:, l] uses blocks 1..l+1 (R_l = Ã_l ··· Ã_1).
+
+    Args:
+        attentions: list of L tensors (B, heads, T, T) of softmax weights, as ``model.forward_with_attention(x)``
+            returns them.
+        head_fusion: "mean", "max" or "min" over heads.
+        discard_ratio: fraction in [0, 1) of the lowest fused attentions set to 0 per image (see module docstring).
+        cls_query: read the class token's row (True) or the mean of the patch rows (False; also used when there is
+            no class token).
+        residual: add the identity (0.5·A + 0.5·I) for the skip connection. False multiplies the bare attentions.
+        normalize: "max" (each map / its max), "sum" (each map sums to 1) or "none".
+        num_prefix_tokens: tokens before the patches (1 = class token). None infers 1 if T = 1 + K*K, 0 if T = K*K.
+
+    Returns:
+        float32 (B, L, K, K) on the attentions' device.
+    """
+    normalize = _check_options(head_fusion, discard_ratio, normalize)
+    attentions, P, K = _check_attentions(attentions, num_prefix_tokens)
+    mats = _block_matrices(attentions, head_fusion, discard_ratio, residual, P)
+    R = torch.eye(mats[0].shape[-1], dtype=mats[0].dtype, device=mats[0].device).expand_as(mats[0])
+    maps = []
+    for a in mats:
+        R = a @ R                                  # the newest block multiplies from the left
+        maps.append(_read_maps(R, P, K, cls_query, normalize))
+    return torch.stack(maps, dim=1)
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      cls_query: bool = True, residual: bool = True, normalize: str | bool = "max",
+                      num_prefix_tokens: int | None = None) -> torch.Tensor:
+    """Rollout through all blocks: (B, K, K). Arguments as in :func:`rollout_per_block`.
+
+    Example::
+
+        logits, attentions = model.forward_with_attention(x)      # x: (B, 3, 32, 32)
+        maps = attention_rollout(attentions)                        # (B, 8, 8), max = 1
+        overlay = upsample_map(maps, 32)                            # (B, 32, 32)
+    """
+    return rollout_per_block(attentions, head_fusion, discard_ratio, cls_query, residual, normalize,
+                             num_prefix_tokens)[:, -1]
+
+
+def raw_attention_maps(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", cls_query: bool = True,
+                       normalize: str | bool = "max", num_prefix_tokens: int | None = None) -> torch.Tensor:
+    """Each block's own attention, without rollout: (B, L, K, K).
+
+    Map l is the class token's row (or the mean patch row, see ``cls_query``) of block l's head-fused attention,
+    restricted to the patches: where that block alone looks, ignoring the residual path and the earlier blocks.
+    """
+    normalize = _check_options(head_fusion, 0.0, normalize)
+    attentions, P, K = _check_attentions(attentions, num_prefix_tokens)
+    dtype = _work_dtype(attentions[0].device)
+    maps = [_read_maps(fuse_heads(a.detach().to(dtype), head_fusion), P, K, cls_query, normalize) for a in attentions]
+    return torch.stack(maps, dim=1)
+
+
+def model_rollout(model: nn.Module, images: torch.Tensor, per_block: bool = False, **kwargs) -> torch.Tensor:
+    """Run ``model.forward_with_attention(images)`` in eval mode without gradients and roll out its attention.
+
+    Args:
+        model: a model with ``forward_with_attention`` (the course's :class:`~course_lib.models.ViT`).
+        images: (B, 3, H, W) normalised as for training.
+        per_block: return :func:`rollout_per_block` (B, L, K, K) instead of the final map (B, K, K).
+        **kwargs: options of :func:`attention_rollout`; ``num_prefix_tokens`` defaults to the model's.
+    """
+    if not hasattr(model, "forward_with_attention"):
+        raise TypeError(f"{type(model).__name__} has no forward_with_attention(x), so its attention cannot be "
+                        "rolled out (a CNN has no attention). Use a course_lib ViT.")
+    kwargs.setdefault("num_prefix_tokens", getattr(model, "num_prefix_tokens", None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, attentions = model.forward_with_attention(images)
+    finally:
+        model.train(was_training)
+    return rollout_per_block(attentions, **kwargs) if per_block else attention_rollout(attentions, **kwargs)
+
+
+def upsample_map(maps: torch.Tensor, size: int = 32, mode: str = "bilinear") -> torch.Tensor:
+    """Resize maps (K, K), (B, K, K) or (B, L, K, K) to ``size`` x ``size`` for overlaying on the images.
+
+    ``mode="bilinear"`` gives smooth overlays (values stay within the input range); ``"nearest"`` shows the patches
+    as blocks.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() not in (2, 3, 4):
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"upsample_map expects maps shaped (K, K), (B, K, K) or (B, L, K, K), got {shape}.")
+    lead = maps.shape[:-2]
+    x = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    x = F.interpolate(x, size=(size, size), mode=mode, **kwargs)
+    return x.reshape(*lead, size, size)

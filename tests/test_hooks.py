@@ -1,0 +1,116 @@
+"""Forward-hook activation recording: names, shapes, values equal to a manual forward, hooks removed afterwards."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.hooks import (ActivationRecorder, model_layers, record_activations, resnet_layers, resolve_layers,
+                              vit_block_outputs, vit_layers)
+from course_lib.models import HybridViT, ResNetCIFAR, ViT, resnet18_cifar
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return ViT(depth=3, dim=32, heads=2).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return resnet18_cifar().eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_layer_names():
+    vit = ViT(depth=4, dim=32, heads=2)
+    assert list(vit_layers(vit)) == ["block1", "block2", "block3", "block4"]
+    r = resnet18_cifar()
+    assert list(resnet_layers(r)) == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert list(resnet_layers(r, "blocks")) == ["stem"] + [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    convs = resnet_layers(r, "convs")
+    assert len(convs) == 17 and list(convs)[:3] == ["stem.0", "layer1.0.conv1", "layer1.0.conv2"]
+    assert all(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in convs.values())
+    assert list(model_layers(HybridViT(dim=32, depth=(1, 2), heads=(2, 2)))) == \
+        ["stage1.block1", "stage2.block1", "stage2.block2"]
+
+
+def test_vit_shapes_and_values(vit, images):
+    acts = vit_block_outputs(vit, images)
+    assert list(acts) == ["block1", "block2", "block3"]
+    assert all(a.shape == (2, 65, 32) for a in acts.values())
+    with torch.no_grad():
+        # Manual forward through the blocks: every recorded tensor is the residual stream after that block.
+        x = vit.embed(images)
+        for i, block in enumerate(vit.blocks):
+            x, _ = block(x)
+            torch.testing.assert_close(acts[f"block{i + 1}"], x)
+        torch.testing.assert_close(vit.norm(acts["block3"]), vit.forward_features(images))
+    assert not acts["block1"].requires_grad
+
+
+def test_resnet_shapes_and_values(resnet, images):
+    acts = record_activations(resnet, images, resnet_layers(resnet, "stages"))
+    expected = {"stem": (64, 32, 32), "layer1": (64, 32, 32), "layer2": (128, 16, 16), "layer3": (256, 8, 8),
+                "layer4": (512, 4, 4)}
+    assert {k: tuple(v.shape[1:]) for k, v in acts.items()} == expected
+    with torch.no_grad():
+        torch.testing.assert_close(acts["layer4"], resnet.forward_features(images))
+        convs = record_activations(resnet, images, resnet_layers(resnet, "convs"))
+        # A conv's recorded output is the raw convolution of its input (before BN): recompute two by hand.
+        torch.testing.assert_close(convs["stem.0"], F.conv2d(images, resnet.stem[0].weight, padding=1))
+        block = resnet.layer2[0]
+        torch.testing.assert_close(convs["layer2.0.conv1"],
+                                   F.conv2d(acts["layer1"], block.conv1.weight, stride=2, padding=1))
+    assert convs["layer4.1.conv2"].shape == (2, 512, 4, 4)
+
+
+def test_hooks_removed_and_mode_restored(vit, images):
+    assert _hook_count(vit) == 0
+    with ActivationRecorder(vit, ["block2"], flatten=True) as rec:
+        assert _hook_count(vit) == 1
+        vit(images)
+    assert _hook_count(vit) == 0
+    assert rec.activations["block2"].shape == (2, 65 * 32)
+    with pytest.raises(RuntimeError, match="boom"), ActivationRecorder(vit) as rec:
+        raise RuntimeError("boom")                     # removed after an exception too
+    assert _hook_count(vit) == 0
+    vit.train()
+    record_activations(vit, images)
+    assert vit.training                                # train mode restored
+    vit.eval()
+
+
+def test_to_cpu_and_named_modules(vit, images):
+    acts = record_activations(vit, images, ["block1", "blocks.0.attn", "norm"], to_cpu=True)
+    assert acts["blocks.0.attn"].shape == (2, 65, 32)   # Attention returns (out, attn): the first is recorded
+    assert acts["norm"].device.type == "cpu"
+
+
+def test_unknown_layer_lists_available(vit, resnet):
+    with pytest.raises(ValueError, match=r"Unknown layer 'block9'.*block1"):
+        resolve_layers(vit, ["block9"])
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv1"):
+        resolve_layers(resnet, ["layer5"])
+    with pytest.raises(ValueError, match="granularity"):
+        resnet_layers(resnet, "neurons")
+    with pytest.raises(TypeError, match="list of names"):
+        resolve_layers(vit, "block1")
+    with pytest.raises(TypeError, match="Pass the layers explicitly"):
+        model_layers(torch.nn.Linear(2, 2))
+
+
+def test_layer_that_does_not_run(images):
+    model = ResNetCIFAR((1, 1, 1, 1), width=8)
+    unused = torch.nn.Linear(3, 3)
+    with pytest.raises(RuntimeError, match="did not run"):
+        record_activations(model, images, {"stem": model.stem, "unused": unused})
