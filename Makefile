@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Tests and CI never touch the network and run the small CPU budget.
-TEST_ENV := COURSE_OFFLINE=1 COURSE_PROFILE=smoke COURSE_PLAIN_PROGRESS=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+TEST_ENV := COURSE_OFFLINE=1 COURSE_PROFILE=smoke COURSE_PLAIN_PROGRESS=1 PYTHONHASHSEED=0
 
 .PHONY: venv book test unit chromium clean
 
@@ -20,6 +20,7 @@ venv: $(STAMP)
 
 ## The book: renders the stored notebook outputs (they come from `python -m course_lib.experiments`).
 book: $(STAMP)
+	rm -rf _build/html    # jupyter-book never deletes pages that left the toc
 	$(VENV)/bin/jupyter-book build --all --warningiserror --keep-going --nitpick . 
 	@echo "Book built: open _build/html/index.html"
 

@@ -35,10 +35,10 @@ from . import __version__
 from .data import DATASETS, ImageSet, load_dataset, subset, take
 from .models import count_parameters, create_model
 from .profiles import Profile, get_profile
-from .train import RECIPES, History, fit, get_device, seed_everything
+from .train import RECIPES, History, TrainConfig, fit, get_device, seed_everything
 
 __all__ = ["RunSpec", "RunResult", "train_run", "load_data", "load_results", "plan", "workdir",
-           "environment_summary", "describe_setting", "get_record", "small_data_sizes", "NOTEBOOKS"]
+           "environment_summary", "describe_setting", "get_record", "training_config", "small_data_sizes", "NOTEBOOKS"]
 
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
 
@@ -184,11 +184,21 @@ def _extra_losses(spec: RunSpec, model: nn.Module) -> list:
     return [DRLocLoss(dim=dim, weight=spec.drloc_weight, m=spec.drloc_pairs)]
 
 
+def training_config(spec: RunSpec) -> TrainConfig:
+    """The :class:`TrainConfig` a run uses: its recipe, with the profile's epochs and (course recipe) batch size."""
+    if spec.recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe {spec.recipe!r}. Choose one of {sorted(RECIPES)}.")
+    profile, epochs = _budget(spec)
+    # About 15 evaluations per run, whatever its length: evaluation is a large part of a CPU run.
+    config = replace(RECIPES[spec.recipe], epochs=epochs, seed=spec.seed, eval_every=max(1, round(epochs / 15)))
+    if spec.recipe == "course":          # the papers' recipes keep their own batch size
+        config = replace(config, batch_size=profile.batch_size)
+    return config
+
+
 def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | torch.device | None = None,
               root: str | Path | None = None, progress: bool = True) -> RunResult:
     """Train ``spec`` (or load it when its checkpoint is complete) and write ``results/<key>.json``."""
-    if spec.recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {spec.recipe!r}. Choose one of {sorted(RECIPES)}.")
     root = Path(root) if root is not None else workdir()
     device = get_device(device)
     profile, epochs = _budget(spec)
@@ -196,13 +206,10 @@ def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | 
     seed_everything(spec.seed)
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes)
     extra = _extra_losses(spec, model)
-    # About 15 evaluations per run, whatever its length: evaluation is a large part of a CPU run.
-    recipe = replace(RECIPES[spec.recipe], epochs=epochs, seed=spec.seed, eval_every=max(1, round(epochs / 15)))
-    if spec.recipe == "course":          # the papers' recipes keep their own batch size
-        recipe = replace(recipe, batch_size=profile.batch_size)
+    recipe = training_config(spec)
     checkpoint = root / "checkpoints" / f"{spec.key}.pt"
     if progress:
-        print(f"[{spec.key}] {train.describe()}; {len(test):,} test images; {epochs} epochs on {device_name(device)}")
+        print(f"[{spec.key}] {train.describe()}; {len(test):,} test images; {epochs} epoch(s) on {device_name(device)}")
     history = fit(model, train, test, recipe, extra_losses=extra, checkpoint=checkpoint, device=device,
                   progress=progress)
     record = {
