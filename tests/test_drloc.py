@@ -1,0 +1,289 @@
+"""Tests of course_lib.drloc: the sampling's distribution, the targets, the head's ability to learn, the wiring
+into the models and fit(), and the error messages."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib.drloc import (TARGET_MODES, DRLocHead, DRLocLoss, cycle_back_regression, drloc_loss, gather_pairs,
+                              official_weight, relative_targets, sample_positions)
+from course_lib.models import HybridViT, ViT
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread avoids OpenMP's spin-waiting, which on a busy 2-core machine makes the
+    training loops below 30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_vit() -> ViT:
+    return ViT(depth=1, dim=32, heads=2, mlp_ratio=1.0)
+
+
+def tiny_hybrid() -> HybridViT:
+    return HybridViT(dim=16, depth=(1, 1), heads=(2, 2), mlp_ratio=1.0)
+
+
+def distance_pmf(k: int) -> torch.Tensor:
+    """P(|i - p| = d) for i, p independent and uniform on {0..k-1}: k/k^2 for d = 0, 2(k-d)/k^2 otherwise."""
+    return torch.tensor([(k if d == 0 else 2 * (k - d)) / k**2 for d in range(k)], dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling and targets
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_targets_range_shape_dtype(k):
+    g = torch.Generator().manual_seed(k)
+    pos1, pos2 = sample_positions(64, 32, k, generator=g)
+    assert pos1.shape == pos2.shape == (64, 32, 2) and pos1.dtype == torch.int64
+    assert pos1.min() >= 0 and pos1.max() <= k - 1 and pos2.min() >= 0 and pos2.max() <= k - 1
+    t = relative_targets(pos1, pos2, k)
+    assert t.shape == (64, 32, 2) and t.dtype == torch.float32
+    assert t.min() >= 0 and t.max() <= (k - 1) / k + 1e-7
+    assert t.max() == pytest.approx((k - 1) / k)       # 2048 pairs: the farthest offset does come up
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_sampled_distance_distribution_matches_theory(k):
+    """Independent uniform draws with replacement: E[t_u] = (k^2 - 1) / (3 k^2) and P(d) = (k or 2(k-d)) / k^2.
+    Sampling without replacement, or avoiding identical cells, fails both checks at this sample size."""
+    g = torch.Generator().manual_seed(123)
+    pos1, pos2 = sample_positions(2000, 100, k, generator=g)          # 200,000 pairs, two axes each
+    t = relative_targets(pos1, pos2, k).double().flatten()
+    expected_mean = (k**2 - 1) / (3 * k**2)
+    standard_error = t.std().item() / math.sqrt(t.numel())
+    assert abs(t.mean().item() - expected_mean) < 4 * standard_error
+
+    d = (pos1 - pos2).abs().flatten()
+    observed = torch.bincount(d, minlength=k).double()
+    expected = distance_pmf(k) * d.numel()
+    chi2 = ((observed - expected) ** 2 / expected).sum().item()
+    assert chi2 < 3 * (k - 1) + 20        # k-1 degrees of freedom: mean k-1, far tail below this bound
+
+    # The cells themselves are uniform over the k*k grid, and a pair repeats a cell with probability 1/k^2.
+    cells = torch.bincount((pos1[..., 0] * k + pos1[..., 1]).flatten(), minlength=k * k).double()
+    expected_cells = torch.full_like(cells, cells.sum().item() / k**2)
+    assert ((cells - expected_cells) ** 2 / expected_cells).sum().item() < 3 * (k * k - 1) + 20
+    same = (pos1 == pos2).all(-1).double().mean().item()
+    assert abs(same - 1 / k**2) < 4 * math.sqrt((1 / k**2) * (1 - 1 / k**2) / (2000 * 100))
+
+
+def test_relative_targets_hand_computed():
+    k = 4
+    pos1 = torch.tensor([[[0, 3], [3, 0], [0, 0], [1, 2]]])
+    pos2 = torch.tensor([[[2, 1], [3, 0], [3, 3], [2, 2]]])
+    paper = torch.tensor([[[0.5, 0.5], [0.0, 0.0], [0.75, 0.75], [0.25, 0.0]]])
+    torch.testing.assert_close(relative_targets(pos1, pos2, k), paper)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs"), paper * 4)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs_norm"), paper * 4 / 3)
+    # signed: delta = pos1 - pos2 = (-2, 2), (0, 0), (-3, -3), (-1, 0), shifted by k - 1 = 3
+    signed = torch.tensor([[[1.0, 5.0], [3.0, 3.0], [0.0, 0.0], [2.0, 3.0]]])
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed"), signed)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed_norm"), signed / 6)
+
+
+def test_relative_targets_against_a_loop():
+    k = 5
+    g = torch.Generator().manual_seed(7)
+    pos1, pos2 = sample_positions(3, 6, k, generator=g)
+    formulas = {"paper": lambda a, b: abs(a - b) / k, "abs": lambda a, b: abs(a - b),
+                "abs_norm": lambda a, b: abs(a - b) / (k - 1), "signed": lambda a, b: a - b + k - 1,
+                "signed_norm": lambda a, b: (a - b + k - 1) / (2 * k - 2)}
+    assert set(formulas) == set(TARGET_MODES)
+    for mode, formula in formulas.items():
+        t = relative_targets(pos1, pos2, k, mode)
+        for b in range(3):
+            for n in range(6):
+                for axis in range(2):
+                    want = formula(int(pos1[b, n, axis]), int(pos2[b, n, axis]))
+                    assert t[b, n, axis].item() == pytest.approx(want), (mode, b, n, axis)
+    with pytest.raises(ValueError, match="Choose one of"):
+        relative_targets(pos1, pos2, k, "relative")
+
+
+def test_sampling_is_reproducible():
+    a = sample_positions(8, 32, 8, generator=torch.Generator().manual_seed(0))
+    b = sample_positions(8, 32, 8, generator=torch.Generator().manual_seed(0))
+    c = sample_positions(8, 32, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
+    assert not torch.equal(a[0], a[1])                        # the two ends are separate draws
+    torch.manual_seed(5)                                     # the global RNG, as fit seeds it per epoch
+    d = sample_positions(8, 32, 8)
+    torch.manual_seed(5)
+    assert torch.equal(d[0], sample_positions(8, 32, 8)[0])
+
+
+def test_gather_pairs_picks_the_right_cells():
+    B, D, k, m = 3, 5, 4, 7
+    grid = torch.randn(B, D, k, k)
+    pos1, pos2 = sample_positions(B, m, k, generator=torch.Generator().manual_seed(2))
+    e1, e2 = gather_pairs(grid, pos1, pos2)
+    assert e1.shape == e2.shape == (B, m, D)
+    for b in range(B):
+        for n in range(m):
+            assert torch.equal(e1[b, n], grid[b, :, pos1[b, n, 0], pos1[b, n, 1]])
+            assert torch.equal(e2[b, n], grid[b, :, pos2[b, n, 0], pos2[b, n, 1]])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The head learns positions, and only positions
+
+def position_grid(batch: int, k: int, projection: torch.Tensor) -> torch.Tensor:
+    """Every image gets the same grid: cell (i, j) holds a fixed random projection of [one_hot(i), one_hot(j)]."""
+    rows, cols = torch.arange(k).repeat_interleave(k), torch.arange(k).repeat(k)
+    code = torch.cat([F.one_hot(rows, k), F.one_hot(cols, k)], dim=1).float()      # (k*k, 2k)
+    return (code @ projection).T.reshape(1, -1, k, k).expand(batch, -1, -1, -1)     # (B, D, k, k)
+
+
+@pytest.mark.parametrize("grid_kind", ["positions", "random"])
+def test_head_learns_offsets_only_from_position_information(grid_kind):
+    k, D, steps = 8, 32, 300
+    g = torch.Generator().manual_seed(0)
+    projection = torch.randn(2 * k, D, generator=g)
+    make = (lambda B: position_grid(B, k, projection)) if grid_kind == "positions" else (
+        lambda B: torch.randn(B, D, k, k, generator=g))     # fresh per image: says nothing about position
+    torch.manual_seed(0)
+    head = DRLocHead(D, hidden=128)                       # narrower than the paper's 512, to keep the test fast
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = drloc_loss(make(16), head, m=32, generator=g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = torch.stack([drloc_loss(make(256), head, m=32, generator=g) for _ in range(4)]).mean().item()
+
+    # The best constant under L1 is the median offset; its loss is what a head that cannot see positions reaches.
+    pmf = distance_pmf(k)
+    median = int(torch.searchsorted(pmf.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))
+    best_constant = sum(p * abs(d - median) for d, p in enumerate(pmf.tolist())) / k   # 0.195 for k = 8
+    if grid_kind == "positions":
+        assert final < 0.03, final
+    else:
+        assert 0.9 * best_constant < final < 1.15 * best_constant, (final, best_constant)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wiring into the models and fit()
+
+@pytest.mark.parametrize("make_model, dim, k", [(tiny_vit, 32, 8), (tiny_hybrid, 32, 4)])
+def test_gradient_reaches_the_backbone(make_model, dim, k):
+    torch.manual_seed(0)
+    model = make_model()
+    term = DRLocLoss(dim=dim)
+    images = torch.randn(4, 3, 32, 32)
+    value = term(model, model.forward_features(images), images, torch.zeros(4, dtype=torch.long))
+    assert value.dim() == 0 and torch.isfinite(value) and value > 0
+    assert term.last.pos1.max() == k - 1 and term.last.target.max() <= (k - 1) / k
+    value.backward()
+    for name, p in model.named_parameters():
+        if name.startswith("head."):
+            assert p.grad is None, name      # the classifier is not part of DRLoc's graph
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad.abs().sum() > 0 for p in term.head.parameters())
+
+
+def test_fit_trains_the_head_with_the_model():
+    from course_lib.data import load_dataset, subset
+    from course_lib.train import fit
+
+    train = subset(load_dataset("cifar10", "train", source="samples"), 3)
+    test = subset(load_dataset("cifar10", "test", source="samples"), 1)
+    torch.manual_seed(0)
+    model = tiny_vit()
+    term = DRLocLoss(dim=model.dim, weight=0.5)
+    before = [p.detach().clone() for p in term.head.parameters()]
+    history = fit(model, train, test, epochs=1, extra_losses=[term], progress=False, device="cpu")
+    assert len(history.extra["drloc"]) == 1
+    assert 0 < history.extra["drloc"][0] < 1 and math.isfinite(history.test_acc[0])
+    assert all(not torch.equal(a, b) for a, b in zip(before, term.head.parameters()))
+
+
+@pytest.mark.parametrize("loss, target, classes", [("ce", "abs", 8), ("ce", "signed", 15), ("cbr", "abs", 8)])
+def test_classification_variants(loss, target, classes):
+    torch.manual_seed(0)
+    model = tiny_vit()
+    term = DRLocLoss(dim=32, loss=loss, target=target, grid_size=8)
+    images = torch.randn(2, 3, 32, 32)
+    value = term(model, model.forward_features(images), images, None)
+    assert term.last.pred.shape == (2, 32, classes, 2)
+    if loss == "ce":      # a near-uniform head at init: about log(C) per axis
+        assert value.item() == pytest.approx(2 * math.log(classes), rel=0.05)
+    value.backward()
+    assert model.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_cycle_back_regression_hand_computed():
+    # Two classes, equal scores: mu = 0.5, var = 0.25, target 0 -> 0.25 / 0.25 + 1e-3 * log(0.25)
+    value = cycle_back_regression(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+    assert value.item() == pytest.approx(1 + 1e-3 * math.log(0.25), rel=1e-6)
+
+
+def test_official_weight_schedule():
+    assert official_weight(0, 0.5) == 0.0
+    assert official_weight(10, 0.5) == pytest.approx(0.25)
+    assert official_weight(20, 0.5) == pytest.approx(0.5)
+    assert official_weight(160, 0.5) == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors that name the fix
+
+def test_model_without_grid():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(TypeError, match="exposes no token grid.*feature_grid"):
+        DRLocLoss(dim=32)(model, model(images), images, None)
+
+
+def test_grid_too_small():
+    class OneCell(nn.Module):
+        def feature_grid(self, features):
+            return features.reshape(-1, 32, 1, 1)
+
+    with pytest.raises(ValueError, match="nothing to localise"):
+        DRLocLoss(dim=32)(OneCell(), torch.randn(2, 32), None, None)
+
+
+def test_dim_mismatch_names_the_dim_to_pass():
+    model = tiny_vit()
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="dim=32"):
+        DRLocLoss(dim=64)(model, model.forward_features(images), images, None)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one pair"):
+        DRLocLoss(dim=32, m=0)
+    with pytest.raises(ValueError, match="at least one pair"):
+        sample_positions(2, 0, 8)
+    with pytest.raises(ValueError, match="grid_size"):
+        DRLocLoss(dim=32, loss="ce")
+    with pytest.raises(ValueError, match="'abs'"):
+        DRLocLoss(dim=32, loss="ce", target="paper", grid_size=8)
+    with pytest.raises(ValueError, match="Choose one of"):
+        DRLocLoss(dim=32, loss="l2")
+    term = DRLocLoss(dim=32, loss="ce", grid_size=4)
+    with pytest.raises(ValueError, match="grid_size=8"):
+        term.grid_loss(torch.randn(2, 32, 8, 8))
+
+
+def test_defaults_follow_the_paper_and_config():
+    term = DRLocLoss(dim=8)
+    assert (term.name, term.weight, term.m, term.loss, term.target) == ("drloc", 0.5, 32, "l1", "paper")
+    assert [layer.out_features for layer in term.head.layers if isinstance(layer, nn.Linear)] == [512, 512, 2]
+    assert term.head.layers[0].in_features == 16      # the concatenation [e1, e2]
+    official = DRLocLoss(dim=8, target="abs")            # the official runs: |delta| in cells
+    official.grid_loss(torch.randn(64, 8, 4, 4))
+    assert official.last.target.max() == 3 and official.last.target.dtype == torch.float32
