@@ -271,8 +271,9 @@ class DRLocLoss(AuxiliaryLoss):
     Args:
         dim: channels D of the model's final grid (ViT: ``model.dim``; HybridViT: ``2 * model.dim``; ResNet-18: 512).
         weight: lambda. 0.5 is ``config.py``'s default; the repository's ``train.sh`` uses 0.5 for Swin, 0.1 for T2T
-            and 0.1 for CvT. Those were set with targets in cells (``target="abs"``), k times larger than the
-            paper's, so with the default targets a lambda of the same effect is k times larger.
+            and 0.1 for CvT. Those were set with targets in cells (``target="abs"``), whose loss value is k times
+            the paper's; the L1 gradient passes back only the sign of the error, so the backbone's gradient is not
+            k times larger, but the term is stronger than with the paper's targets once the head has grown.
         m: pairs per image (``config.py``: 32; ``main.py``'s ``--sample_size`` default, which the official runs
             used: 64).
         loss: ``"l1"`` (the paper), ``"ce"`` or ``"cbr"`` (the official code's alternatives).

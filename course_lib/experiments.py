@@ -38,7 +38,7 @@ from .profiles import Profile, get_profile
 from .train import RECIPES, History, TrainConfig, fit, get_device, seed_everything
 
 __all__ = ["RunSpec", "RunResult", "train_run", "load_data", "load_results", "plan", "workdir",
-           "environment_summary", "describe_setting", "get_record", "training_config", "small_data_sizes", "NOTEBOOKS"]
+           "environment_summary", "describe_setting", "get_record", "training_config", "small_data_sizes", "drloc_subset_per_class", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "NOTEBOOKS"]
 
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
 
@@ -255,18 +255,29 @@ def small_data_sizes(profile: Profile | str) -> list[int]:
     return {"smoke": [5, 10], "cpu": [25, 50, 100, 200]}.get(name, [50, 100, 500, 5000])
 
 
+def drloc_subset_per_class(profile: Profile | str) -> int:
+    """Images per class of the small CIFAR-10 subset in the DRLoc chapter: 10 % of the full set on a GPU (500),
+    the smallest point of the small-data curve on the CPU profiles."""
+    name = profile if isinstance(profile, str) else profile.name
+    return 500 if name in ("gpu", "paper") else small_data_sizes(name)[0]
+
+
+DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on lambda
+DRLOC_PAIRS = (8, 32, 64)           # the ablation on m
+
+
 def plan(profile: str, datasets: tuple[str, ...] = ("cifar10", "cifar100", "svhn")) -> dict[str, list[RunSpec]]:
     """Every run the notebooks use, grouped by chapter (runs shared between chapters appear once, first)."""
     p = profile
     small = small_data_sizes(p)
-    tenth = small[-1] // 10 if p in ("gpu", "paper") else small[0]      # "10 %" of the data in the DRLoc chapter
+    sub = drloc_subset_per_class(p)
     chapters = {
         "ch1": [RunSpec(m, d, p) for d in datasets for m in ("vit", "resnet18")],
         "ch4": [RunSpec("vit", "cifar10", p, train_per_class=small[0])],
         "ch5": [RunSpec("vit", d, p, drloc=True) for d in datasets]
-               + [RunSpec("vit", "cifar10", p, train_per_class=tenth, drloc=flag) for flag in (False, True)]
-               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_weight=w, train_per_class=tenth) for w in (0.1, 1.0)]
-               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_pairs=m, train_per_class=tenth) for m in (8, 64)],
+               + [RunSpec("vit", "cifar10", p, train_per_class=sub, drloc=flag) for flag in (False, True)]
+               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_weight=w, train_per_class=sub) for w in DRLOC_WEIGHTS]
+               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_pairs=m, train_per_class=sub) for m in DRLOC_PAIRS],
         "results": [RunSpec(m, "cifar10", p, train_per_class=n, drloc=dr)
                     for n in small for m, dr in (("resnet18", False), ("vit", False), ("vit", True))],
     }

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .train import History
 
 __all__ = ["plot_history", "show_images", "overlay_maps", "plot_map_grid", "plot_feature_maps", "plot_cka",
-           "plot_cka_grid", "plot_small_data_curve", "Table"]
+           "plot_cka_grid", "plot_small_data_curve", "plot_drloc_pairs", "Table"]
 
 
 def _as_image(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -209,6 +209,42 @@ def plot_small_data_curve(points: Mapping[str, Sequence[tuple[int, float]]], tit
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drloc_pairs(image: torch.Tensor, pos1: torch.Tensor, pos2: torch.Tensor, k: int,
+                     targets: torch.Tensor | None = None, size: float = 4.2):
+    """One image with its k x k grid and DRLoc pairs drawn as segments between cell centres.
+
+    Args:
+        image: (3, H, W). pos1, pos2: (m, 2) integer (row, column) cells. targets: (m, 2) to print beside each pair.
+    """
+    H = image.shape[-1]
+    cell = H / k
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(_as_image(image), extent=(0, H, H, 0))
+    for t in range(1, k):
+        ax.axhline(t * cell, color="white", lw=0.6, alpha=0.7)
+        ax.axvline(t * cell, color="white", lw=0.6, alpha=0.7)
+    colors = plt.cm.tab10.colors
+    for n, (a, b) in enumerate(zip(pos1.tolist(), pos2.tolist())):
+        (r1, c1), (r2, c2) = a, b
+        y1, x1, y2, x2 = (r1 + 0.5) * cell, (c1 + 0.5) * cell, (r2 + 0.5) * cell, (c2 + 0.5) * cell
+        color = colors[n % len(colors)]
+        ax.plot([x1, x2], [y1, y2], "-", color=color, lw=2)
+        ax.plot([x1], [y1], "o", color=color, ms=7)
+        ax.plot([x2], [y2], "s", color=color, ms=7)
+        if targets is not None:
+            tu, tv = targets[n].tolist()
+            ax.annotate(f"({tu:.3f}, {tv:.3f})", ((x1 + x2) / 2, (y1 + y2) / 2), color="white", fontsize=8,
+                        ha="center", va="bottom", bbox=dict(boxstyle="round,pad=0.15", fc=color, alpha=0.85, lw=0))
+    ax.set_xlim(0, H)
+    ax.set_ylim(H, 0)
+    ax.set_xticks([(i + 0.5) * cell for i in range(k)], range(k), fontsize=7)
+    ax.set_yticks([(i + 0.5) * cell for i in range(k)], range(k), fontsize=7)
+    ax.set_xlabel("column j")
+    ax.set_ylabel("row i")
     fig.tight_layout()
     return fig
 

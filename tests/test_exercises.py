@@ -1,0 +1,80 @@
+"""The exercise checks accept the solutions, reject plausible mistakes, and never raise."""
+import torch
+
+from course_lib import exercises as ex
+
+
+def patchify(images, p):
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def patchify_channels_last(images, p):          # flattens (row, column, channel): the wrong order
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def test_patchify(capsys):
+    assert ex.check_patchify(patchify)
+    assert not ex.check_patchify(patchify_channels_last)
+    assert "not in the right order" in capsys.readouterr().out
+    assert not ex.check_patchify(lambda x, p: x.flatten(1))
+
+
+def test_unattempted_and_crashing_answers_do_not_raise(capsys):
+    assert not ex.check_patchify(lambda x, p: None)
+    assert "not attempted" in capsys.readouterr().out
+    assert not ex.check_drloc_targets(lambda a, b, k: 1 / 0)
+    assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_receptive_field():
+    theory = {"stem": 3, "layer1": 11, "layer2": 25, "layer3": 53, "layer4": 109}
+    assert ex.empirical_receptive_fields() == theory      # the gradient measurement agrees with the formula
+    assert ex.check_receptive_field(theory.get)
+    assert not ex.check_receptive_field({**theory, "layer4": 61}.get)
+
+
+def test_rollout_step():
+    def solution(a):
+        fused = a.mean(1) + torch.eye(a.shape[-1])
+        return fused / fused.sum(-1, keepdim=True)
+
+    assert ex.check_rollout_step(solution)
+    assert not ex.check_rollout_step(lambda a: a.mean(1))                           # forgot the residual
+    assert not ex.check_rollout_step(lambda a: a.mean(1) + torch.eye(a.shape[-1]))  # forgot to re-normalise
+
+
+def test_cka_and_hsic():
+    def cka(X, Y):
+        n = X.shape[0]
+        H = torch.eye(n, dtype=X.dtype) - 1.0 / n
+        K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
+        return (K * L).sum() / (K.norm() * L.norm())
+
+    def cka_uncentred(X, Y):
+        K, L = X @ X.T, Y @ Y.T
+        return (K * L).sum() / (K.norm() * L.norm())
+
+    assert ex.check_linear_cka(cka)
+    assert not ex.check_linear_cka(cka_uncentred)
+
+    def hsic(K, L, keep_diagonal=False):
+        n = K.shape[0]
+        if not keep_diagonal:
+            K, L = K - torch.diag(torch.diag(K)), L - torch.diag(torch.diag(L))
+        one = torch.ones(n, dtype=K.dtype)
+        return (torch.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
+
+    assert ex.check_hsic_unbiased(hsic)
+    assert not ex.check_hsic_unbiased(lambda K, L: hsic(K, L, keep_diagonal=True))
+
+
+def test_drloc_targets(capsys):
+    assert ex.check_drloc_targets(lambda a, b, k: (a - b).abs().float() / k)
+    assert not ex.check_drloc_targets(lambda a, b, k: (a - b).abs().float() / (k - 1))
+    assert not ex.check_drloc_targets(lambda a, b, k: (a - b).abs() // k)
+    assert "integer division" in capsys.readouterr().out

@@ -1,0 +1,123 @@
+"""The notebooks as documents: structure, the repository URL, and papermill runs with injected parameters.
+
+nbval (``pytest --nbval-lax notebooks``) runs every notebook with its default parameters; here papermill runs each
+one with *other* parameters, which proves that the ``parameters`` cell really drives the notebook.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_book_lists_every_notebook():
+    from course_lib.experiments import NOTEBOOKS as names
+
+    assert [p.stem for p in NOTEBOOKS] == names
+    toc = (ROOT / "_toc.yml").read_text()
+    assert all(f"notebooks/{n}" in toc for n in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.kernelspec.name == "python3" and nb.metadata.kernelspec.language == "python"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "google.colab" in code[0].source and "pip" in code[0].source        # the Colab install cell
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "profile = None" in tagged[0].source
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "describe_setting" in "".join(c.source for c in code[:4])          # says what produced the outputs
+    # Stored outputs come from a real run: every code cell was executed, none ended in an error.
+    assert all(c.execution_count is not None for c in code), f"{path.name} is stored without outputs"
+    errors = [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name} has stored error outputs"
+
+
+def test_repository_url_is_the_same_everywhere():
+    tool = _load_tool("set_repo_url")
+    url = tool.config_url()
+    assert url.startswith("https://")
+    for name, urls in tool.notebook_urls().items():
+        assert urls == {url}, f"{name} installs from {urls}, _config.yml says {url}"
+
+
+def test_set_repo_url_rewrites_config_and_notebooks(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".*"))
+    tool = _load_tool("set_repo_url")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    tool.set_url("https://github.com/someone/fork/")
+    assert tool.config_url() == "https://github.com/someone/fork"
+    assert all(urls == {"https://github.com/someone/fork"} for urls in tool.notebook_urls().values())
+    for nb in (tmp_path / "notebooks").glob("*.ipynb"):
+        nbformat.validate(nbformat.read(nb, as_version=4))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# papermill with other parameters
+
+RUNS = {
+    "01_vit_vs_resnet": ({"datasets": ["svhn"], "vit_model": "vit_paper", "recipe": "zhu2023"},
+                         ["ViT (paper)", "SVHN", "batch_size=100"], ["CIFAR-100"]),
+    "02_attention_rollout": ({"dataset": "svhn", "n_images": 3}, ["svhn-vit-course-smoke"], []),
+    "03_feature_maps": ({"dataset": "cifar100", "n_images": 2}, ["layer4.1.conv2"], []),
+    "04_cka": ({"datasets": ["svhn"], "batch_size": 16}, ["svhn: three CKA matrices"], ["cifar100:"]),
+    "05_drloc": ({"datasets": ["svhn"], "ablation": False}, ["svhn-vit-drloc_l0.5_m32-course-smoke"], ["λ"]),
+    "06_results": ({"datasets": ["svhn"]}, ["SVHN, profile 'smoke'", "images per class"], ["CIFAR-100,"]),
+}
+
+
+def _text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") + out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_papermill_runs_with_injected_parameters(name, tmp_path, monkeypatch):
+    import papermill as pm
+
+    params, present, absent = RUNS[name]
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    monkeypatch.setenv("COURSE_PLAIN_PROGRESS", "1")
+    monkeypatch.setenv("COURSE_WORKDIR", str(_shared_workdir(tmp_path)))
+    out = tmp_path / f"{name}.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and all(key in injected[0].source for key in params)
+    text = _text(nb)
+    for s in present:
+        assert s in text, f"{s!r} missing from the outputs of {name} with {params}"
+    for s in absent:
+        assert s not in text, f"{s!r} in the outputs of {name} with {params}"
+
+
+def _shared_workdir(tmp_path: Path) -> Path:
+    """One work folder for all papermill runs of a session (they reuse each other's models), unless the caller
+    set COURSE_WORKDIR (make test does)."""
+    import os
+
+    if os.environ.get("COURSE_WORKDIR"):
+        return Path(os.environ["COURSE_WORKDIR"])
+    shared = tmp_path.parent.parent / "course_workdir"
+    shared.mkdir(exist_ok=True)
+    return shared
