@@ -73,7 +73,7 @@ def test_set_repo_url_rewrites_config_and_notebooks(tmp_path, monkeypatch):
 
 RUNS = {
     "01_vit_vs_resnet": ({"datasets": ["svhn"], "vit_model": "vit_paper", "recipe": "zhu2023"},
-                         ["ViT (paper)", "SVHN", "batch_size=100"], ["CIFAR-100"]),
+                         ["ViT (paper)", "SVHN", "batch_size=100"], ["CIFAR-100 test:"]),
     "02_attention_rollout": ({"dataset": "svhn", "n_images": 3}, ["svhn-vit-course-smoke"], []),
     "03_feature_maps": ({"dataset": "cifar100", "n_images": 2}, ["layer4.1.conv2"], []),
     "04_cka": ({"datasets": ["svhn"], "batch_size": 16}, ["svhn: three CKA matrices"], ["cifar100:"]),

@@ -23,9 +23,11 @@ def config_url() -> str:
 
 
 def notebook_urls() -> dict[str, set[str]]:
+    """{notebook file name: the repository URLs its code cells install course_lib from}."""
     out = {}
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        out[nb.name] = set(INSTALL.findall(nb.read_text()))
+        cells = json.loads(nb.read_text())["cells"]
+        out[nb.name] = {url for c in cells if c["cell_type"] == "code" for url in INSTALL.findall("".join(c["source"]))}
     return out
 
 
