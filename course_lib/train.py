@@ -22,7 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -266,7 +266,7 @@ def _plain_progress() -> bool:
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = None,
         config: TrainConfig | None = None, *, extra_losses: Sequence[AuxiliaryLoss] = (),
         checkpoint: str | Path | None = None, resume: bool = True, device: str | torch.device | None = None,
-        progress: bool = True, **overrides) -> History:
+        progress: bool = True, on_epoch_end: Callable[[History], bool] | None = None, **overrides) -> History:
     """Train ``model`` on ``train_data``, evaluating on ``test_data`` after every epoch.
 
     Args:
@@ -280,6 +280,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
         device: default CUDA if available, else CPU.
         progress: show a progress bar (a text one in logs and with ``COURSE_PLAIN_PROGRESS=1``) and print one
             line per epoch.
+        on_epoch_end: called with the history after every epoch (and its checkpoint); returning True stops
+            training there, e.g. ``lambda h: (h.test_acc[-1] or 0) >= 93`` for a time-to-accuracy run.
 
     Returns:
         The :class:`History` of the whole run (including epochs done before a resume).
@@ -413,6 +415,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
                          "aux_state": aux.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                          "history": history.to_dict(), "epoch": epoch, "config": asdict(cfg)})
+        if on_epoch_end is not None and on_epoch_end(history):
+            break
     if bar is not None:
         bar.close()
     return history

@@ -207,3 +207,11 @@ def test_channels_last_for_cnns(tiny):
     m = ResNetCIFAR((1, 1, 1, 1), width=8)
     fit(m, train, test, epochs=1, progress=False, **QUICK)
     assert m.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_on_epoch_end_can_stop_training(tiny):
+    train, test = tiny
+    seen = []
+    h = fit(tiny_vit(), train, test, epochs=5, progress=False, on_epoch_end=lambda h: seen.append(len(h)) or
+            len(h) == 2, **QUICK)
+    assert seen == [1, 2] and h.epoch == [1, 2]
