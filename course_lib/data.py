@@ -216,6 +216,9 @@ def _from_samples(name: str, split: str) -> ImageSet:
     return ImageSet(images, labels, name, split, [str(c) for c in parts[0]["class_names"]], note, indices)
 
 
+_WARNED: set[tuple[str, str, str]] = set()
+
+
 def _offline() -> bool:
     return os.environ.get("COURSE_OFFLINE", "0").lower() not in ("", "0", "false", "no")
 
@@ -270,6 +273,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             f"internet and call load_dataset({name!r}, download=True); or copy torchvision's files into {root}; or "
             f"use source='samples' for the small real samples that ship with course_lib.")
     sample = _from_samples(name, split)                                      # 4. committed samples, loudly
+    if (name, split, reason) in _WARNED:       # once per process and split: loud, not a wall of repeats
+        return sample
+    _WARNED.add((name, split, reason))
     warnings.warn(f"\n*** {info.title} {split} is not available ({reason}). Using the SMALL committed sample "
                   f"instead: {len(sample):,} images. Accuracies are not comparable with full-data results. To get "
                   f"the full set, run with internet access (e.g. on Colab) or put torchvision's files in {root}. ***",

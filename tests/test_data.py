@@ -1,5 +1,6 @@
 import io
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -38,15 +39,20 @@ def test_svhn_test_standin_is_disjoint_from_train():
     assert "stand-in" in test.source
 
 
-def test_auto_falls_back_to_samples_loudly_when_offline(tmp_path):
+def test_auto_falls_back_to_samples_loudly_when_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_WARNED", set())
     with pytest.warns(OfflineSamplesWarning, match="SMALL committed sample"):
         d = load_dataset("cifar100", "test", root=tmp_path)
-    assert len(d) == 916
+    assert len(d) == 916 and "committed real samples" in d.source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # said once per process and split, not at every load
+        load_dataset("cifar100", "test", root=tmp_path)
 
 
 @pytest.mark.expects_network_attempt
 def test_failed_download_falls_back(tmp_path, monkeypatch, network_guard):
     monkeypatch.setenv("COURSE_OFFLINE", "0")
+    monkeypatch.setattr(data, "_WARNED", set())
     with pytest.warns(OfflineSamplesWarning, match="download failed"):
         d = load_dataset("cifar10", "test", root=tmp_path)
     assert network_guard, "the download was attempted (and blocked by the guard)"
