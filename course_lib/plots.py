@@ -77,10 +77,12 @@ def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, n_col
     return fig
 
 
-def _upsample(maps: torch.Tensor, size: int) -> np.ndarray:
-    """(B, k, k) -> (B, size, size), bilinear, each map rescaled to [0, 1] for display."""
+def _upsample(maps: torch.Tensor, size: int, rescale: bool = True) -> np.ndarray:
+    """(B, k, k) -> (B, size, size), bilinear; with ``rescale`` each map is stretched to [0, 1] for display."""
     maps = torch.as_tensor(maps).detach().float().cpu()
     up = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    if not rescale:
+        return up.numpy()
     lo = up.flatten(1).min(1).values.view(-1, 1, 1)
     hi = up.flatten(1).max(1).values.view(-1, 1, 1)
     return ((up - lo) / (hi - lo).clamp_min(1e-12)).numpy()
@@ -113,27 +115,37 @@ def overlay_maps(images: torch.Tensor, maps: torch.Tensor, titles: Sequence[str]
 
 def plot_map_grid(images: torch.Tensor, maps: torch.Tensor, column_titles: Sequence[str],
                   row_titles: Sequence[str] | None = None, alpha: float = 0.55, cmap: str = "jet",
-                  size: float = 1.5, overlay: bool = True):
+                  size: float = 1.5, overlay: bool = True, vmin: float = 0.0, vmax: float | None = None):
     """Images as rows, one column per map: ``maps`` is (B, L, k, k) (e.g. the rollout after each block) or a
-    (B, L, H, W) stack of feature maps. The first column shows the image itself."""
+    (B, L, H, W) stack of feature maps. The first column shows the image itself.
+
+    By default every map is stretched to its own [min, max], which shows its shape but makes a nearly flat map look
+    as contrasted as a peaked one. With ``vmax``, all maps share one colour scale from ``vmin`` to ``vmax`` (a
+    colour bar is added), so maps can be compared with each other.
+    """
     B, L = maps.shape[:2]
     fig, axes = _grid(B, L + 1, size)
+    shared = vmax is not None
+    im = None
     for b in range(B):
-        up = _upsample(maps[b], images.shape[-1])
+        up = _upsample(maps[b], images.shape[-1], rescale=not shared)
         axes[b, 0].imshow(_as_image(images[b]))
         if row_titles is not None:
             axes[b, 0].set_ylabel(row_titles[b], fontsize=8)
         for l in range(L):
             ax = axes[b, l + 1]
+            limits = dict(vmin=vmin, vmax=vmax) if shared else {}
             if overlay:
                 ax.imshow(_as_image(images[b]))
-                ax.imshow(up[l], cmap=cmap, alpha=alpha)
+                im = ax.imshow(up[l], cmap=cmap, alpha=alpha, **limits)
             else:
-                ax.imshow(up[l], cmap="viridis")
+                im = ax.imshow(up[l], cmap="viridis", **limits)
             if b == 0:
                 ax.set_title(column_titles[l], fontsize=8)
     axes[0, 0].set_title("image", fontsize=8)
     fig.tight_layout()
+    if shared:
+        fig.colorbar(im, ax=axes, fraction=0.015, pad=0.01)
     return fig
 
 
