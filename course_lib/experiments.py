@@ -38,7 +38,7 @@ from .profiles import Profile, get_profile
 from .train import RECIPES, History, TrainConfig, fit, get_device, seed_everything
 
 __all__ = ["RunSpec", "RunResult", "train_run", "load_data", "load_results", "plan", "workdir",
-           "environment_summary", "describe_setting", "get_record", "training_config", "small_data_sizes", "drloc_subset_per_class", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "NOTEBOOKS"]
+           "environment_summary", "describe_setting", "get_record", "training_config", "small_data_sizes", "drloc_subset_per_class", "drloc_recipe", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "NOTEBOOKS"]
 
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
 
@@ -65,11 +65,13 @@ class RunSpec:
     drloc_weight: float = 0.5
     drloc_pairs: int = 32
     train_per_class: int | None = None
-    recipe: str = "course"
+    recipe: str | None = None       # None: "course", or Zhu et al.'s recipe under the "paper" profile
     epochs: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.recipe is None:
+            object.__setattr__(self, "recipe", "zhu2023" if self.profile == "paper" else "course")
         # One run, one key: a per-class budget equal to the profile's default (or to the whole split) is no override.
         n = self.train_per_class
         info = DATASETS[self.dataset]
@@ -262,6 +264,13 @@ def drloc_subset_per_class(profile: Profile | str) -> int:
     return 500 if name in ("gpu", "paper") else small_data_sizes(name)[0]
 
 
+def drloc_recipe(profile: Profile | str) -> str:
+    """The recipe of the DRLoc comparisons (with and without DRLoc alike): Liu et al.'s under the "paper" profile,
+    else the course's."""
+    name = profile if isinstance(profile, str) else profile.name
+    return "liu2021" if name == "paper" else "course"
+
+
 DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on lambda
 DRLOC_PAIRS = (8, 32, 64)           # the ablation on m
 
@@ -271,14 +280,17 @@ def plan(profile: str, datasets: tuple[str, ...] = ("cifar10", "cifar100", "svhn
     p = profile
     small = small_data_sizes(p)
     sub = drloc_subset_per_class(p)
+    r = drloc_recipe(p)
     chapters = {
         "ch1": [RunSpec(m, d, p) for d in datasets for m in ("vit", "resnet18")],
         "ch4": [RunSpec("vit", "cifar10", p, train_per_class=small[0])],
-        "ch5": [RunSpec("vit", d, p, drloc=True) for d in datasets]
-               + [RunSpec("vit", "cifar10", p, train_per_class=sub, drloc=flag) for flag in (False, True)]
-               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_weight=w, train_per_class=sub) for w in DRLOC_WEIGHTS]
-               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_pairs=m, train_per_class=sub) for m in DRLOC_PAIRS],
-        "results": [RunSpec(m, "cifar10", p, train_per_class=n, drloc=dr)
+        "ch5": [RunSpec("vit", d, p, drloc=flag, recipe=r) for d in datasets for flag in (False, True)]
+               + [RunSpec("vit", "cifar10", p, train_per_class=sub, drloc=flag, recipe=r) for flag in (False, True)]
+               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_weight=w, train_per_class=sub, recipe=r)
+                  for w in DRLOC_WEIGHTS]
+               + [RunSpec("vit", "cifar10", p, drloc=True, drloc_pairs=m, train_per_class=sub, recipe=r)
+                  for m in DRLOC_PAIRS],
+        "results": [RunSpec(m, "cifar10", p, train_per_class=n, drloc=dr, recipe=r)
                     for n in small for m, dr in (("resnet18", False), ("vit", False), ("vit", True))],
     }
     seen, out = set(), {}

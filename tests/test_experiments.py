@@ -42,6 +42,7 @@ def test_plan_covers_every_chapter_without_duplicates():
     assert {(s.model, s.dataset) for s in chapters["ch1"]} == {(m, d) for m in ("vit", "resnet18")
                                                               for d in ("cifar10", "cifar100", "svhn")}
     assert sum(s.drloc for s in chapters["ch5"]) == 3 + 1 + 2 + 2          # data sets, subset, lambda, m ablations
+    assert all(s.drloc for s in chapters["ch5"] if s.train_per_class is None)   # the baselines are ch1's runs
 
 
 def test_train_run_records_and_reuses(tmp_path, monkeypatch):
@@ -80,3 +81,13 @@ def test_drloc_runs_carry_the_extra_loss(tmp_path, monkeypatch):
 def test_setting_description_names_budget_and_hardware():
     text = ex.describe_setting("cpu")
     assert "profile 'cpu'" in text and "CPU" in text and "torch" in text
+
+
+def test_the_paper_profile_uses_the_papers_recipes():
+    assert RunSpec("vit", "cifar10", "gpu").recipe == "course"
+    assert RunSpec("vit_paper", "cifar10", "paper").recipe == "zhu2023"
+    assert ex.drloc_recipe("paper") == "liu2021" and ex.drloc_recipe("gpu") == "course"
+    ch5 = ex.plan("paper")["ch5"]
+    assert {s.recipe for s in ch5} == {"liu2021"} and {s.drloc for s in ch5} == {False, True}
+    assert ex.training_config(RunSpec("vit", "cifar10", "paper", drloc=True, recipe="liu2021")).epochs == 100
+    assert RunSpec("vit", "cifar10", "paper", recipe="course").recipe == "course"
