@@ -293,7 +293,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
     cfg = replace(config or RECIPES["course"], **overrides)
     device = get_device(device)
     channels_last = getattr(model, "prefers_channels_last", False)
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     aux = nn.ModuleList(extra_losses).to(device)
     if any(not isinstance(t, AuxiliaryLoss) for t in extra_losses):
         raise TypeError("extra_losses must be AuxiliaryLoss instances (e.g. course_lib.drloc.DRLocLoss).")
