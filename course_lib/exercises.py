@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 __all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_linear_cka",
-           "check_hsic_unbiased", "check_drloc_targets"]
+           "check_hsic_unbiased", "check_drloc_targets", "check_expected_target"]
 
 
 def _run(fn: Callable, *args):
@@ -207,3 +207,29 @@ def check_drloc_targets(fn: Callable) -> bool:
         return problem
 
     return _verdict("DRLoc targets", result, error, compare)
+
+
+def check_expected_target(fn: Callable) -> bool:
+    """``fn(k) -> float``: the expected DRLoc target E[|i-p|/k] for i, p independent and uniform on {0, ..., k-1},
+    checked by enumerating all k*k pairs for several k."""
+    results, errors = {}, []
+    for k in (2, 3, 4, 8, 14):
+        r, e = _run(fn, k)
+        results[k] = r
+        if e:
+            errors.append(e)
+    if errors:
+        return _verdict("expected target", None, errors[0], lambda _: None)
+    if all(v is None for v in results.values()):
+        return _verdict("expected target", None, None, lambda _: None)
+
+    def compare(_):
+        wrong = []
+        for k, got in results.items():
+            grid = torch.arange(k, dtype=torch.float64)
+            expected = ((grid[:, None] - grid[None, :]).abs() / k).mean().item()
+            if got is None or abs(float(got) - expected) > 1e-9:
+                wrong.append(f"k={k}: you said {got}, enumerating all pairs gives {expected:.6f}")
+        return "; ".join(wrong) or None
+
+    return _verdict("expected target", results, None, compare)

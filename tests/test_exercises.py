@@ -78,3 +78,9 @@ def test_drloc_targets(capsys):
     assert not ex.check_drloc_targets(lambda a, b, k: (a - b).abs().float() / (k - 1))
     assert not ex.check_drloc_targets(lambda a, b, k: (a - b).abs() // k)
     assert "integer division" in capsys.readouterr().out
+
+
+def test_expected_target():
+    assert ex.check_expected_target(lambda k: (k * k - 1) / (3 * k * k))
+    assert not ex.check_expected_target(lambda k: 1 / 3)                  # the continuous limit is not exact
+    assert not ex.check_expected_target(lambda k: (k * k - 1) / (3 * k))  # forgot to divide by k
