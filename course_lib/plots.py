@@ -216,6 +216,9 @@ def plot_small_data_curve(points: Mapping[str, Sequence[tuple[int, float]]], tit
         pts = sorted(pts)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log")
+    sizes = sorted({p[0] for pts in points.values() for p in pts})
+    ax.set_xticks(sizes, [str(n) for n in sizes])          # the sizes themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
