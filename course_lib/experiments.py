@@ -300,19 +300,21 @@ def plan(profile: str, datasets: tuple[str, ...] = ("cifar10", "cifar100", "svhn
 
 
 def _run_notebooks(profile: str, names: list[str], data_root: str | None) -> None:
+    """Execute the notebooks in place. The budget goes in through the environment, not as papermill parameters:
+    an injected-parameters cell would be committed with the outputs and pin every later run (nbval in CI
+    included) to this profile."""
     import papermill as pm
 
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     os.environ.setdefault("COURSE_PLAIN_PROGRESS", "1")
+    os.environ["COURSE_PROFILE"] = profile
+    if data_root:
+        os.environ["COURSE_DATA_ROOT"] = str(Path(data_root).resolve())
     for name in names:
         path = folder / f"{name}.ipynb"
-        params = {"profile": profile}
-        if data_root:
-            params["data_root"] = str(Path(data_root).resolve())
-        print(f"executing {path} with {params}", flush=True)
+        print(f"executing {path} with COURSE_PROFILE={profile}", flush=True)
         start = time.perf_counter()
-        pm.execute_notebook(str(path), str(path), parameters=params, cwd=str(folder), kernel_name="python3",
-                            progress_bar=False)
+        pm.execute_notebook(str(path), str(path), cwd=str(folder), kernel_name="python3", progress_bar=False)
         print(f"  done in {time.perf_counter() - start:.0f}s", flush=True)
 
 

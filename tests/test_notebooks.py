@@ -38,6 +38,9 @@ def test_notebook_structure(path):
     assert "google.colab" in code[0].source and "pip" in code[0].source        # the Colab install cell
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "profile = None" in tagged[0].source
+    # An injected-parameters cell left by papermill would pin nbval in CI to the profile of the stored run.
+    assert not [c for c in code if "injected-parameters" in c.metadata.get("tags", [])], \
+        f"{path.name} is stored with papermill's injected parameters: run `python -m course_lib.experiments notebooks`"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert "describe_setting" in "".join(c.source for c in code[:4])          # says what produced the outputs
     # Stored outputs come from a real run: every code cell was executed, none ended in an error.
