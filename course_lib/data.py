@@ -69,6 +69,19 @@ class OfflineSamplesWarning(UserWarning):
     """The full data set was not available, so the small committed samples are used instead."""
 
 
+_format_warning = warnings.formatwarning
+
+
+def _format_offline_warning(message, category, filename, lineno, line=None):
+    # Shown in notebooks and in the book: the message is the point, not the file and line that raised it.
+    if isinstance(category, type) and issubclass(category, OfflineSamplesWarning):
+        return f"{category.__name__}: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_offline_warning
+
+
 @dataclass
 class ImageSet:
     """A labelled set of images held as tensors.
