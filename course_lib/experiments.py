@@ -299,10 +299,15 @@ def plan(profile: str, datasets: tuple[str, ...] = ("cifar10", "cifar100", "svhn
     return out
 
 
-def _run_notebooks(profile: str, names: list[str], data_root: str | None) -> None:
-    """Execute the notebooks in place. The budget goes in through the environment, not as papermill parameters:
-    an injected-parameters cell would be committed with the outputs and pin every later run (nbval in CI
-    included) to this profile."""
+def _run_notebooks(profile: str, names: list[str], data_root: str | None,
+                   datasets: list[str] | None = None) -> None:
+    """Execute the notebooks in place, so that their stored outputs (what the book shows) come from these runs.
+
+    The budget and the data folder go in through the environment, never as papermill parameters: an
+    injected-parameters cell is stored with the outputs, and a stored ``profile = "gpu"`` would pin every later run
+    of the notebook (nbval in CI included) to that budget. Only ``datasets``, when narrower than all three, is
+    injected, into the notebooks that declare it, so a reader sees which data sets the stored run covered.
+    """
     import papermill as pm
 
     folder = Path(__file__).resolve().parents[1] / "notebooks"
@@ -312,9 +317,13 @@ def _run_notebooks(profile: str, names: list[str], data_root: str | None) -> Non
         os.environ["COURSE_DATA_ROOT"] = str(Path(data_root).resolve())
     for name in names:
         path = folder / f"{name}.ipynb"
-        print(f"executing {path} with COURSE_PROFILE={profile}", flush=True)
+        params = {}
+        if datasets and set(datasets) != set(DATASETS) and "datasets" in pm.inspect_notebook(str(path)):
+            params["datasets"] = list(datasets)
+        print(f"executing {path} with COURSE_PROFILE={profile} {params or ''}", flush=True)
         start = time.perf_counter()
-        pm.execute_notebook(str(path), str(path), cwd=str(folder), kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(str(path), str(path), parameters=params or None, cwd=str(folder),
+                            kernel_name="python3", progress_bar=False)
         print(f"  done in {time.perf_counter() - start:.0f}s", flush=True)
 
 
@@ -345,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
             for s in specs:
                 train_run(s, data_root=args.data_root, device=args.device)
     if args.command == "notebooks" or args.notebooks:
-        _run_notebooks(profile, args.notebook_names.split(","), args.data_root)
+        _run_notebooks(profile, args.notebook_names.split(","), args.data_root, args.datasets.split(","))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +93,21 @@ def test_the_paper_profile_uses_the_papers_recipes():
     assert {s.recipe for s in ch5} == {"liu2021"} and {s.drloc for s in ch5} == {False, True}
     assert ex.training_config(RunSpec("vit", "cifar10", "paper", drloc=True, recipe="liu2021")).epochs == 100
     assert RunSpec("vit", "cifar10", "paper", recipe="course").recipe == "course"
+
+
+def test_run_notebooks_passes_the_budget_through_the_environment(monkeypatch, tmp_path):
+    """A stored papermill `profile = ...` cell would pin nbval in CI to that budget: only `datasets` is injected."""
+    import papermill as pm
+
+    calls = []
+    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, parameters=None, **kw: calls.append(
+        (Path(src).stem, parameters, os.environ.get("COURSE_PROFILE"), os.environ.get("COURSE_DATA_ROOT"))))
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    monkeypatch.setenv("COURSE_DATA_ROOT", "x")     # recorded, so that teardown removes what the call sets
+    monkeypatch.delenv("COURSE_DATA_ROOT")
+    ex._run_notebooks("gpu", ["01_vit_vs_resnet", "02_attention_rollout"], str(tmp_path), ["cifar10"])
+    assert calls == [("01_vit_vs_resnet", {"datasets": ["cifar10"]}, "gpu", str(tmp_path.resolve())),
+                     ("02_attention_rollout", None, "gpu", str(tmp_path.resolve()))]
+    calls.clear()
+    ex._run_notebooks("cpu", ["01_vit_vs_resnet"], None, ["svhn", "cifar100", "cifar10"])
+    assert calls == [("01_vit_vs_resnet", None, "cpu", str(tmp_path.resolve()))]

@@ -52,10 +52,8 @@ pack() { tar -czf "$OUT/results-$STAGE.tar.gz" -C "$W" results; }   # the record
       $PY benchmarks/bench_loader.py --data-root data --epochs 1 --train --out "$OUT/bench-loader-train.json" ;;
     tta) $PY benchmarks/bench_time_to_accuracy.py --data-root data --out "$OUT/bench-time-to-accuracy.json" ;;
     notebooks)
-      for nb in 01_vit_vs_resnet 02_attention_rollout 03_feature_maps 04_cka 05_drloc 06_results; do
-        $PY -m papermill -k python3 --cwd notebooks "notebooks/$nb.ipynb" "notebooks/$nb.ipynb" \
-          -p profile "$PROFILE" -p data_root "$PWD/data" -y '{"datasets": ["cifar10"]}' ${NB_EXTRA:-}
-      done
+      # The budget goes in through the environment (no stored profile cell that would pin CI to it).
+      $PY -m course_lib.experiments notebooks --profile "$PROFILE" --data-root data --datasets cifar10
       tar -czf "$OUT/notebooks.tar.gz" notebooks/*.ipynb ;;
     *) echo "unknown stage $STAGE"; exit 2 ;;
   esac
