@@ -24,6 +24,16 @@ def _run(fn: Callable, *args):
         return None, "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
+def _run_each(fn: Callable, inputs) -> tuple[dict, str | None]:
+    """({input: result}, the first error text or None) for one call of the student's function per input."""
+    results, errors = {}, []
+    for x in inputs:
+        results[x], error = _run(fn, x)
+        if error is not None:
+            errors.append(error)
+    return results, (errors[0] if errors else None)
+
+
 def _verdict(name: str, result, error: str | None, compare: Callable[[object], str | None]) -> bool:
     if error is not None:
         print(f"✗ {name}: your function raised {error}")
@@ -109,16 +119,9 @@ def empirical_receptive_fields() -> dict[str, int]:
 def check_receptive_field(fn: Callable) -> bool:
     """``fn(stage) -> int``: the receptive field (in pixels) of one unit at the output of a ResNet-18 stage."""
     stages = ["stem", "layer1", "layer2", "layer3", "layer4"]
-    results, errors = {}, []
-    for s in stages:
-        r, e = _run(fn, s)
-        results[s] = r
-        if e:
-            errors.append(e)
-    if errors:
-        return _verdict("receptive field", None, errors[0], lambda _: None)
-    if all(v is None for v in results.values()):
-        return _verdict("receptive field", None, None, lambda _: None)
+    results, error = _run_each(fn, stages)
+    if error is not None or all(v is None for v in results.values()):
+        return _verdict("receptive field", None, error, lambda _: None)
 
     def compare(_):
         wrong = []
@@ -212,16 +215,9 @@ def check_drloc_targets(fn: Callable) -> bool:
 def check_expected_target(fn: Callable) -> bool:
     """``fn(k) -> float``: the expected DRLoc target E[|i-p|/k] for i, p independent and uniform on {0, ..., k-1},
     checked by enumerating all k*k pairs for several k."""
-    results, errors = {}, []
-    for k in (2, 3, 4, 8, 14):
-        r, e = _run(fn, k)
-        results[k] = r
-        if e:
-            errors.append(e)
-    if errors:
-        return _verdict("expected target", None, errors[0], lambda _: None)
-    if all(v is None for v in results.values()):
-        return _verdict("expected target", None, None, lambda _: None)
+    results, error = _run_each(fn, (2, 3, 4, 8, 14))
+    if error is not None or all(v is None for v in results.values()):
+        return _verdict("expected target", None, error, lambda _: None)
 
     def compare(_):
         wrong = []

@@ -28,6 +28,11 @@ def test_unattempted_and_crashing_answers_do_not_raise(capsys):
     assert "not attempted" in capsys.readouterr().out
     assert not ex.check_drloc_targets(lambda a, b, k: 1 / 0)
     assert "ZeroDivisionError" in capsys.readouterr().out
+    # the checks that call the function once per input (stages, grid sizes)
+    assert not ex.check_receptive_field(lambda stage: None)
+    assert "not attempted" in capsys.readouterr().out
+    assert not ex.check_expected_target(lambda k: [][k])
+    assert "IndexError" in capsys.readouterr().out
 
 
 def test_receptive_field():
