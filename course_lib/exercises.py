@@ -26,12 +26,11 @@ def _run(fn: Callable, *args):
 
 def _run_each(fn: Callable, inputs) -> tuple[dict, str | None]:
     """({input: result}, the first error text or None) for one call of the student's function per input."""
-    results, errors = {}, []
+    results, first_error = {}, None
     for x in inputs:
         results[x], error = _run(fn, x)
-        if error is not None:
-            errors.append(error)
-    return results, (errors[0] if errors else None)
+        first_error = first_error or error
+    return results, first_error
 
 
 def _verdict(name: str, result, error: str | None, compare: Callable[[object], str | None]) -> bool:
