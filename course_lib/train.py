@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import GPULoader, ImageSet
+from .data import GPULoader, ImageSet, Preprocessing
 
 __all__ = ["TrainConfig", "RECIPES", "History", "AuxiliaryLoss", "CheckpointMismatchError", "fit", "evaluate",
            "get_device", "seed_everything", "model_signature", "load_weights"]
@@ -237,7 +237,7 @@ def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.d
     """Mean cross-entropy and top-1 accuracy (in %) of ``model`` on ``data`` (no augmentation)."""
     device = get_device(device)
     loader = data if isinstance(data, GPULoader) else GPULoader(
-        data, batch_size, device, train=False, normalize=normalize,
+        data, batch_size, device, train=False, preprocess=Preprocessing.for_dataset(data.dataset, normalize),
         channels_last=getattr(model, "prefers_channels_last", False))
     autocast, _ = _autocast(device, amp)
     was_training = model.training
@@ -304,9 +304,11 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
                         "features. Use a course_lib model or add forward_features/forward_head to yours.")
 
     train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment,
-                             normalize=cfg.normalize, seed=cfg.seed, channels_last=channels_last)
+                             preprocess=Preprocessing.for_dataset(train_data.dataset, cfg.normalize), seed=cfg.seed,
+                             channels_last=channels_last)
     test_loader = None if test_data is None else GPULoader(
-        test_data, cfg.eval_batch_size, device, train=False, normalize=cfg.normalize, channels_last=channels_last)
+        test_data, cfg.eval_batch_size, device, train=False,
+        preprocess=Preprocessing.for_dataset(test_data.dataset, cfg.normalize), channels_last=channels_last)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from course_lib import data
-from course_lib.data import (DataUnavailableError, GPULoader, ImageSet, OfflineSamplesWarning, load_cifar10_jpeg,
-                             load_dataset, normalize, random_crop_flip, subset, take)
+from course_lib.augment import random_crop_flip
+from course_lib.data import (RAW, DataUnavailableError, GPULoader, ImageSet, OfflineSamplesWarning,
+                             first_of_each_class, load_cifar10_jpeg, load_dataset, normalize, sources, subset, take)
 
 
 @pytest.mark.parametrize("name,split,n,classes", [
@@ -36,23 +37,25 @@ def test_samples_are_real_cifar10_in_official_order():
 def test_svhn_test_standin_is_disjoint_from_train():
     train, test = load_dataset("svhn", "train", source="samples"), load_dataset("svhn", "test", source="samples")
     assert not set(train.indices.tolist()) & set(test.indices.tolist())
-    assert "stand-in" in test.source
+    assert "STAND-IN test set" in test.source and "training* images" in test.source
+    assert "of the 26,032" not in test.source          # said once, one way: these are not official test images
 
 
 def test_auto_falls_back_to_samples_loudly_when_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_WARNED", set())
+    monkeypatch.setattr(sources, "_WARNED", set())
     with pytest.warns(OfflineSamplesWarning, match="SMALL committed sample"):
         d = load_dataset("cifar100", "test", root=tmp_path)
     assert len(d) == 916 and "committed real samples" in d.source
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                 # said once per process and split, not at every load
+        warnings.simplefilter("error")                 # said once per process, not at every load
         load_dataset("cifar100", "test", root=tmp_path)
+        load_dataset("svhn", "train", root=tmp_path)
 
 
 @pytest.mark.expects_network_attempt
 def test_failed_download_falls_back(tmp_path, monkeypatch, network_guard):
     monkeypatch.setenv("COURSE_OFFLINE", "0")
-    monkeypatch.setattr(data, "_WARNED", set())
+    monkeypatch.setattr(sources, "_WARNED", set())
     with pytest.warns(OfflineSamplesWarning, match="download failed"):
         d = load_dataset("cifar10", "test", root=tmp_path)
     assert network_guard, "the download was attempted (and blocked by the guard)"
@@ -99,6 +102,17 @@ def test_subset_asking_too_much_names_the_class_and_fix():
 def test_take(cifar10_samples):
     _, test = cifar10_samples
     assert len(take(test, 100, seed=0)) == 100 and take(test, None) is test and take(test, 10**6) is test
+    for bad in (-5, 0, 2.5, True):
+        with pytest.raises(ValueError, match="whole number"):
+            take(test, bad)
+
+
+def test_first_of_each_class(cifar10_samples):
+    _, test = cifar10_samples
+    first = first_of_each_class(test, 4)
+    assert first.labels.tolist() == [0, 1, 2, 3]
+    for c in range(4):
+        assert int(first.indices[c]) == int(test.indices[(test.labels == c).nonzero()[0]])
 
 
 def test_imageset_validates():
@@ -107,6 +121,9 @@ def test_imageset_validates():
     with pytest.raises(ValueError, match="labels"):
         ImageSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), "cifar10", "train",
                  ["a"], "x")
+    with pytest.raises(ValueError, match=r"run from 0 to 10.*\[0, 10\)"):   # a label past the last class
+        ImageSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 10]), "cifar10", "train",
+                 [str(i) for i in range(10)], "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,7 +210,7 @@ def test_loader_drop_last_and_no_flip_for_svhn():
     loader = GPULoader(svhn, 100, train=True)
     assert loader.drop_last and len(loader) == 8 and not loader.hflip
     # With no padding (and SVHN's no flips), augmentation must give back exactly the images themselves.
-    ident = GPULoader(svhn, 1000, train=True, pad=0, normalize=False)
+    ident = GPULoader(svhn, 1000, train=True, pad=0, preprocess=RAW)
     x, _ = next(iter(ident))
     assert len(x) == len(svhn)
     got = sorted(bytes((x * 255).round().to(torch.uint8)[i].flatten().tolist()) for i in range(len(x)))

@@ -1,0 +1,127 @@
+"""Every file the course writes is written atomically; every file it reads names itself when it is damaged.
+
+- :func:`atomic_write_text` / :func:`atomic_write_bytes` / :func:`atomic_torch_save`: write to a temporary file with a
+  unique name in the same folder, flush it to disk, then ``os.replace`` it over the target. A reader sees the old
+  file or the new one, never half of one, whatever kills the writer and however many writers race.
+- :func:`read_json` / :func:`safe_torch_load`: a damaged file raises :class:`CorruptFileError`, which names the
+  file and what to do, instead of a bare ``JSONDecodeError`` or ``EOFError``. :func:`quarantine` moves it aside.
+- :func:`file_lock`: an exclusive lock on ``<path>.lock`` (``fcntl.flock``), so two processes never train the same
+  run at once; the second one waits and says why.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+try:  # POSIX (Linux, macOS, Colab); on Windows the lock is a no-op
+    import fcntl
+except ImportError:  # pragma: no cover - not on the course's platforms
+    fcntl = None
+
+__all__ = ["CorruptFileError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+           "read_json", "safe_torch_load", "quarantine", "file_lock"]
+
+
+class CorruptFileError(RuntimeError):
+    """A file exists but cannot be read (truncated, damaged, or not what its name says)."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str = ""):
+        self.path = Path(path)
+        fix = fix or f"Delete or move {self.path} aside and run again."
+        super().__init__(f"{self.path} is damaged and cannot be read ({problem}). {fix}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (unique temporary file in the same folder + ``os.replace``)."""
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """JSON with one-space indentation (readable diffs of the committed records), written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically: an interrupted or concurrent save never leaves a mixed or partial checkpoint."""
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a damaged one raises :class:`CorruptFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFileError(path, f"not valid JSON: {error}") from None
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` that names the file and the fix when it is truncated or damaged."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as error:
+        raise CorruptFileError(path, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                               f"It is probably a checkpoint cut short by an interruption: delete {path} (the run "
+                               "is then trained again) or copy an intact one over it.") from None
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a damaged file aside to ``<name>.corrupt-<time>`` (kept for inspection) and return the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    return target
+
+
+@contextmanager
+def file_lock(path: str | Path, what: str = "this run") -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` for the block; if another process holds it, wait, saying why once."""
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                print(f"{what} is in progress elsewhere ({holder}); waiting for it to finish "
+                      f"(lock file {lock_path}).", flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)

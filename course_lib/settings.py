@@ -1,0 +1,76 @@
+"""The course's environment variables, read and checked in one place.
+
+=========================  =====================================================================================
+``COURSE_PROFILE``         the training budget (``smoke``, ``cpu``, ``gpu``, ``paper``); see :mod:`.profiles`
+``COURSE_OFFLINE``         ``1``/``true``/``yes``/``on`` forbids downloads; ``0``/``false``/``no``/``off`` or unset
+                           allows them
+``COURSE_DATA_ROOT``       the data folder (default ``./data``); must be a folder, or not exist yet
+``COURSE_WORKDIR``         where ``checkpoints/`` and ``results/`` go; must be a folder, or not exist yet
+``COURSE_PLAIN_PROGRESS``  ``1`` prints text progress (logs, CI) instead of a notebook progress bar
+=========================  =====================================================================================
+
+A value that cannot mean anything sensible is refused with a :class:`SettingError` that names the variable and the
+fix, at the first read, never after an epoch of training.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["SettingError", "env_flag", "offline", "plain_progress", "folder_setting", "data_root", "workdir"]
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+class SettingError(ValueError):
+    """An environment variable of the course holds a value that cannot be used."""
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (any case); unset gives ``default``."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingError(f"{name}={value!r} is neither yes nor no. Set it to 1 (or true/yes/on) or 0 (or "
+                       f"false/no/off), or unset it.")
+
+
+def offline() -> bool:
+    """True when ``COURSE_OFFLINE`` forbids downloads."""
+    return env_flag("COURSE_OFFLINE")
+
+
+def plain_progress() -> bool:
+    """True when ``COURSE_PLAIN_PROGRESS`` asks for text progress lines instead of a progress bar."""
+    return env_flag("COURSE_PLAIN_PROGRESS")
+
+
+def folder_setting(name: str, default: str | Path) -> Path:
+    """The folder named by environment variable ``name`` (else ``default``). It must be a folder or not exist yet."""
+    path = Path(os.environ.get(name) or default).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SettingError(f"{name} points at {path}, which is a file, not a folder. Point {name} at a folder "
+                           f"(it is created if missing), or unset it.")
+    return path
+
+
+def data_root() -> Path:
+    """``$COURSE_DATA_ROOT``, else ``./data``."""
+    return folder_setting("COURSE_DATA_ROOT", "data")
+
+
+def workdir() -> Path:
+    """Where ``checkpoints/`` and ``results/`` live: ``$COURSE_WORKDIR``; else the repository root when run from its
+    ``notebooks/`` folder; else the current folder (e.g. /content on Colab)."""
+    if os.environ.get("COURSE_WORKDIR"):
+        return folder_setting("COURSE_WORKDIR", ".")
+    here = Path.cwd()
+    if here.name == "notebooks" and (here.parent / "_config.yml").exists():
+        return here.parent
+    return here
