@@ -1,4 +1,5 @@
-"""Centred kernel alignment (CKA): how similar two layers' representations of the same images are.
+"""Centred kernel alignment (CKA) between layers' representations of the same images: Gram matrices, HSIC
+estimators, single-pair CKA, the minibatch accumulator :class:`MinibatchCKA`, and :func:`cka_matrix` for two models.
 
 For n images, a layer gives features X (n, p); another layer (maybe of another model) gives Y (n, q). CKA compares
 the n x n similarity structures K = k(X, X) and L = k(Y, Y), so p and q may differ (Kornblith et al. 2019):
@@ -16,10 +17,15 @@ the n x n similarity structures K = k(X, X) and L = k(Y, Y), so p and q may diff
   CKA run over thousands of images with only (batch x batch) Grams in memory.
 
 Conventions: features (n, C, H, W) or tokens (n, T, D) are flattened to (n, -1) (every position and channel is one
-feature). All sums are in float64. Results are float64 tensors.
+feature). Gram matrices are built from centred features (each feature's mean over the n examples subtracted): CKA
+does not change, but a large common offset (activations around 1e4, say) no longer swamps the differences between
+examples in float64 rounding. Constant features (every example the same: no similarity structure to compare) and
+NaN/infinite features are refused with a ValueError naming the input. All sums are in float64. Results are float64
+tensors.
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from typing import Iterator, Mapping, Sequence
@@ -27,10 +33,13 @@ from typing import Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .hooks import ActivationRecorder, Layers, resolve_layers
+from .data import ImageSet, Preprocessing
+from .hooks import ActivationRecorder, Layers, check_pixels, resolve_layers
+from .models.common import check_whole
+from .runtime import eval_mode
 
 __all__ = ["as_features", "gram_linear", "gram_rbf", "center_gram", "hsic_biased", "hsic_unbiased",
-           "cka_from_grams", "linear_cka", "rbf_cka", "MinibatchCKA", "NaiveMinibatchCKA", "cka_matrix"]
+           "cka_from_grams", "linear_cka", "rbf_cka", "MinibatchCKA", "cka_matrix"]
 
 KERNELS = ("linear", "rbf")
 
@@ -54,10 +63,26 @@ def _check_same_n(a: torch.Tensor, b: torch.Tensor, names: str = "X and Y") -> N
                          "compares two representations of the SAME images, row i of each being image i.")
 
 
+def _centred_features(x: torch.Tensor, name: str = "X") -> torch.Tensor:
+    """(n, ...) -> float64 (n, features) minus each feature's mean; refuses non-finite and constant features."""
+    x = as_features(x, name)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values, so its CKA is undefined. They come from the model or "
+                         "its input: check that the weights are finite (a diverged run) and run in float32.")
+    if (x == x[:1]).all():
+        raise ValueError(f"{name} is constant: all {x.shape[0]} examples have the same features, so it has no "
+                         "similarity structure and CKA is undefined. Leave this layer out, or check that the model "
+                         "gets different inputs (and is not dead, e.g. zero weights).")
+    return x - x.mean(dim=0, keepdim=True)
+
+
 def _check_gram(K: torch.Tensor, name: str = "K") -> None:
     if K.dim() != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"{name} must be a square (n, n) Gram matrix, got {tuple(K.shape)}. Build one with "
                          "gram_linear(X) or gram_rbf(X).")
+    if not torch.isfinite(K).all():
+        raise ValueError(f"{name} holds NaN or infinite values. Build the Gram matrix from finite features with "
+                         "gram_linear(X) or gram_rbf(X), which say which input is at fault.")
 
 
 def _check_pair_of_grams(K: torch.Tensor, L: torch.Tensor) -> None:
@@ -66,9 +91,14 @@ def _check_pair_of_grams(K: torch.Tensor, L: torch.Tensor) -> None:
     _check_same_n(K, L, "K and L")
 
 
-def gram_linear(x: torch.Tensor) -> torch.Tensor:
-    """Linear-kernel Gram matrix X Xᵀ: (n, ...) -> float64 (n, n)."""
-    x = as_features(x)
+def gram_linear(x: torch.Tensor, name: str = "X") -> torch.Tensor:
+    """Linear-kernel Gram matrix Xc Xcᵀ of the centred features Xc = X - mean(X): (n, ...) -> float64 (n, n).
+
+    Centring changes no CKA or HSIC value (both centre the Gram matrix anyway, or, for HSIC₁, ignore the terms that
+    centring adds) but keeps the entries small. ``name`` is the input's name in the error for constant or
+    non-finite features.
+    """
+    x = _centred_features(x, name)
     return x @ x.T
 
 
@@ -80,7 +110,13 @@ def _median(values: torch.Tensor) -> torch.Tensor:
     return v[m // 2] if m % 2 else 0.5 * (v[m // 2 - 1] + v[m // 2])
 
 
-def gram_rbf(x: torch.Tensor, sigma: float = 0.8) -> torch.Tensor:
+def _check_sigma(sigma: float) -> None:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive number: the RBF kernel width as a fraction of the median distance "
+                         f"between examples (0.2, 0.4 or 0.8 in Kornblith et al.), got {sigma!r}.")
+
+
+def gram_rbf(x: torch.Tensor, sigma: float = 0.8, name: str = "X") -> torch.Tensor:
     """RBF-kernel Gram matrix exp(-‖x_i - x_j‖² / (2 σ_k²)): (n, ...) -> float64 (n, n).
 
     Bandwidth convention of Kornblith et al.'s reference code (``gram_rbf(x, threshold)`` in their Colab):
@@ -88,9 +124,14 @@ def gram_rbf(x: torch.Tensor, sigma: float = 0.8) -> torch.Tensor:
     of the squared-distance matrix, its n zero diagonal entries included. Since the median commutes with the
     square root, the kernel width is σ_k = sigma × (median of the n² pairwise Euclidean distances), so ``sigma`` is
     a fraction of the median distance (the paper uses 0.2, 0.4, 0.8; our default is 0.8). The median is taken
-    separately for each Gram matrix (each layer, each batch).
+    separately for each Gram matrix (each layer, each batch). The features are centred first (distances do not
+    change; their float64 rounding does). ``name`` is the input's name in the errors.
+
+    Raises:
+        ValueError: ``sigma`` not positive, constant or non-finite features, or a median distance of 0.
     """
-    x = as_features(x)
+    _check_sigma(sigma)
+    x = _centred_features(x, name)
     dots = x @ x.T
     sq_norms = dots.diagonal()
     sq_distances = (sq_norms[:, None] + sq_norms[None, :] - 2 * dots).clamp_min(0)   # clamp float rounding below 0
@@ -101,11 +142,11 @@ def gram_rbf(x: torch.Tensor, sigma: float = 0.8) -> torch.Tensor:
     return torch.exp(-sq_distances / (2 * sigma ** 2 * sq_median))
 
 
-def _gram(x: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+def _gram(x: torch.Tensor, kernel: str, sigma: float, name: str = "X") -> torch.Tensor:
     if kernel == "linear":
-        return gram_linear(x)
+        return gram_linear(x, name)
     if kernel == "rbf":
-        return gram_rbf(x, sigma)
+        return gram_rbf(x, sigma, name)
     raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}.")
 
 
@@ -158,7 +199,9 @@ def _zero_diagonal(K: torch.Tensor) -> torch.Tensor:
 def cka_from_grams(K: torch.Tensor, L: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """CKA = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L)) for two (n, n) Gram matrices of the same n examples.
 
-    A constant representation (HSIC(K, K) = 0) gives NaN: it has no similarity structure to compare.
+    NaN or infinite entries raise a ValueError naming K or L. A Gram matrix with no similarity structure (that of a
+    constant representation: HSIC(K, K) = 0 up to rounding) gives a meaningless ratio (NaN, ±inf or an arbitrary
+    number): build the Grams with :func:`gram_linear` / :func:`gram_rbf`, which refuse constant features.
     """
     hsic = hsic_unbiased if unbiased else hsic_biased
     return hsic(K, L) / torch.sqrt(hsic(K, K) * hsic(L, L))
@@ -166,15 +209,23 @@ def cka_from_grams(K: torch.Tensor, L: torch.Tensor, unbiased: bool = False) -> 
 
 def linear_cka(X: torch.Tensor, Y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """Linear CKA between features X (n, ...) and Y (n, ...), a float64 scalar. Builds (n, n) Grams: for many
-    examples use :class:`MinibatchCKA`."""
+    examples use :class:`MinibatchCKA`.
+
+    Raises:
+        ValueError: X or Y constant (all examples the same) or with NaN/infinite values; the message names which.
+    """
     _check_same_n(X, Y)
-    return cka_from_grams(gram_linear(X), gram_linear(Y), unbiased)
+    return cka_from_grams(gram_linear(X, "X"), gram_linear(Y, "Y"), unbiased)
 
 
 def rbf_cka(X: torch.Tensor, Y: torch.Tensor, sigma: float = 0.8, unbiased: bool = False) -> torch.Tensor:
-    """RBF CKA with kernel width sigma × median pairwise distance (see :func:`gram_rbf`), a float64 scalar."""
+    """RBF CKA with kernel width sigma × median pairwise distance (see :func:`gram_rbf`), a float64 scalar.
+
+    Raises:
+        ValueError: ``sigma`` not positive; X or Y constant or with NaN/infinite values (the message names which).
+    """
     _check_same_n(X, Y)
-    return cka_from_grams(gram_rbf(X, sigma), gram_rbf(Y, sigma), unbiased)
+    return cka_from_grams(gram_rbf(X, sigma, "X"), gram_rbf(Y, sigma, "Y"), unbiased)
 
 
 # --------------------------------------------------------------------------------------------------------------

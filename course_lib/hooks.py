@@ -1,4 +1,4 @@
-"""Collect intermediate activations of a model with forward hooks, without editing the model.
+"""Forward hooks that record a model's intermediate activations by layer name, and the course's layer lists.
 
 A forward hook is a function PyTorch calls right after a module's ``forward`` with ``(module, inputs, output)``.
 :class:`ActivationRecorder` registers one per requested layer, stores each output under the layer's name, and removes
@@ -36,8 +36,12 @@ from typing import Mapping, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .models import HybridViT, ResNetCIFAR, ViT
+from .models.common import RAW_PIXEL_LIMIT
+from .runtime import eval_mode
+
 __all__ = ["ActivationRecorder", "record_activations", "vit_block_outputs", "vit_layers", "resnet_layers",
-           "hybrid_layers", "model_layers", "resolve_layers"]
+           "hybrid_layers", "model_layers", "resolve_layers", "check_pixels"]
 
 # A layer specification: an ordered name -> module mapping, or a list of names (see resolve_layers).
 Layers = Union[Mapping[str, nn.Module], Sequence[str]]
@@ -90,8 +94,6 @@ def hybrid_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def model_layers(model: nn.Module, granularity: str = "stages") -> dict[str, nn.Module]:
     """The default layers of a course model: ViT blocks, ResNet layers at ``granularity``, HybridViT blocks."""
-    from .models import HybridViT, ResNetCIFAR, ViT   # lazy: keep this module importable on its own
-
     if isinstance(model, ViT):
         return vit_layers(model)
     if isinstance(model, ResNetCIFAR):
@@ -138,6 +140,23 @@ def resolve_layers(model: nn.Module, layers: Layers | None = None) -> dict[str, 
     return resolved
 
 
+def check_pixels(x, caller: str) -> None:
+    """Refuse images a course model never sees: uint8 pixels, or float pixels in 0..255 instead of its input.
+
+    Standardised or [0, 1] pixels stay far below ``RAW_PIXEL_LIMIT`` (20) in absolute value; raw 0..255 pixels do not.
+    Only 4-D tensors (B, C, H, W) are taken for images: anything else passes, so any module can be recorded.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return
+    fix = "Convert them with the run's preprocessing, e.g. run.preprocess(images) (it takes the uint8 images)."
+    if not x.is_floating_point():
+        raise ValueError(f"{caller} got {x.dtype} images, but a model takes the float input it was trained on. {fix}")
+    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
+    if peak > RAW_PIXEL_LIMIT:
+        raise ValueError(f"{caller} got pixel values up to {peak:.0f}: these are raw 0..255 pixels, not the model's "
+                         f"input (standardised or [0, 1] pixels stay below {RAW_PIXEL_LIMIT:.0f}). {fix}")
+
+
 class ActivationRecorder:
     """Context manager that records the outputs of named modules during forward passes.
 
@@ -150,7 +169,9 @@ class ActivationRecorder:
 
     Attributes:
         layers: the resolved ordered {name: module}.
-        activations: {name: Tensor}, in the order of ``layers``, filled by each forward pass (a new pass overwrites).
+        activations: {name: Tensor} of the layers that ran, always in the order of ``layers`` (inside the ``with``
+            block too, whatever order the modules fire in: a stage fires after the convolutions inside it). Each
+            forward pass overwrites it. A new dict at each access: read it once per batch.
 
     A module that returns a tuple (our ViT blocks return ``(tokens, attention)``) is recorded by its first element.
     Tensors are detached: the recorder never keeps the autograd graph alive.
@@ -160,8 +181,12 @@ class ActivationRecorder:
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.to_cpu, self.flatten = to_cpu, flatten
-        self.activations: dict[str, torch.Tensor] = {}
+        self._recorded: dict[str, torch.Tensor] = {}      # in firing order
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property
+    def activations(self) -> dict[str, torch.Tensor]:
+        return {n: self._recorded[n] for n in self.layers if n in self._recorded}
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output) -> None:
@@ -171,13 +196,13 @@ class ActivationRecorder:
                 out = out.cpu()
             if self.flatten:
                 out = out.flatten(1)
-            self.activations[name] = out
+            self._recorded[name] = out
         return hook
 
     def __enter__(self) -> "ActivationRecorder":
         if self._handles:
             raise RuntimeError("This ActivationRecorder is already active; use one `with` block at a time.")
-        self.activations = {}
+        self._recorded = {}
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in self.layers.items()]
         return self
 
@@ -185,33 +210,29 @@ class ActivationRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        # Present the activations in layer order, whatever order the modules ran in.
-        self.activations = {n: self.activations[n] for n in self.layers if n in self.activations}
 
     def missing(self) -> list[str]:
         """Names of the requested layers that did not run in the last forward pass."""
-        return [n for n in self.layers if n not in self.activations]
+        return [n for n in self.layers if n not in self._recorded]
 
     def clear(self) -> None:
-        self.activations = {}
+        self._recorded = {}
 
 
 def record_activations(model: nn.Module, x: torch.Tensor, layers: Layers | None = None, to_cpu: bool = False,
                        flatten: bool = False) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` once in eval mode without gradients and return {name: activation} for ``layers``.
 
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. ``x`` is the model's input as in training: images
+    (B, C, H, W) must be preprocessed floats (``run.preprocess(uint8_images)``), see :func:`check_pixels`.
 
     Raises:
+        ValueError: uint8 or raw 0..255 images.
         RuntimeError: a requested layer did not run during the forward pass.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), ActivationRecorder(model, layers, to_cpu=to_cpu, flatten=flatten) as rec:
-            model(x)
-    finally:
-        model.train(was_training)
+    check_pixels(x, "record_activations")
+    with eval_mode(model), ActivationRecorder(model, layers, to_cpu=to_cpu, flatten=flatten) as rec:
+        model(x)
     if missing := rec.missing():
         raise RuntimeError(f"Layers {missing} did not run during model(x), so nothing was recorded for them.")
     return rec.activations

@@ -1,4 +1,5 @@
-"""How local is attention? The mean attention distance of every head (Dosovitskiy et al. 2021, Fig. 7).
+"""The mean attention distance of every head and block (Dosovitskiy et al. 2021, Fig. 7), and the patch-distance
+matrix it weighs: how local a ViT's attention is.
 
 For a query patch q, the attention distance is the distance from q to the key patches, weighted by how much q
 attends to them: ``sum_j a_qj * ||pos_q - pos_j||``. Averaged over queries and images, one number per head and
@@ -14,9 +15,18 @@ import torch
 __all__ = ["patch_distances", "mean_attention_distance"]
 
 
+def _check_grid(grid_size: int, patch_size: float) -> None:
+    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
+        raise ValueError(f"grid_size must be a whole number of at least 1 (K, patches per side: img_size // "
+                         f"patch_size, e.g. model.grid_size), got {grid_size!r}.")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, float)) or not patch_size > 0:
+        raise ValueError(f"patch_size must be a positive number (pixels per patch side, e.g. 4), got {patch_size!r}.")
+
+
 def patch_distances(grid_size: int, patch_size: int = 1) -> torch.Tensor:
     """Euclidean distances between the centres of the patches of a KxK grid: (K*K, K*K), in pixels when
     ``patch_size`` is the patch side (row-major patch order, as the ViT's tokens)."""
+    _check_grid(grid_size, patch_size)
     rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
     centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double() * patch_size
     return torch.cdist(centres, centres)
@@ -34,10 +44,14 @@ def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, 
             and each query's weights over the patch keys are renormalised to sum to 1.
     Returns:
         (blocks, heads) float64 tensor.
+    Raises:
+        ValueError: grid_size not a whole number >= 1, patch_size not positive, shapes that do not fit the grid,
+            or NaN/infinite attention.
     """
     if not isinstance(attentions, (list, tuple)) or not attentions:
         raise TypeError("attentions must be a non-empty list of (B, heads, T, T) tensors, e.g. "
                         "model.forward_with_attention(x)[1].")
+    _check_grid(grid_size, patch_size)
     n = grid_size * grid_size
     dist = patch_distances(grid_size, patch_size)
     out = []
@@ -46,6 +60,9 @@ def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, 
             raise ValueError(f"block {i}: expected (B, heads, {n + num_prefix_tokens}, {n + num_prefix_tokens}) "
                              f"for a {grid_size}x{grid_size} grid with {num_prefix_tokens} prefix token(s), "
                              f"got {tuple(a.shape)}.")
+        if not torch.isfinite(a).all():
+            raise ValueError(f"attentions[{i}] holds NaN or infinite values: the model produced them (check that its "
+                             "weights are finite, and run it in float32, e.g. model.float()).")
         p = a[..., num_prefix_tokens:, num_prefix_tokens:].double()       # (B, H, n, n) patch -> patch
         p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
         out.append((p * dist.to(p.device)).sum(-1).mean(dim=(0, 2)))      # (H,)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .data import DATASETS
 from .experiments import RunSpec, drloc_recipe, get_record, small_data_sizes
 from .papers import LIU2021, ZHU2023
-from .plots import Table
+from .tables import Table
 from .profiles import Profile, get_profile
 
 __all__ = ["dataset_table", "small_data_points", "small_data_table", "provenance"]

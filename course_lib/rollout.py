@@ -1,6 +1,7 @@
-"""Attention rollout (Abnar & Zuidema 2020): which input patches the class token's representation comes from.
+"""Attention rollout (Abnar & Zuidema 2020) of a ViT's attention: per-block and final rollout maps, each block's raw
+attention map, and upsampling of the maps for overlays.
 
-One block mixes tokens with its attention A (rows sum to 1) *and* keeps its input through the residual connection.
+Rollout asks which input patches the class token's representation comes from. One block mixes tokens with its attention A (rows sum to 1) *and* keeps its input through the residual connection.
 Rollout models a block as the row-stochastic matrix
 
     Ã = 0.5·A + 0.5·I        (then rows re-normalised)
@@ -36,6 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .hooks import check_pixels
+from .runtime import eval_mode
+
 __all__ = ["attention_rollout", "rollout_per_block", "raw_attention_maps", "model_rollout", "upsample_map",
            "fuse_heads"]
 
@@ -48,6 +52,31 @@ NORMALIZATIONS = ("max", "sum", "none")
 
 def _check_attentions(attentions, num_prefix_tokens: int | None) -> tuple[list[torch.Tensor], int, int]:
     """Validate a list of (B, H, T, T) softmax attentions; return (attentions, P, K)."""
+    _check_attention_list(attentions)
+    for i, a in enumerate(attentions):
+        if a.shape != attentions[0].shape:
+            raise ValueError(f"Attention shapes differ across blocks: block 1 is {tuple(attentions[0].shape)}, block "
+                             f"{i + 1} is {tuple(a.shape)}. Rollout multiplies T x T matrices, so every block must "
+                             "see the same tokens (it is not defined across a pooling stage, e.g. HybridViT's two "
+                             "stages: roll out each stage separately).")
+    P, K = _patch_grid(attentions[0].shape[-1], num_prefix_tokens)
+    for i, a in enumerate(attentions):
+        a = a.detach().float()
+        if not torch.isfinite(a).all():
+            raise ValueError(f"attentions[{i}] holds NaN or infinite values, so every map it reaches would be NaN. "
+                             "The model produced them: check that its weights are finite (a diverged run) and run it "
+                             "in float32 (float16 overflows), e.g. model.float().")
+        row_error = (a.sum(-1) - 1).abs().max().item()
+        if row_error > 1e-2 or a.min().item() < -1e-6:
+            raise ValueError(f"The rows of attentions[{i}] do not look like softmax weights (rows should be "
+                             f"non-negative and sum to 1; largest |row sum - 1| = {row_error:.3g}, min = "
+                             f"{a.min().item():.3g}). These are probably attention logits (QK^T/sqrt(d)): apply "
+                             ".softmax(dim=-1) first, or use model.forward_with_attention(x), which returns weights.")
+    return list(attentions), P, K
+
+
+def _check_attention_list(attentions) -> None:
+    """A non-empty list of (B, H, T, T) tensors, not a model output or a single tensor."""
     if isinstance(attentions, tuple) and len(attentions) == 2 and isinstance(attentions[1], (list, tuple)):
         raise TypeError("Got a (logits, attentions) pair: pass only the attentions, e.g. "
                         "`logits, attentions = model.forward_with_attention(x); attention_rollout(attentions)`.")
@@ -66,12 +95,10 @@ def _check_attentions(attentions, num_prefix_tokens: int | None) -> tuple[list[t
         if a.dim() != 4 or a.shape[-1] != a.shape[-2]:
             raise ValueError(f"attentions[{i}] has shape {tuple(a.shape)}; each block's attention must be "
                              "(B, heads, T, T). For an already head-fused (B, T, T) tensor use a.unsqueeze(1).")
-        if a.shape != attentions[0].shape:
-            raise ValueError(f"Attention shapes differ across blocks: block 1 is {tuple(attentions[0].shape)}, block "
-                             f"{i + 1} is {tuple(a.shape)}. Rollout multiplies T x T matrices, so every block must "
-                             "see the same tokens (it is not defined across a pooling stage, e.g. HybridViT's two "
-                             "stages: roll out each stage separately).")
-    T = attentions[0].shape[-1]
+
+
+def _patch_grid(T: int, num_prefix_tokens: int | None) -> tuple[int, int]:
+    """(P, K) for T tokens: P prefix tokens (given, or inferred from T = K*K or 1 + K*K) before a K x K grid."""
     if num_prefix_tokens is not None and not 0 <= num_prefix_tokens < T:
         raise ValueError(f"num_prefix_tokens must be in [0, {T}) for T={T} tokens, got {num_prefix_tokens}.")
     if num_prefix_tokens is None:       # infer: T = K*K (no class token) or 1 + K*K
@@ -86,15 +113,7 @@ def _check_attentions(attentions, num_prefix_tokens: int | None) -> tuple[list[t
     if K * K != T - num_prefix_tokens:
         raise ValueError(f"With num_prefix_tokens={num_prefix_tokens}, the {T - num_prefix_tokens} patch tokens do "
                          f"not form a square grid (T={T}).")
-    for i, a in enumerate(attentions):
-        a = a.detach().float()
-        row_error = (a.sum(-1) - 1).abs().max().item()
-        if row_error > 1e-2 or a.min().item() < -1e-6:
-            raise ValueError(f"The rows of attentions[{i}] do not look like softmax weights (rows should be "
-                             f"non-negative and sum to 1; largest |row sum - 1| = {row_error:.3g}, min = "
-                             f"{a.min().item():.3g}). These are probably attention logits (QK^T/sqrt(d)): apply "
-                             ".softmax(dim=-1) first, or use model.forward_with_attention(x), which returns weights.")
-    return list(attentions), num_prefix_tokens, K
+    return num_prefix_tokens, K
 
 
 def _check_options(head_fusion: str, discard_ratio: float, normalize) -> str:
@@ -240,21 +259,18 @@ def model_rollout(model: nn.Module, images: torch.Tensor, per_block: bool = Fals
 
     Args:
         model: a model with ``forward_with_attention`` (the course's :class:`~course_lib.models.ViT`).
-        images: (B, 3, H, W) normalised as for training.
+        images: float (B, 3, H, W), the model's input as in training: convert uint8 images with the run's
+            preprocessing, ``run.preprocess(images)``. uint8 or raw 0..255 float pixels raise a ValueError.
         per_block: return :func:`rollout_per_block` (B, L, K, K) instead of the final map (B, K, K).
         **kwargs: options of :func:`attention_rollout`; ``num_prefix_tokens`` defaults to the model's.
     """
     if not hasattr(model, "forward_with_attention"):
         raise TypeError(f"{type(model).__name__} has no forward_with_attention(x), so its attention cannot be "
                         "rolled out (a CNN has no attention). Use a course_lib ViT.")
+    check_pixels(images, "model_rollout")
     kwargs.setdefault("num_prefix_tokens", getattr(model, "num_prefix_tokens", None))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, attentions = model.forward_with_attention(images)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        _, attentions = model.forward_with_attention(images)
     return rollout_per_block(attentions, **kwargs) if per_block else attention_rollout(attentions, **kwargs)
 
 

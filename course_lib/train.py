@@ -1,42 +1,63 @@
-"""One training loop for every notebook: :func:`fit`.
+"""One training loop for every notebook, :func:`fit`, and the recipes it follows (:data:`RECIPES`).
 
 What it does, and why:
 - AdamW (or Adam/SGD) with a linear warm-up and a cosine decay, stepped every batch: transformers trained from
-  scratch diverge without warm-up.
-- Label smoothing, gradient clipping, weight decay only on weight matrices (not on norms, biases, embeddings).
-- Mixed precision on CUDA: bfloat16 where the GPU supports it (A100/H100), float16 with a gradient scaler otherwise
-  (a Colab T4). CPU runs stay in float32.
+  scratch diverge without warm-up. The cosine may be laid out over more epochs than are trained
+  (``schedule_epochs``), as the official DRLoc runs do.
+- Label smoothing, gradient clipping, weight decay only on weight matrices (not on norms, biases, embeddings);
+  optionally RandAugment, random erasing and mixup/CutMix on the GPU batch (:mod:`course_lib.augment`).
+- Mixed precision on CUDA (:func:`course_lib.runtime.precision`): bfloat16 on GPUs that compute it natively,
+  float16 with a gradient scaler on older ones (a Colab T4). CPU runs stay in float32.
 - ``channels_last`` memory layout for convolutional models (they say so with ``prefers_channels_last = True``).
-- Extra loss terms (:class:`AuxiliaryLoss`, e.g. DRLoc) are added to the cross-entropy with their weight; their
-  parameters are trained with the model, checkpointed with it, and never used at evaluation.
-- A checkpoint after every epoch and an exact **resume** after an interruption: each epoch's randomness is
-  seeded from ``(seed, epoch)``, so a resumed run gives the same weights as an uninterrupted one on the CPU.
-- A non-finite loss stops training with the epoch and step where it happened.
+- Extra loss terms (:class:`AuxiliaryLoss`, e.g. DRLoc) are added to the cross-entropy with their weight (which
+  may follow a schedule over the epochs); their parameters are trained with the model, checkpointed with it, and
+  never used at evaluation.
+- A checkpoint after every epoch (written atomically) and an exact **resume** after an interruption: each epoch's
+  randomness is seeded from ``(seed, epoch)``, so a resumed run gives the same weights as an uninterrupted one on
+  the CPU. A checkpoint made with another model, recipe, data or extra loss is never resumed from.
+- A non-finite loss or weight stops training, naming the term, the epoch and the step.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-import os
-import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm as text_tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
+from . import augment as aug
 from .data import GPULoader, ImageSet, Preprocessing
+from .files import atomic_torch_save, safe_torch_load
+from .models import config_dict
+from .runtime import Precision, eval_mode, get_device, precision
+from .settings import plain_progress
 
 __all__ = ["TrainConfig", "RECIPES", "History", "AuxiliaryLoss", "CheckpointMismatchError", "fit", "evaluate",
-           "get_device", "seed_everything", "model_signature", "load_weights"]
+           "predict_correct", "model_signature", "load_weights", "lr_factor", "steps_per_epoch", "data_fingerprint",
+           "fit_identity", "pack_bits", "unpack_bits"]
 
+
+# --------------------------------------------------------------------------------------------------------------
+# The recipe
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Build from a recipe and override fields: ``replace(RECIPES["course"], epochs=5)``."""
+    """How to train. Build from a recipe and override fields: ``replace(RECIPES["course"], epochs=5)``.
+
+    ``lr`` and ``min_lr`` are given for a batch of ``lr_reference_batch`` images when that is set (the learning
+    rate is then scaled linearly to ``batch_size``, as the official DRLoc code does), else used as they are.
+    ``schedule_epochs``: the epochs over which the cosine runs (default ``epochs``); larger means training stops
+    before the learning rate has decayed. ``hflip``: None follows the data set (no flips for SVHN's digits).
+    """
 
     epochs: int = 10
     batch_size: int = 128
@@ -47,10 +68,18 @@ class TrainConfig:
     momentum: float = 0.9             # SGD only
     schedule: str = "cosine"          # "cosine" | "constant"
     warmup_epochs: float = 1.0
+    schedule_epochs: float | None = None
     min_lr: float = 1e-5
+    lr_reference_batch: int | None = None
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0
-    augment: bool = True              # random crop (pad 4) + horizontal flip where the data set allows it
+    augment: bool = True              # random crop (pad 4) + horizontal flip (see hflip)
+    hflip: bool | None = None
+    randaugment: str | None = None    # e.g. "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.0       # probability per image
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    drop_path: float | None = None    # stochastic depth of the model (set when it is built; None: the model's own)
     normalize: bool = True            # standardise pixels with the data set's mean/std
     amp: bool | None = None           # None: mixed precision on CUDA, float32 elsewhere
     eval_batch_size: int = 500
@@ -58,29 +87,111 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', not {self.optimizer!r}.")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', not {self.schedule!r}.")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
-            raise ValueError(f"epochs, batch_size, lr and eval_every must be positive (got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr}, {self.eval_every}).")
+        _validate_config(self)
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate after warm-up, scaled to the batch size when ``lr_reference_batch`` is set."""
+        return self.lr * self._lr_scale
+
+    @property
+    def final_lr(self) -> float:
+        return self.min_lr * self._lr_scale
+
+    @property
+    def _lr_scale(self) -> float:
+        return self.batch_size / self.lr_reference_batch if self.lr_reference_batch else 1.0
+
+    def with_epochs(self, epochs: int) -> "TrainConfig":
+        """The same recipe for ``epochs`` epochs: warm-up and schedule length scale in proportion."""
+        factor = epochs / self.epochs
+        horizon = None if self.schedule_epochs is None else self.schedule_epochs * factor
+        return replace(self, epochs=epochs, warmup_epochs=self.warmup_epochs * factor, schedule_epochs=horizon)
+
+
+def _whole(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"TrainConfig.{name} must be a whole number >= {minimum}, got {value!r}.")
+
+
+def _number(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (low_open and value == low) or value > high:
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
+        raise ValueError(f"TrainConfig.{name} must be a finite number {bound}, got {value!r}.")
+
+
+def _validate_config(c: TrainConfig) -> None:
+    """Every field that could train garbage is refused here, before any data moves."""
+    if c.optimizer not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', not {c.optimizer!r}.")
+    if c.schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', not {c.schedule!r}.")
+    for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+        _whole(name, getattr(c, name))
+    _whole("seed", c.seed, 0)
+    if c.lr_reference_batch is not None:
+        _whole("lr_reference_batch", c.lr_reference_batch)
+    _number("lr", c.lr, 0.0, low_open=True)
+    _number("min_lr", c.min_lr, 0.0)
+    if c.min_lr > c.lr:
+        raise ValueError(f"TrainConfig.min_lr={c.min_lr:g} is above lr={c.lr:g}: the decay would raise the learning "
+                         f"rate. Pass a min_lr no larger than lr (e.g. min_lr={c.lr / 100:g}).")
+    _number("weight_decay", c.weight_decay, 0.0)
+    _number("warmup_epochs", c.warmup_epochs, 0.0, c.schedule_epochs or c.epochs)
+    if c.schedule_epochs is not None:
+        _number("schedule_epochs", c.schedule_epochs, c.epochs)
+    for name in ("label_smoothing", "random_erasing", "momentum"):
+        _number(name, getattr(c, name), 0.0, 1.0)
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        _number(name, getattr(c, name), 0.0)
+    if len(c.betas) != 2:
+        raise ValueError(f"TrainConfig.betas needs two values, got {c.betas!r}.")
+    for beta in c.betas:
+        _number("betas", beta, 0.0, 1.0)
+    if c.grad_clip is not None:
+        _number("grad_clip", c.grad_clip, 0.0, low_open=True)
+    if c.drop_path is not None:
+        _number("drop_path", c.drop_path, 0.0, 0.99)
 
 
 RECIPES: dict[str, TrainConfig] = {
     # The course's recipe, the same for the ViT and ResNet-18: AdamW, warm-up + cosine, label smoothing.
     "course": TrainConfig(epochs=10, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                           warmup_epochs=1.0, label_smoothing=0.1, grad_clip=1.0),
-    # Zhu, Chen & Yang (2023) as far as it is published: Adam 1e-4, batch 100, 500 epochs, crop + flip,
-    # no pixel normalisation, nothing else.
+    # Zhu, Chen & Yang (2023) as published: Adam 1e-4, batch 100, 500 epochs, random crop + flip on all three
+    # data sets (SVHN too), no pixel normalisation, nothing else.
     "zhu2023": TrainConfig(epochs=500, batch_size=100, optimizer="adam", lr=1e-4, weight_decay=0.0,
                            schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, grad_clip=None,
-                           normalize=False),
-    # Liu et al. (2021), official code's optimiser and schedule (its RandAugment/mixup/CutMix are not reproduced).
+                           hflip=True, normalize=False),
+    # Liu et al. (2021), the official Swin-based code: base LR 5e-4 per 512 images, 20 warm-up epochs, a cosine laid
+    # out over 300 epochs of which 100 are trained, drop-path 0.1, RandAugment m9, random erasing 0.25, mixup 0.8,
+    # CutMix 1.0, label smoothing 0.1, gradient clipping 5.
     "liu2021": TrainConfig(epochs=100, batch_size=128, optimizer="adamw", lr=5e-4, weight_decay=0.05,
-                           warmup_epochs=20.0, min_lr=5e-6, label_smoothing=0.1, grad_clip=5.0),
+                           warmup_epochs=20.0, schedule_epochs=300.0, min_lr=5e-6, lr_reference_batch=512,
+                           label_smoothing=0.1, grad_clip=5.0, randaugment="rand-m9-mstd0.5-inc1",
+                           random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, drop_path=0.1),
 }
 
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up to 1, then constant or cosine down to ``min_ratio``
+    at ``total_steps`` (the schedule's length, which may exceed the steps trained)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimiser steps per epoch for :class:`GPULoader`'s training rule (drop a ragged batch when > 2 batches)."""
+    return n_images // batch_size if n_images > 2 * batch_size else -(-n_images // batch_size)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What a run produces
 
 @dataclass
 class History:
@@ -93,7 +204,10 @@ class History:
     test_acc: list[float | None] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)                # optimiser steps done by the end of the epoch
     extra: dict[str, list[float]] = field(default_factory=dict)   # mean of each auxiliary loss term
+    extra_weight: dict[str, list[float]] = field(default_factory=dict)   # its weight (lambda) in that epoch
+    test_correct: str | None = None   # the last evaluation, per test image: packed bits as hex (paired tests)
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -103,7 +217,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        return cls(**{f.name: d.get(f.name, {} if f.name == "extra" else []) for f in fields(cls)})
+        defaults = {f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(cls)}
+        return cls(**{name: d.get(name, default) for name, default in defaults.items()})
 
     @property
     def final_test_acc(self) -> float | None:
@@ -111,15 +226,24 @@ class History:
 
 
 class AuxiliaryLoss(nn.Module):
-    """An extra loss term for :func:`fit`: ``total = cross_entropy + weight * term``.
+    """An extra loss term for :func:`fit`: ``total = cross_entropy + weight_at(epoch) * term``.
 
     Subclasses set ``name`` and ``weight`` and implement ``forward(model, features, images, labels)`` returning a
     scalar. ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the term
-    costs no second pass through the backbone. Any parameters of the term are trained with the model.
+    costs no second pass through the backbone. Any parameters of the term are trained with the model. Override
+    :meth:`weight_at` for a weight that changes over the epochs.
     """
 
     name: str = "aux"
     weight: float = 1.0
+
+    def weight_at(self, epoch: int, epochs: int) -> float:
+        """The weight in (0-based) ``epoch`` of ``epochs``: constant unless a subclass says otherwise."""
+        return self.weight
+
+    def identity(self) -> dict:
+        """What changes the result of this term (kept with checkpoints and records)."""
+        return {"class": type(self).__name__, "settings": self.extra_repr()}
 
     def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -127,37 +251,18 @@ class AuxiliaryLoss(nn.Module):
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint was saved from another model (or other auxiliary losses) than the one it is loaded into."""
+    """A checkpoint was made by another model, recipe, data set or extra loss than the run that would resume it."""
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Small helpers
-
-def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices). Call before building a model for a reproducible init."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
+# Identity: what a checkpoint must match to be resumed
 
 def model_signature(model: nn.Module) -> dict:
-    """What identifies an architecture in a checkpoint: its class and constructor configuration."""
-    config = getattr(model, "config", None)
+    """What identifies an architecture in a checkpoint: its class and configuration."""
+    config = config_dict(model)
     if config is None:   # a foreign model: fall back on parameter names and shapes
         config = {k: list(v.shape) for k, v in model.state_dict().items()}
-    return {"class": type(model).__name__, "config": {k: list(v) if isinstance(v, tuple) else v
-                                                       for k, v in config.items()}}
+    return {"class": type(model).__name__, "config": config}
 
 
 def _describe(signature: dict) -> str:
@@ -165,6 +270,35 @@ def _describe(signature: dict) -> str:
     if all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in config.values()):
         return f"{signature['class']} ({len(config)} tensors)"
     return f"{signature['class']}({', '.join(f'{k}={v}' for k, v in config.items())})"
+
+
+def data_fingerprint(data: ImageSet | None) -> str | None:
+    """A short hash of the pixels and labels: two copies of a data set agree only if every image does."""
+    if data is None:
+        return None
+    digest = hashlib.sha256()
+    digest.update(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.numpy().astype("int64").tobytes())
+    return f"{len(data)}:{digest.hexdigest()[:16]}"
+
+
+def fit_identity(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
+                 extra_losses: Sequence[AuxiliaryLoss]) -> dict:
+    """Everything that changes what :func:`fit` produces (eval_every and the seed's effect included)."""
+    return {"model": model_signature(model), "config": asdict(cfg), "aux": [t.identity() for t in extra_losses],
+            "train_data": data_fingerprint(train_data), "test_data": data_fingerprint(test_data)}
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two nested dicts."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def _check_signature(saved: dict, model: nn.Module, path: Path) -> None:
@@ -178,10 +312,109 @@ def _check_signature(saved: dict, model: nn.Module, path: Path) -> None:
 def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a :func:`fit` checkpoint's model weights into ``model`` (checking it is the same architecture)."""
     path = Path(path)
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    state = safe_torch_load(path, map_location)
     _check_signature(state["signature"], model, path)
-    model.load_state_dict(state["model"])
+    model.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(state["model"].items(),
+                                                                 model.state_dict().values())})
     return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy, top-1 % , per-image correctness bool (N,) on the CPU) over a loader, in eval mode."""
+    device = loader.device
+    autocast = prec.autocast(device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = []
+    with eval_mode(model):
+        for x, y in loader:
+            with autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct.append(logits.argmax(dim=1) == y)
+    hits = torch.cat(correct).cpu()
+    return loss_sum.item() / len(hits), 100.0 * hits.float().mean().item(), hits
+
+
+def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.device | None = None,
+             batch_size: int = 500, preprocess: Preprocessing | None = None,
+             amp: bool | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (in %) of ``model`` on ``data`` (no augmentation).
+
+    ``preprocess``: how the model's inputs were made in training (default: the data set's standardisation).
+    """
+    loader = _eval_loader(model, data, get_device(device), batch_size, preprocess)
+    loss, acc, _ = _evaluate(model, loader, precision(loader.device, amp))
+    return loss, acc
+
+
+def predict_correct(model: nn.Module, data: ImageSet, preprocess: Preprocessing | None = None,
+                    device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
+    """Whether each image of ``data`` is classified correctly: bool (N,), in the data's order."""
+    loader = _eval_loader(model, data, get_device(device), batch_size, preprocess)
+    return _evaluate(model, loader, precision(loader.device))[2]
+
+
+def _eval_loader(model, data, device, batch_size, preprocess) -> GPULoader:
+    if isinstance(data, GPULoader):
+        return data
+    return GPULoader(data, batch_size, device, train=False, preprocess=preprocess,
+                     channels_last=getattr(model, "prefers_channels_last", False))
+
+
+def pack_bits(hits: torch.Tensor) -> str:
+    """bool (N,) -> hex string of the packed bits (N/4 characters); :func:`unpack_bits` inverts it."""
+    return np.packbits(hits.numpy().astype(np.uint8)).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> torch.Tensor:
+    """Hex string from :func:`pack_bits` -> bool (n,)."""
+    return torch.from_numpy(np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:n].astype(bool))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop, in named steps
+
+@dataclass
+class _Run:
+    """Everything one training run needs, built once by :func:`_prepare`."""
+
+    model: nn.Module
+    terms: list[AuxiliaryLoss]
+    aux: nn.ModuleList
+    cfg: TrainConfig
+    device: torch.device
+    train_loader: GPULoader
+    test_loader: GPULoader | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    prec: Precision
+    scaler: torch.amp.GradScaler | None
+    num_classes: int
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+
+def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
+                  extra_losses: Sequence[AuxiliaryLoss]) -> None:
+    if any(not isinstance(t, AuxiliaryLoss) for t in extra_losses):
+        raise TypeError("extra_losses must be AuxiliaryLoss instances (e.g. course_lib.drloc.DRLocLoss).")
+    if extra_losses and not hasattr(model, "forward_features"):
+        raise TypeError(f"{type(model).__name__} has no forward_features(), so extra losses cannot read its "
+                        "features. Use a course_lib model or add forward_features/forward_head to yours.")
+    for t in extra_losses:
+        if not (isinstance(t.weight, (int, float)) and math.isfinite(t.weight) and t.weight >= 0):
+            raise ValueError(f"The weight of the extra loss {t.name!r} must be a finite number >= 0, got "
+                             f"{t.weight!r}.")
+    outputs = getattr(model, "num_classes", None)
+    for data in (train_data, test_data):
+        if data is not None and outputs is not None and data.num_classes > outputs:
+            raise ValueError(f"{data.info.title} {data.split} has {data.num_classes} classes but the model has "
+                             f"{outputs} outputs. Build the model with num_classes={data.num_classes}.")
 
 
 def _param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -197,77 +430,218 @@ def _param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dic
 
 def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=cfg.betas)
     if cfg.optimizer == "adam":   # Adam's weight decay is L2 in the gradient, as torch.optim.Adam does it
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.Adam(groups, lr=cfg.peak_lr, betas=cfg.betas)
+    return torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=True)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up to 1, then constant or cosine down to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
+             extra_losses: Sequence[AuxiliaryLoss], device: torch.device) -> _Run:
+    """Move everything to the device; build loaders, optimiser, schedule and precision."""
+    channels_last = getattr(model, "prefers_channels_last", False)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    aux = nn.ModuleList(extra_losses).to(device)
+    preprocess = Preprocessing.for_dataset(train_data.dataset, cfg.normalize)
+    train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment, hflip=cfg.hflip,
+                             randaugment=cfg.randaugment, random_erasing=cfg.random_erasing, preprocess=preprocess,
+                             seed=cfg.seed, channels_last=channels_last)
+    test_loader = None if test_data is None else GPULoader(
+        test_data, cfg.eval_batch_size, device, preprocess=preprocess, channels_last=channels_last)
+    steps = len(train_loader)
+    total_steps = round((cfg.schedule_epochs or cfg.epochs) * steps)
+    warmup_steps = round(cfg.warmup_epochs * steps)
+    optimizer = _optimizer(_param_groups([model, aux], cfg.weight_decay), cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, total_steps, warmup_steps, cfg.schedule, cfg.min_lr / cfg.lr))
+    prec = precision(device, cfg.amp)
+    return _Run(model, list(extra_losses), aux, cfg, device, train_loader, test_loader, optimizer, scheduler, prec,
+                prec.scaler(device), getattr(model, "num_classes", None) or train_data.num_classes)
 
 
-def _autocast(device: torch.device, enabled: bool | None):
-    """(context manager, GradScaler or None): bf16 on GPUs that support it, fp16 + scaler on others, off on CPU."""
-    use = device.type == "cuda" if enabled is None else enabled
-    if not use or device.type != "cuda":
-        return nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+def _resume(run: _Run, path: Path | None, identity: dict, progress: bool) -> tuple[History, int]:
+    """(history, first epoch to train): from a checkpoint made by this very run, else from scratch."""
+    if path is None or not path.exists():
+        return History(), 0
+    state = safe_torch_load(path, run.device)
+    _check_signature(state["signature"], run.model, path)
+    changed = _differences(state.get("identity", {}), identity)
+    if changed:
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} was made by another run than this one; what differs (saved -> now): "
+            + "; ".join(changed[:8]) + ". Pass resume=False to train afresh (the file is then overwritten), "
+            "another checkpoint path, or the same settings and data as before.")
+    run.model.load_state_dict(state["model"])
+    run.aux.load_state_dict(state["aux_state"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    history, start = History.from_dict(state["history"]), state["epoch"] + 1
+    if progress and start < run.cfg.epochs:
+        print(f"Resuming from {path} after epoch {start}/{run.cfg.epochs}.")
+    return history, start
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(features, logits); features is None for a model without forward_features/forward_head."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        features = model.forward_features(x)
-        return features, model.forward_head(features)
-    return None, model(x)
+def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor, weights: list[float],
+          mixer: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total loss, each term's value (1 + terms,), logits) of one batch: cross-entropy + weighted extra terms."""
+    cfg = run.cfg
+    if mixer is not None:
+        x, soft = aug.mixup_cutmix(x, y, run.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, 0.5,
+                                   cfg.label_smoothing, mixer)
+    with run.prec.autocast(run.device)():
+        features = run.model.forward_features(x) if hasattr(run.model, "forward_features") else None
+        logits = run.model.forward_head(features) if features is not None else run.model(x)
+        if mixer is not None:
+            ce = aug.soft_target_cross_entropy(logits.float(), soft)
+        else:
+            ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        values = [ce] + [term(run.model, features, x, y).float() for term in run.terms]
+    total = values[0] + sum(w * v for w, v in zip(weights, values[1:]))
+    return total, torch.stack([v.detach() for v in values]), logits
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.device | None = None,
-             batch_size: int = 500, normalize: bool = True, amp: bool | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (in %) of ``model`` on ``data`` (no augmentation)."""
-    device = get_device(device)
-    loader = data if isinstance(data, GPULoader) else GPULoader(
-        data, batch_size, device, train=False, preprocess=Preprocessing.for_dataset(data.dataset, normalize),
-        channels_last=getattr(model, "prefers_channels_last", False))
-    autocast, _ = _autocast(device, amp)
+def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+
+
+def _check_finite(run: _Run, values: torch.Tensor, epoch: int, upto: int) -> None:
+    """One host sync: raise FloatingPointError naming the term and step where a loss or the weights went bad."""
+    finite = torch.isfinite(values[:upto]).all(dim=1)
+    weights_ok = torch.stack([torch.isfinite(p).all() for p in run.params]).all()
+    if bool(finite.all()) and bool(weights_ok):
+        return
+    steps = len(run.train_loader)
+    names = ["the cross-entropy"] + [f"the {t.name} term" for t in run.terms]
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        term = int((~torch.isfinite(values[bad])).nonzero()[0])
+        what = f"{names[term]} became {values[bad, term].item()} at epoch {epoch + 1}, step {bad + 1} of {steps}"
+    else:
+        what = f"the model's weights became non-finite by epoch {epoch + 1}, step {upto} of {steps}"
+    raise FloatingPointError(
+        f"Training stopped: {what} (global step {epoch * steps + upto}). Lower the learning rate (peak now "
+        f"{run.cfg.peak_lr:.3g}), keep warm-up and gradient clipping on, or check the inputs"
+        + (" and the extra loss's weight." if len(run.terms) else "."))
+
+
+def _train_epoch(run: _Run, epoch: int, bar) -> dict:
+    """One pass over the training data; returns the epoch's mean loss, accuracy and extra terms."""
+    cfg = run.cfg
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)   # dropout / drop-path / DRLoc sampling of this epoch
+    run.train_loader.set_epoch(epoch)
+    mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+    mixer = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 500_009) if mixing else None
+    weights = [t.weight_at(epoch, cfg.epochs) for t in run.terms]
+    steps = len(run.train_loader)
+    values = torch.zeros(steps, 1 + len(run.terms), device=run.device)
+    totals = torch.zeros(steps, device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    seen, start = 0, time.perf_counter()
+    with _train_mode(run.aux), _train_mode(run.model):
+        for step, (x, y) in enumerate(run.train_loader):
+            loss, values[step], logits = _loss(run, x, y, weights, mixer)
+            _optimizer_step(run, loss)
+            totals[step] = loss.detach()
+            correct += (logits.argmax(dim=1) == y).sum()
+            seen += len(y)
+            if step % 20 == 19 or step == steps - 1:      # one host sync every 20 steps
+                _check_finite(run, values, epoch, step + 1)
+                if bar is not None:
+                    bar.update(epoch * steps + step + 1 - bar.n)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{totals[step].item():.3f}")
+    return {"loss": totals.mean().item(), "acc": 100.0 * correct.item() / max(1, seen), "weights": weights,
+            "extra": values[:, 1:].mean(dim=0).tolist(), "seconds": time.perf_counter() - start, "images": seen}
+
+
+@contextmanager
+def _train_mode(model: nn.Module) -> Iterator[None]:
+    """Training mode for the block, the previous mode restored afterwards (also on an exception)."""
     was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
-    for x, y in loader:
-        with autocast():
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(dim=1) == y).sum()
-        count += len(y)
-    model.train(was_training)
-    return loss_sum.item() / count, 100.0 * correct.item() / count
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
-def _plain_progress() -> bool:
-    return os.environ.get("COURSE_PLAIN_PROGRESS", "0") not in ("", "0") or not (
-        sys.stderr.isatty() or "ipykernel" in sys.modules)
+def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluation) -> None:
+    test_loss, test_acc, hits = evaluation
+    history.epoch.append(epoch + 1)
+    history.train_loss.append(stats["loss"])
+    history.train_acc.append(stats["acc"])
+    history.test_loss.append(test_loss)
+    history.test_acc.append(test_acc)
+    history.lr.append(run.optimizer.param_groups[0]["lr"])
+    history.seconds.append(stats["seconds"])
+    history.steps.append((epoch + 1) * len(run.train_loader))
+    for term, value, weight in zip(run.terms, stats["extra"], stats["weights"]):
+        history.extra.setdefault(term.name, []).append(value)
+        history.extra_weight.setdefault(term.name, []).append(weight)
+    if hits is not None:
+        history.test_correct = pack_bits(hits)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The loop
+def _print_epoch(history: History, epochs: int, images: int) -> None:
+    extra = "".join(f"  {k} {v[-1]:.4f}" for k, v in history.extra.items())
+    test = f"  test acc {history.test_acc[-1]:5.1f}%" if history.test_acc[-1] is not None else ""
+    seconds = history.seconds[-1]
+    print(f"epoch {history.epoch[-1]:>3}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
+          f"train acc {history.train_acc[-1]:5.1f}%{test}{extra}  ({seconds:.1f}s, {images / seconds:,.0f} img/s)",
+          flush=True)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: an interruption or a second writer never leaves a partial or mixed checkpoint."""
+    atomic_torch_save(state, path)
+
+
+def _checkpoint_state(run: _Run, history: History, epoch: int, identity: dict) -> dict:
+    return {"signature": identity["model"], "identity": identity, "aux": [type(t).__name__ for t in run.terms],
+            "model": run.model.state_dict(), "aux_state": run.aux.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler else None, "history": history.to_dict(),
+            "epoch": epoch, "config": asdict(run.cfg)}
+
+
+@contextmanager
+def _progress_bar(run: _Run, start_epoch: int, enabled: bool):
+    """A step progress bar (tqdm in notebooks, a text bar every 30 s in logs), or None."""
+    if not enabled or start_epoch >= run.cfg.epochs:
+        yield None
+        return
+    plain = plain_progress()
+    steps = len(run.train_loader)
+    bar = (text_tqdm if plain else auto_tqdm)(
+        total=run.cfg.epochs * steps, initial=start_epoch * steps, desc=type(run.model).__name__, unit="step",
+        mininterval=30.0 if plain else 0.5, disable=plain, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
 
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = None,
         config: TrainConfig | None = None, *, extra_losses: Sequence[AuxiliaryLoss] = (),
         checkpoint: str | Path | None = None, resume: bool = True, device: str | torch.device | None = None,
         progress: bool = True, on_epoch_end: Callable[[History], bool] | None = None, **overrides) -> History:
-    """Train ``model`` on ``train_data``, evaluating on ``test_data`` after every epoch.
+    """Train ``model`` on ``train_data``, evaluating on ``test_data`` every ``eval_every`` epochs and at the end.
 
     Args:
         model: any module; ours expose ``forward_features``/``forward_head`` so extra losses can read features.
@@ -276,10 +650,10 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
             e.g. ``fit(model, train, test, epochs=5, lr=3e-4)``.
         extra_losses: :class:`AuxiliaryLoss` terms added to the cross-entropy (e.g. ``DRLocLoss``).
         checkpoint: file to save after every epoch and to resume from (if ``resume`` and it exists). A finished
-            checkpoint makes ``fit`` return at once with the stored history.
+            checkpoint of the same run makes ``fit`` return at once with the stored history.
+        resume: False trains afresh even if ``checkpoint`` exists (and overwrites it).
         device: default CUDA if available, else CPU.
-        progress: show a progress bar (a text one in logs and with ``COURSE_PLAIN_PROGRESS=1``) and print one
-            line per epoch.
+        progress: show a progress bar (text with ``COURSE_PLAIN_PROGRESS=1``) and print one line per epoch.
         on_epoch_end: called with the history after every epoch (and its checkpoint); returning True stops
             training there, e.g. ``lambda h: (h.test_acc[-1] or 0) >= 93`` for a time-to-accuracy run.
 
@@ -287,148 +661,26 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
         The :class:`History` of the whole run (including epochs done before a resume).
 
     Raises:
-        CheckpointMismatchError: ``checkpoint`` belongs to another architecture or other extra losses.
-        FloatingPointError: the loss became NaN or infinite; the message gives the epoch and step.
+        CheckpointMismatchError: ``checkpoint`` was made by another model, recipe, data or extra loss.
+        FloatingPointError: a loss term or the weights became NaN or infinite; the message gives term and step.
+        ValueError: a bad setting (every field of the recipe is checked before any training).
     """
     cfg = replace(config or RECIPES["course"], **overrides)
-    device = get_device(device)
-    channels_last = getattr(model, "prefers_channels_last", False)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    aux = nn.ModuleList(extra_losses).to(device)
-    if any(not isinstance(t, AuxiliaryLoss) for t in extra_losses):
-        raise TypeError("extra_losses must be AuxiliaryLoss instances (e.g. course_lib.drloc.DRLocLoss).")
-    if extra_losses and not hasattr(model, "forward_features"):
-        raise TypeError(f"{type(model).__name__} has no forward_features(), so extra losses cannot read its "
-                        "features. Use a course_lib model or add forward_features/forward_head to yours.")
-
-    train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment,
-                             preprocess=Preprocessing.for_dataset(train_data.dataset, cfg.normalize), seed=cfg.seed,
-                             channels_last=channels_last)
-    test_loader = None if test_data is None else GPULoader(
-        test_data, cfg.eval_batch_size, device, train=False,
-        preprocess=Preprocessing.for_dataset(test_data.dataset, cfg.normalize), channels_last=channels_last)
-    steps_per_epoch = len(train_loader)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    optimizer = _optimizer(_param_groups([model, aux], cfg.weight_decay), cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, total_steps, warmup_steps, cfg.schedule, cfg.min_lr / cfg.lr))
-    autocast, scaler = _autocast(device, cfg.amp)
-
-    history, start_epoch = History(), 0
-    signature = {"model": model_signature(model), "aux": [type(t).__name__ for t in extra_losses]}
+    _check_inputs(model, train_data, test_data, extra_losses)
+    run = _prepare(model, train_data, test_data, cfg, extra_losses, get_device(device))
+    identity = fit_identity(model, train_data, test_data, cfg, extra_losses)
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and resume and path.exists():
-        state = torch.load(path, map_location=device, weights_only=False)
-        _check_signature(state["signature"], model, path)
-        if state["aux"] != signature["aux"]:
-            raise CheckpointMismatchError(f"Checkpoint {path} was trained with extra losses {state['aux']}, this run "
-                                          f"uses {signature['aux']}. Pass another checkpoint path.")
-        model.load_state_dict(state["model"])
-        aux.load_state_dict(state["aux_state"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = History.from_dict(state["history"])
-        start_epoch = state["epoch"] + 1
-        if progress and start_epoch < cfg.epochs:
-            print(f"Resuming from {path} after epoch {start_epoch}/{cfg.epochs}.")
-
-    bar = None
-    if progress and start_epoch < cfg.epochs:
-        from tqdm import tqdm as text_tqdm
-        from tqdm.auto import tqdm as auto_tqdm
-
-        plain = _plain_progress()
-        bar = (text_tqdm if plain else auto_tqdm)(
-            total=(cfg.epochs - start_epoch) * steps_per_epoch, desc=type(model).__name__, unit="step",
-            mininterval=30.0 if plain else 0.5, disable=plain, leave=False)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)   # dropout / drop-path / DRLoc sampling of this epoch
-        train_loader.set_epoch(epoch)
-        model.train()
-        aux.train()
-        start = time.perf_counter()
-        step_losses = torch.zeros(steps_per_epoch, device=device)
-        aux_sums = torch.zeros(len(extra_losses), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step, (x, y) in enumerate(train_loader):
-            with autocast():
-                features, logits = _forward(model, x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                for i, term in enumerate(extra_losses):
-                    value = term(model, features, x, y).float()
-                    aux_sums[i] += value.detach()
-                    loss = loss + term.weight * value
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            step_losses[step] = loss.detach()
-            correct += (logits.argmax(dim=1) == y).sum()
-            seen += len(y)
-            if step % 20 == 19 or step == steps_per_epoch - 1:   # one host sync every 20 steps
-                finite = torch.isfinite(step_losses[:step + 1])
-                if not bool(finite.all()):
-                    bad = int((~finite).nonzero()[0])
-                    if bar is not None:
-                        bar.close()
-                    raise FloatingPointError(
-                        f"The training loss became {step_losses[bad].item()} at epoch {epoch + 1}, step {bad + 1} of "
-                        f"{steps_per_epoch} (global step {epoch * steps_per_epoch + bad + 1}). Lower the learning "
-                        f"rate (now {cfg.lr}), keep warm-up and gradient clipping on, or check the inputs.")
-                if bar is not None:
-                    bar.update((epoch - start_epoch) * steps_per_epoch + step + 1 - bar.n)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{step_losses[step].item():.3f}")
-
-        due = (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
-        test_loss, test_acc = evaluate(model, test_loader, device, amp=cfg.amp) if (
-            test_loader is not None and due) else (None, None)
-        history.epoch.append(epoch + 1)
-        history.train_loss.append(step_losses.mean().item())
-        history.train_acc.append(100.0 * correct.item() / max(1, seen))
-        history.test_loss.append(test_loss)
-        history.test_acc.append(test_acc)
-        history.lr.append(optimizer.param_groups[0]["lr"])
-        history.seconds.append(time.perf_counter() - start)
-        for i, term in enumerate(extra_losses):
-            history.extra.setdefault(term.name, []).append(aux_sums[i].item() / steps_per_epoch)
-        if progress:
-            extra = "".join(f"  {k} {v[-1]:.4f}" for k, v in history.extra.items())
-            test = f"  test acc {test_acc:5.1f}%" if test_acc is not None else ""
-            print(f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {history.train_loss[-1]:.4f}  "
-                  f"train acc {history.train_acc[-1]:5.1f}%{test}{extra}  ({history.seconds[-1]:.1f}s)", flush=True)
-        if path is not None:
-            _save(path, {"signature": signature["model"], "aux": signature["aux"], "model": model.state_dict(),
-                         "aux_state": aux.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                         "history": history.to_dict(), "epoch": epoch, "config": asdict(cfg)})
-        if on_epoch_end is not None and on_epoch_end(history):
-            break
-    if bar is not None:
-        bar.close()
+    history, start_epoch = _resume(run, path, identity, progress) if resume else (History(), 0)
+    with _progress_bar(run, start_epoch, progress) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            stats = _train_epoch(run, epoch, bar)
+            due = run.test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1)
+            evaluation = _evaluate(run.model, run.test_loader, run.prec) if due else (None, None, None)
+            _record_epoch(history, run, epoch, stats, evaluation)
+            if progress:
+                _print_epoch(history, cfg.epochs, stats["images"])
+            if path is not None:
+                _save_checkpoint(path, _checkpoint_state(run, history, epoch, identity))
+            if on_epoch_end is not None and on_epoch_end(history):
+                break
     return history
-
-
-def _save(path: Path, state: dict) -> None:
-    """Write atomically, so an interruption mid-save never leaves a corrupt checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

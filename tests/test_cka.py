@@ -1,14 +1,18 @@
 """CKA: float64 NumPy references written out here, invariances, unbiasedness of HSIC₁, the minibatch accumulator."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from course_lib.cka import (MinibatchCKA, center_gram, cka_from_grams, cka_matrix, gram_linear, gram_rbf,
                             hsic_biased, hsic_unbiased, linear_cka, rbf_cka)
+from course_lib.data import RAW, ImageSet, Preprocessing
 from course_lib.hooks import record_activations, resnet_layers
 from course_lib.models import ResNetCIFAR, ViT
 
@@ -152,8 +156,10 @@ def test_errors():
         linear_cka(torch.randn(10), torch.randn(10))
     with pytest.raises(ValueError, match="square"):
         hsic_biased(X, X)
-    with pytest.raises(ValueError, match="median"):
+    with pytest.raises(ValueError, match="X is constant"):
         gram_rbf(torch.ones(6, 3))
+    with pytest.raises(ValueError, match="median"):                  # 5 of 6 rows equal: most distances are 0
+        gram_rbf(torch.cat([torch.ones(5, 3), torch.zeros(1, 3)]))
     with pytest.raises(ValueError, match="kernel"):
         MinibatchCKA(2, 2, kernel="poly")
     acc = MinibatchCKA(2, 1)
@@ -167,6 +173,61 @@ def test_errors():
         acc.update([X[:3], X[:3]], [Y[:3]])
     with pytest.raises(ValueError, match="update\\(acts_a, acts_b\\)"):
         acc.update([X, X])
+
+
+def test_a_constant_offset_does_not_change_cka():
+    # CKA only sees the features around their mean: X + c has the CKA of X. Before the features were centred, the
+    # unbiased estimator cancelled huge Gram entries (~1e8 · p) and gave garbage or ±inf for an offset of 1e4.
+    X, Y = features(n=50, p=20, q=8, seed=0)
+    Kx, Ly = np_gram_linear(X.numpy()), np_gram_linear(Y.numpy())
+    for unbiased in (False, True):
+        want = np_cka(Kx, Ly, unbiased)
+        np.testing.assert_allclose(linear_cka(X + 1e4, Y, unbiased).item(), want, rtol=1e-7)
+        np.testing.assert_allclose(linear_cka(X + 1e4, Y - 3e3, unbiased).item(), want, rtol=1e-7)
+    np.testing.assert_allclose(rbf_cka(X + 1e7, Y).item(), np_cka(np_gram_rbf(X.numpy(), 0.8),
+                                                                   np_gram_rbf(Y.numpy(), 0.8)), rtol=1e-7)
+    # The minibatch accumulator builds its linear Grams from centred features too.
+    batches_a, batches_b = random_batches()
+    acc = MinibatchCKA(3, 2)
+    for acts_a, acts_b in zip(batches_a, batches_b):
+        acc.update([a.double() + 1e4 for a in acts_a], [b.double() - 1e4 for b in acts_b])
+    np.testing.assert_allclose(acc.compute().numpy(), np_minibatch_cka(batches_a, batches_b, np_gram_linear),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_constant_or_non_finite_features_are_refused_by_name(unbiased):
+    X, Y = features(n=10)
+    for value in (0.1, 3.7, 1e3):                        # used to give NaN, -inf or a number, depending on the value
+        with pytest.raises(ValueError, match="X is constant"):
+            linear_cka(torch.full((10, 4), value, dtype=torch.float64), Y, unbiased)
+        with pytest.raises(ValueError, match="Y is constant"):
+            linear_cka(X, torch.full((10, 4), value, dtype=torch.float64), unbiased)
+    bad = Y.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="Y holds NaN or infinite"):
+        linear_cka(X, bad, unbiased)
+    with pytest.raises(ValueError, match="X holds NaN or infinite"):
+        rbf_cka(X.clone().fill_(float("inf")), Y, unbiased=unbiased)
+    with pytest.raises(ValueError, match="K holds NaN or infinite"):
+        cka_from_grams(gram_linear(X) * float("inf"), gram_linear(Y), unbiased)
+    acc = MinibatchCKA(2, 1, unbiased=unbiased)
+    with pytest.raises(ValueError, match=r"acts_a\[1\] is constant"):
+        acc.update([X, torch.zeros(10, 3)], [Y])
+    with pytest.raises(ValueError, match=r"acts_b\[0\] holds NaN"):
+        acc.update([X, X], [bad])
+    assert acc.num_batches == 0                                     # a refused batch adds nothing
+
+
+def test_sigma_must_be_positive():
+    X, Y = features(n=10)
+    for sigma in (0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be a positive number"):
+            gram_rbf(X, sigma)
+        with pytest.raises(ValueError, match="sigma must be a positive number"):
+            rbf_cka(X, Y, sigma)
+        with pytest.raises(ValueError, match="sigma must be a positive number"):
+            MinibatchCKA(1, 1, kernel="rbf", sigma=sigma)
 
 
 # ---- minibatch CKA --------------------------------------------------------------------------------------------
@@ -277,20 +338,88 @@ def test_cka_matrix_vit_vs_resnet(tiny_models):
                                atol=1e-6)
 
 
-def test_cka_matrix_same_model_and_imageset(tiny_models):
-    from course_lib.data import ImageSet, normalize
+def _imageset(n=24, size=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+                    torch.zeros(n, dtype=torch.long), "cifar10", "test", [str(i) for i in range(10)], "test")
 
+
+def test_cka_matrix_same_model_and_imageset(tiny_models):
     vit, _ = tiny_models
-    g = torch.Generator().manual_seed(1)
-    data = ImageSet(torch.randint(0, 256, (24, 3, 16, 16), generator=g, dtype=torch.uint8),
-                    torch.zeros(24, dtype=torch.long), "cifar10", "test", [str(i) for i in range(10)], "test")
+    data = _imageset()
     sym = cka_matrix(vit, None, data, batch_size=8)
     np.testing.assert_allclose(np.diag(sym.numpy()), 1.0, rtol=1e-12)
-    by_tensor = cka_matrix(vit, vit, normalize(data.images, "cifar10"), batch_size=8)
-    np.testing.assert_allclose(sym.numpy(), by_tensor.numpy(), rtol=1e-9)
+    # By default an ImageSet is fed as the course recipe trains: standardised with its data set's statistics.
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    x = (data.images.double() / 255 - mean) / std
+    by_tensor = cka_matrix(vit, vit, x.float(), batch_size=8)
+    np.testing.assert_allclose(sym.numpy(), by_tensor.numpy(), rtol=1e-6)
     # A loader of (images, labels) batches gives the same numbers.
-    x = normalize(data.images, "cifar10")
-    loader = [(x[i:i + 8], None) for i in range(0, 24, 8)]
-    np.testing.assert_allclose(cka_matrix(vit, None, loader).numpy(), sym.numpy(), rtol=1e-9)
-    with pytest.raises(ValueError, match="integer images"):
-        cka_matrix(vit, None, data.images)
+    loader = [(x[i:i + 8].float(), None) for i in range(0, 24, 8)]
+    np.testing.assert_allclose(cka_matrix(vit, None, loader).numpy(), by_tensor.numpy(), rtol=1e-9)
+
+
+def test_cka_matrix_feeds_the_runs_preprocessing(tiny_models):
+    vit, resnet = tiny_models
+    data = _imageset(seed=2)
+    # A model trained on raw [0, 1] pixels (normalize=False) is analysed on raw [0, 1] pixels.
+    raw = cka_matrix(vit, resnet, data, batch_size=8, preprocess=RAW)
+    want = cka_matrix(vit, resnet, data.images.double().div(255).float(), batch_size=8)
+    np.testing.assert_allclose(raw.numpy(), want.numpy(), rtol=1e-6)
+    # uint8 images in a tensor take the preprocessing too; the result differs from the standardised one.
+    np.testing.assert_allclose(cka_matrix(vit, resnet, data.images, batch_size=8, preprocess=RAW).numpy(),
+                               want.numpy(), rtol=1e-9)
+    assert np.abs(cka_matrix(vit, resnet, data, batch_size=8).numpy() - raw.numpy()).max() > 1e-3
+    with pytest.raises(TypeError, match="normalize"):
+        cka_matrix(vit, resnet, data, normalize=False)                 # the old flag is gone
+
+
+def test_cka_matrix_refuses_inputs_the_model_never_saw(tiny_models):
+    vit, resnet = tiny_models
+    data = _imageset()
+    for images in (data.images, [data.images[:8], data.images[8:16]]):        # uint8, as a tensor or a loader
+        with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+            cka_matrix(vit, resnet, images)
+    raw_float = data.images.float()                                              # 0..255 floats
+    for images in (raw_float, [(raw_float[:8], None)]):
+        with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+            cka_matrix(vit, None, images)
+    with pytest.raises(ValueError, match="preprocess= converts uint8"):
+        cka_matrix(vit, None, raw_float / 255, preprocess=RAW)
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a whole number"):
+            cka_matrix(vit, None, data, batch_size=bad)
+
+
+def test_cka_matrix_names_a_constant_layer():
+    torch.manual_seed(0)
+    conv, dead = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+    nn.init.zeros_(dead.weight)
+    nn.init.zeros_(dead.bias)                                  # outputs 0 for every image: no structure to compare
+    model = nn.Sequential(conv, dead)
+    images = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="layer 'dead' of A is constant"):
+        cka_matrix(model, None, images, {"conv": conv, "dead": dead}, batch_size=8)
+
+
+def _load_benchmark():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cka.py"
+    spec = importlib.util.spec_from_file_location("bench_cka", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kernel,unbiased", [("linear", True), ("linear", False), ("rbf", True)])
+def test_benchmark_baseline_equals_accumulator_and_reference(kernel, unbiased):
+    naive_cls = _load_benchmark().NaiveMinibatchCKA
+    batches_a, batches_b = random_batches(seed=5)
+    fast, naive = MinibatchCKA(3, 2, kernel, 0.8, unbiased), naive_cls(3, 2, kernel, 0.8, unbiased)
+    for acts_a, acts_b in zip(batches_a, batches_b):
+        fast.update(acts_a, acts_b)
+        naive.update(acts_a, acts_b)
+    gram = np_gram_linear if kernel == "linear" else (lambda x: np_gram_rbf(x, 0.8))
+    want = np_minibatch_cka(batches_a, batches_b, gram, unbiased)
+    np.testing.assert_allclose(naive.compute().numpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(naive.compute().numpy(), fast.compute().numpy(), rtol=1e-10, atol=1e-12)

@@ -114,3 +114,38 @@ def test_layer_that_does_not_run(images):
     unused = torch.nn.Linear(3, 3)
     with pytest.raises(RuntimeError, match="did not run"):
         record_activations(model, images, {"stem": model.stem, "unused": unused})
+
+
+def test_activations_in_layer_order_inside_the_with_block(resnet, images):
+    # Nested layers fire inside out: a stage's convolutions run before the stage returns. The activations must be
+    # in the order of `layers` while the block is open too (CKA rows are paired with names by position).
+    layers = {"layer1": resnet.layer1, "layer1.0.conv1": resnet.layer1[0].conv1, "stem": resnet.stem,
+              "layer1.1.conv2": resnet.layer1[1].conv2}
+    with torch.no_grad(), ActivationRecorder(resnet, layers) as rec:
+        resnet(images)
+        inside = rec.activations
+        assert list(inside) == list(layers)
+        stem = resnet.stem(images)                           # an independent forward, by hand
+        layer1 = resnet.layer1(stem)
+        expected = {"layer1": layer1, "layer1.0.conv1": F.conv2d(stem, resnet.layer1[0].conv1.weight, padding=1),
+                    "stem": stem}
+        for name, want in expected.items():
+            torch.testing.assert_close(inside[name], want)
+    assert list(rec.activations) == list(layers)
+
+
+def test_refuses_pixels_the_model_never_saw(vit, images):
+    raw = (images.clamp(-2, 2) + 2) * 63.75                          # 0..255 floats
+    for fn in (lambda x: record_activations(vit, x), lambda x: vit_block_outputs(vit, x)):
+        with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+            fn(raw)
+        with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+            fn(raw.to(torch.uint8))
+    vit.train()
+    with pytest.raises(ValueError):
+        record_activations(vit, raw)
+    assert vit.training                                              # mode untouched by a refused call
+    vit.eval()
+    # Any other module: non-image inputs are recorded as they are.
+    lin = torch.nn.Linear(3, 2)
+    assert record_activations(lin, torch.full((4, 3), 100.0), {"lin": lin})["lin"].shape == (4, 2)

@@ -58,3 +58,17 @@ def test_random_against_reference_and_errors():
         mean_attention_distance([a], 4)
     with pytest.raises(TypeError, match="forward_with_attention"):
         mean_attention_distance(a, 3)
+
+
+def test_bad_grid_and_non_finite_attention_are_refused():
+    a = torch.rand(1, 2, 10, 10, generator=torch.Generator().manual_seed(1)).softmax(-1)
+    for grid in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="grid_size must be a whole number"):
+            mean_attention_distance([a], grid)
+    with pytest.raises(ValueError, match="patch_size must be a positive"):
+        mean_attention_distance([a], 3, patch_size=0)
+    for bad in (float("nan"), float("inf")):
+        b = a.clone()
+        b[0, 1, 4, 2] = bad
+        with pytest.raises(ValueError, match=r"attentions\[1\] holds NaN or infinite"):
+            mean_attention_distance([a, b], 3)

@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.models import (HybridViT, ResNetCIFAR, ViT, count_parameters, create_model, resnet18_cifar,
-                               vit_lite, vit_paper)
+from dataclasses import asdict
+
+from course_lib.models import (HybridViT, ResNetCIFAR, ViT, ViTConfig, count_parameters, create_model,
+                               model_label, resnet18_cifar, vit_lite, vit_paper)
 
 
 def tiny_vit(**kw) -> ViT:
@@ -31,12 +33,32 @@ def test_parameter_counts_match_the_references():
     assert count_parameters(vit_lite(100)) == expected_vit_params(192, 9, 2.0, 4, 100, 65, True)
 
 
-def test_constructor_arguments_are_attributes():
+def test_models_are_built_from_frozen_configs():
     m = ViT(img_size=32, patch_size=8, num_classes=7, dim=48, depth=3, heads=6, mlp_ratio=1.5, pool="mean")
     for name, value in dict(img_size=32, patch_size=8, num_classes=7, dim=48, depth=3, heads=6, mlp_ratio=1.5,
                             pool="mean").items():
-        assert getattr(m, name) == value
-    assert ViT(**m.config).config == m.config
+        assert getattr(m.config, name) == value
+    assert ViT(**asdict(m.config)).config == m.config == ViT(m.config).config
+    assert (m.grid_size, m.grid_dim, m.num_classes) == (4, 48, 7)         # no probing with a dummy forward pass
+    with pytest.raises(Exception):
+        m.config.dim = 64                                                  # frozen
+    for name in ["vit", "vit_paper", "resnet18", "hybrid_vit"]:
+        model = create_model(name)
+        grid = model.eval().forward_grid(torch.zeros(1, 3, 32, 32))
+        assert grid.shape[1:] == (model.grid_dim, model.grid_size, model.grid_size), name
+    assert model_label("vit", drloc=True) == "ViT+DRLoc" and model_label("resnet18") == "ResNet-18"
+
+
+def test_the_paper_vit_is_initialised_as_its_reference():
+    """kentaroy47's ViT: torch.randn position embedding and class token, PyTorch's default Linear init."""
+    torch.manual_seed(0)
+    m = vit_paper()
+    assert 0.9 < m.pos_embed.std().item() < 1.1 and m.cls_token.numel() == 512
+    fc1 = m.blocks[0].mlp.fc1.weight                      # default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert fc1.abs().max().item() <= 512 ** -0.5 + 1e-6 and fc1.abs().max().item() > 0.9 * 512 ** -0.5
+    assert m.blocks[0].mlp.fc1.bias.abs().max().item() > 0            # biases are not zeroed there
+    lite = vit_lite()
+    assert lite.pos_embed.std().item() < 0.03 and (lite.blocks[0].mlp.fc1.bias == 0).all()
 
 
 @pytest.mark.parametrize("patch,k", [(4, 8), (2, 16), (8, 4)])
@@ -81,8 +103,11 @@ def test_grid_is_row_major_and_patches_are_local():
     m = tiny_vit().eval()
     x = torch.randn(2, 3, 32, 32)
     tokens, grid = m.forward_features(x), m.forward_grid(x)
+    normed = m.forward_grid(x, normalized=True)
     for i, j in [(0, 0), (0, 7), (5, 2), (7, 7)]:
         assert torch.allclose(grid[:, :, i, j], tokens[:, 1 + i * 8 + j])
+        assert torch.allclose(normed[:, :, i, j], m.norm(tokens)[:, 1 + i * 8 + j])
+    assert torch.allclose(m(x), m.head(m.norm(tokens)[:, 0]))          # the final norm belongs to the head
     # Changing the pixels of patch (row 2, col 5) changes exactly that token of the embedding.
     x2 = x.clone()
     x2[:, :, 8:12, 20:24] += 1.0
@@ -113,8 +138,16 @@ def test_bad_configurations_and_inputs_get_clear_errors():
         m(torch.randn(1, 32, 32, 3))
     with pytest.raises(ValueError, match="unsqueeze"):
         m(torch.randn(3, 32, 32))
-    with pytest.raises(ValueError, match="float images.*normalize"):
+    with pytest.raises(ValueError, match="float images.*preprocess"):
         m(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="raw 0..255 pixels.*preprocess"):
+        m.eval()(torch.full((1, 3, 32, 32), 200.0))                      # float, but never converted
+    for bad in [dict(heads=0), dict(patch_size=0), dict(dim=-8), dict(depth=2.5), dict(dropout=1.0),
+                dict(mlp_ratio=0), dict(init="xavier")]:
+        with pytest.raises(ValueError, match="ViTConfig|divisible|mlp_ratio|init"):
+            ViT(**bad)
+    with pytest.raises(ValueError, match="4 stages"):
+        ResNetCIFAR(blocks=(2, 2))
     with pytest.raises(ValueError, match="Unknown model 'vgg'.*resnet18"):
         create_model("vgg")
 

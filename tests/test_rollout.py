@@ -201,6 +201,28 @@ def test_errors_name_the_fix():
         model_rollout(resnet18_cifar(), x)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_attention_is_refused(bad):
+    # NaN used to pass the softmax check (NaN compares False) and come out as NaN maps.
+    atts = random_attentions()
+    atts[1] = atts[1].clone()
+    atts[1][0, 2, 5, 3] = bad
+    for fn in (rollout_per_block, attention_rollout, raw_attention_maps):
+        with pytest.raises(ValueError, match=r"attentions\[1\] holds NaN or infinite"):
+            fn(atts)
+
+
+def test_model_rollout_refuses_pixels_the_model_never_saw():
+    vit = ViT(depth=2, dim=32, heads=2).train()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+        model_rollout(vit, images)
+    with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+        model_rollout(vit, images.float())
+    assert vit.training
+    model_rollout(vit, images.float() / 255)                     # [0, 1] pixels are a model input
+
+
 def test_upsample_map():
     maps = torch.rand(2, 8, 8)
     assert upsample_map(maps).shape == (2, 32, 32)

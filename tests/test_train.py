@@ -1,13 +1,14 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn as nn
 
-from course_lib.data import ImageSet, subset
+from course_lib.data import ImageSet, load_dataset, subset
 from course_lib.models import ResNetCIFAR, ViT
 from course_lib.train import (RECIPES, AuxiliaryLoss, CheckpointMismatchError, TrainConfig, evaluate, fit,
-                              load_weights, lr_factor)
+                              load_weights, lr_factor, pack_bits, predict_correct, unpack_bits)
 
 
 def tiny_vit(num_classes=10, seed=0) -> ViT:
@@ -76,7 +77,7 @@ def _interrupt_after(epochs_done: int, run) -> None:
     """Run ``run()`` and interrupt it (as a Colab disconnect would) right after ``epochs_done`` checkpoints."""
     import course_lib.train as train_module
 
-    real_save, calls = train_module._save, []
+    real_save, calls = train_module._save_checkpoint, []
 
     def save_then_maybe_stop(path, state):
         real_save(path, state)
@@ -84,12 +85,12 @@ def _interrupt_after(epochs_done: int, run) -> None:
         if len(calls) == epochs_done:
             raise KeyboardInterrupt
 
-    train_module._save = save_then_maybe_stop
+    train_module._save_checkpoint = save_then_maybe_stop
     try:
         with pytest.raises(KeyboardInterrupt):
             run()
     finally:
-        train_module._save = real_save
+        train_module._save_checkpoint = real_save
 
 
 def test_finished_checkpoint_returns_without_training(tiny, tmp_path):
@@ -109,7 +110,7 @@ def test_checkpoint_from_another_model_is_refused(tiny, tmp_path):
     ckpt = tmp_path / "vit.pt"
     fit(tiny_vit(), train, test, epochs=1, checkpoint=ckpt, progress=False, **QUICK)
     with pytest.raises(CheckpointMismatchError, match=r"(?s)saved from ViT\(.*dim=32.*ResNetCIFAR.*delete the file"):
-        fit(ResNetCIFAR((1, 1, 1, 1), width=8), train, test, epochs=1, checkpoint=ckpt, progress=False)
+        fit(ResNetCIFAR(blocks=(1, 1, 1, 1), width=8), train, test, epochs=1, checkpoint=ckpt, progress=False)
     with pytest.raises(CheckpointMismatchError, match="dim=48"):
         load_weights(ViT(dim=48, depth=2, heads=2), ckpt)
 
@@ -146,14 +147,15 @@ class MeanLogitPenalty(AuxiliaryLoss):
 
     def forward(self, model, features, images, labels):
         assert features.shape[1:] == (65, 32) and images.shape[1:] == (3, 32, 32)
-        return (self.scale * features).pow(2).mean()
+        return (self.scale * model.norm(features)).pow(2).mean()     # features come before the final norm
 
 
 def test_extra_losses_are_weighted_trained_and_logged(tiny):
     train, test = tiny
-    base = fit(tiny_vit(), train, test, epochs=1, progress=False, **QUICK, lr=1e-12)
+    base = fit(tiny_vit(), train, test, epochs=1, progress=False, **QUICK, lr=1e-12, min_lr=0.0)
     term = MeanLogitPenalty(weight=2.0)
-    h = fit(tiny_vit(), train, test, epochs=1, extra_losses=[term], progress=False, **QUICK, lr=1e-12)
+    h = fit(tiny_vit(), train, test, epochs=1, extra_losses=[term], progress=False, **QUICK, lr=1e-12,
+            min_lr=0.0)
     assert 0.5 < h.extra["toy"][0] < 1.5
     # With a negligible learning rate, the only change in the loss is the weighted term.
     assert h.train_loss[0] == pytest.approx(base.train_loss[0] + 2.0 * h.extra["toy"][0], rel=1e-4)
@@ -202,9 +204,111 @@ def test_config_validation():
         RECIPES["zhu2023"].batch_size == 100 and not RECIPES["zhu2023"].normalize
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("grad_clip", -1.0, "grad_clip"), ("grad_clip", 0.0, "grad_clip"), ("min_lr", float("nan"), "min_lr"),
+    ("warmup_epochs", -5, "warmup_epochs"), ("epochs", 2.5, "epochs"), ("epochs", True, "epochs"),
+    ("lr", 0.0, "lr"), ("lr", -1e-3, "lr"), ("lr", float("inf"), "lr"), ("batch_size", 0, "batch_size"),
+    ("label_smoothing", 1.5, "label_smoothing"), ("weight_decay", -0.1, "weight_decay"),
+    ("betas", (0.9, 1.5), "betas"), ("eval_every", 0, "eval_every"), ("random_erasing", 2.0, "random_erasing"),
+    ("mixup_alpha", -1.0, "mixup_alpha"), ("warmup_epochs", 20.0, "warmup_epochs"), ("seed", -1, "seed"),
+    ("schedule_epochs", 5.0, "schedule_epochs"), ("min_lr", 1.0, "min_lr")])
+def test_settings_that_would_train_garbage_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        replace(RECIPES["course"], **{field: value})      # course: 10 epochs, lr 1e-3
+
+
+def test_liu2021_scales_the_learning_rate_and_stretches_the_schedule():
+    liu = RECIPES["liu2021"]
+    assert liu.peak_lr == pytest.approx(5e-4 * 128 / 512) and liu.final_lr == pytest.approx(5e-6 * 128 / 512)
+    assert replace(liu, batch_size=1024).peak_lr == pytest.approx(1e-3)          # the official 8 x 128
+    # Training stops at epoch 100 of a 300-epoch cosine with 20 warm-up epochs: the LR is still ~80 % of its peak.
+    steps = 10
+    at_end = lr_factor(100 * steps, 300 * steps, 20 * steps, "cosine", liu.min_lr / liu.lr)
+    assert at_end == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 80 / 280)))
+    assert 0.79 < at_end < 0.82
+    short = liu.with_epochs(10)                   # a shorter budget keeps the proportions
+    assert (short.epochs, short.warmup_epochs, short.schedule_epochs) == (10, 2.0, 30.0)
+
+
+def test_the_learning_rate_follows_the_scaled_stretched_schedule(tiny):
+    train, test = tiny
+    cfg = replace(RECIPES["course"], epochs=2, batch_size=16, warmup_epochs=0.0, schedule_epochs=4.0, lr=1e-3,
+                  min_lr=0.0, lr_reference_batch=64)
+    h = fit(tiny_vit(), train, test, cfg, progress=False)
+    steps = len(train) // 16
+    expected = [2.5e-4 * lr_factor(e * steps, 4 * steps, 0, "cosine", 0.0) for e in (1, 2)]
+    assert h.lr == pytest.approx(expected) and h.steps == [steps, 2 * steps]
+
+
+def test_a_checkpoint_of_another_run_is_never_resumed(tiny, tmp_path):
+    """Other epochs, learning rate or data: fit refuses to continue (or return) the saved run, and says what differs."""
+    train, test = tiny
+    ckpt = tmp_path / "run.pt"
+    fit(tiny_vit(), train, test, epochs=1, checkpoint=ckpt, progress=False, **QUICK)
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)config.epochs: 1 -> 2.*resume=False"):
+        fit(tiny_vit(), train, test, epochs=2, checkpoint=ckpt, progress=False, **QUICK)
+    with pytest.raises(CheckpointMismatchError, match=r"config.lr: 0.001 -> 0.0003"):
+        fit(tiny_vit(), train, test, epochs=1, checkpoint=ckpt, progress=False, lr=3e-4, **QUICK)
+    other = subset(train, 3)
+    with pytest.raises(CheckpointMismatchError, match=r"train_data: '40:"):
+        fit(tiny_vit(), other, test, epochs=1, checkpoint=ckpt, progress=False, **QUICK)
+    h = fit(tiny_vit(), other, test, epochs=1, checkpoint=ckpt, progress=False, resume=False, **QUICK)
+    assert len(h) == 1 and fit(tiny_vit(), other, test, epochs=1, checkpoint=ckpt, progress=False,
+                               **QUICK).to_dict() == h.to_dict()            # now the file is this run's
+
+
+def test_more_classes_than_outputs_is_refused(tiny):
+    train, test = tiny
+    c100 = subset(load_dataset("cifar100", "train", source="samples"), 1, allow_fewer=True)
+    with pytest.raises(ValueError, match="100 classes but the model has 10 outputs.*num_classes=100"):
+        fit(tiny_vit(), c100, None, epochs=1, progress=False)
+
+
+class Explode(AuxiliaryLoss):
+    """A term whose value becomes infinite after a few steps, to see the blame land on it."""
+
+    name = "explode"
+
+    def __init__(self, weight=1.0):
+        super().__init__()
+        self.weight, self.calls = weight, 0
+
+    def forward(self, model, features, images, labels):
+        self.calls += 1
+        return features.sum() * 0 + (float("inf") if self.calls >= 3 else 0.0)
+
+
+def test_a_non_finite_extra_term_is_named(tiny):
+    train, test = tiny
+    with pytest.raises(FloatingPointError, match="the explode term became inf at epoch 1, step 3"):
+        fit(tiny_vit(), train, test, epochs=1, extra_losses=[Explode()], progress=False, batch_size=8)
+    with pytest.raises(ValueError, match="weight of the extra loss 'explode'.*finite"):
+        fit(tiny_vit(), train, test, epochs=1, extra_losses=[Explode(weight=float("nan"))], progress=False)
+
+
+def test_weights_that_become_non_finite_stop_training(tiny):
+    train, test = tiny
+    model = tiny_vit()
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")        # a poisoned weight the loss would show only through NaN logits
+    model.head.bias.register_hook(lambda g: torch.zeros_like(g))
+    with pytest.raises(FloatingPointError, match="became nan|weights became non-finite"):
+        fit(model, train, test, epochs=1, progress=False, **QUICK)
+
+
+def test_the_last_evaluation_is_kept_per_image(tiny):
+    train, test = tiny
+    model = tiny_vit()
+    h = fit(model, train, test, epochs=1, progress=False, **QUICK)
+    hits = unpack_bits(h.test_correct, len(test))
+    assert 100.0 * hits.float().mean().item() == pytest.approx(h.test_acc[-1])
+    assert torch.equal(hits, predict_correct(model, test))
+    assert torch.equal(unpack_bits(pack_bits(hits), len(hits)), hits)
+
+
 def test_channels_last_for_cnns(tiny):
     train, test = tiny
-    m = ResNetCIFAR((1, 1, 1, 1), width=8)
+    m = ResNetCIFAR(blocks=(1, 1, 1, 1), width=8)
     fit(m, train, test, epochs=1, progress=False, **QUICK)
     assert m.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
 

@@ -1,11 +1,44 @@
-"""Small helpers shared by the model files."""
+"""Checks shared by the model files: configuration values and input images, with errors that name the fix."""
 from __future__ import annotations
 
 import torch
 
+__all__ = ["as_config", "check_whole", "check_rate", "check_images", "RAW_PIXEL_LIMIT"]
 
-def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_name: str) -> None:
-    """Raise a ValueError that names the fix unless ``x`` is a (B, in_chans, img_size, img_size) float batch."""
+# Standardised or [0, 1] pixels stay far below this; raw 0..255 pixels do not.
+RAW_PIXEL_LIMIT = 20.0
+
+
+def as_config(config, config_class: type, model_name: str):
+    """``config`` if it is a ``config_class`` (None: the defaults); anything else is refused with the fix."""
+    if config is None:
+        return config_class()
+    if not isinstance(config, config_class):
+        raise TypeError(f"{model_name} takes a {config_class.__name__} or keyword arguments naming its fields, got "
+                        f"{config!r}. E.g. {model_name}({config_class.__name__}(...)) or {model_name}(num_classes=10).")
+    return config
+
+
+def check_whole(owner: str, **values) -> None:
+    """Each value must be a whole number >= 1 (``bool`` is not a number here)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: {name} must be a whole number of at least 1, got {value!r}.")
+
+
+def check_rate(owner: str, **values) -> None:
+    """Each value must be a probability-like rate in [0, 1)."""
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{owner}: {name} must lie in [0, 1), got {value!r}.")
+
+
+def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_name: str,
+                 check_range: bool = False) -> None:
+    """Raise a ValueError that names the fix unless ``x`` is a (B, in_chans, img_size, img_size) float batch.
+
+    ``check_range`` also refuses raw 0..255 float pixels (one host sync: used outside training only).
+    """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{model_name} expects a batch of images shaped (B, {in_chans}, H, W), got {shape}. "
@@ -18,5 +51,9 @@ def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_nam
                          f"{x.shape[-2]}x{x.shape[-1]}. Resize the images (e.g. F.interpolate) or build the "
                          f"model with img_size={x.shape[-1]}.")
     if not x.is_floating_point():
-        raise ValueError(f"{model_name} expects float images, got {x.dtype}. Normalise uint8 images first "
-                         "(course_lib.data.normalize).")
+        raise ValueError(f"{model_name} expects float images, got {x.dtype}. Convert uint8 images with the run's "
+                         "preprocessing (run.preprocess(images)) or course_lib.data.normalize(images, dataset).")
+    if check_range and x.numel() and float(x.detach().abs().amax()) > RAW_PIXEL_LIMIT:
+        raise ValueError(f"{model_name} got pixel values up to {float(x.detach().abs().amax()):.0f}: these look "
+                         "like raw 0..255 pixels. Convert them with the run's preprocessing "
+                         "(run.preprocess(uint8_images)) or course_lib.data.normalize(images, dataset).")

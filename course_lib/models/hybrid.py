@@ -1,4 +1,4 @@
-"""A small hybrid transformer whose final grid is coarser than its input grid (k < K), as in the DRLoc paper.
+"""A small hybrid transformer (:class:`HybridViT`, :class:`HybridConfig`) whose final grid is coarser (k < K).
 
 Liu et al. (2021) note that hybrid visual transformers (CvT, Swin, T2T) reshape their tokens into a grid and pool it,
 so the last grid has k x k cells with k smaller than the K x K patch grid at the input. This model is the smallest
@@ -13,13 +13,45 @@ thing that behaves like that, so the DRLoc chapter can show the task on both kin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn as nn
 
-from .common import check_images
+from .common import as_config, check_images, check_rate, check_whole
 from .vit import Block
 
-__all__ = ["HybridViT", "hybrid_vit"]
+__all__ = ["HybridConfig", "HybridViT", "hybrid_vit"]
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Width ``dim`` of stage 1 (stage 2 has ``2 * dim``), blocks and heads per stage, MLP ratio, drop path."""
+
+    img_size: int = 32
+    num_classes: int = 10
+    dim: int = 128
+    depth: tuple[int, int] = (3, 3)
+    heads: tuple[int, int] = (4, 8)
+    mlp_ratio: float = 2.0
+    in_chans: int = 3
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", tuple(self.depth))
+        object.__setattr__(self, "heads", tuple(self.heads))
+        check_whole("HybridConfig", img_size=self.img_size, num_classes=self.num_classes, dim=self.dim,
+                    in_chans=self.in_chans, **{f"depth[{i}]": d for i, d in enumerate(self.depth)},
+                    **{f"heads[{i}]": h for i, h in enumerate(self.heads)})
+        check_rate("HybridConfig", drop_path=self.drop_path)
+        if len(self.depth) != 2 or len(self.heads) != 2:
+            raise ValueError(f"HybridConfig: depth and heads need one value per stage (2), got {self.depth}, "
+                             f"{self.heads}.")
+        if self.img_size % 8:
+            raise ValueError(f"HybridViT downsamples by 8, so img_size must be a multiple of 8, not {self.img_size}.")
+        if self.dim % self.heads[0] or (2 * self.dim) % self.heads[1]:
+            raise ValueError(f"HybridConfig: dim={self.dim} must be divisible by heads[0]={self.heads[0]} and "
+                             f"2*dim by heads[1]={self.heads[1]}.")
 
 
 def _to_grid(tokens: torch.Tensor, side: int) -> torch.Tensor:
@@ -30,58 +62,57 @@ def _to_grid(tokens: torch.Tensor, side: int) -> torch.Tensor:
 class HybridViT(nn.Module):
     """Conv stem + two transformer stages with a pooling step between them. No class token (mean pooling).
 
-    ``forward_features(x)`` -> final tokens (B, k*k, 2*dim); ``forward_grid(x)`` -> (B, 2*dim, k, k) with
-    k = img_size // 8.
+    ``forward_features(x)`` -> final tokens (B, k*k, 2*dim), before the final norm;
+    ``forward_grid(x)`` -> (B, 2*dim, k, k) with k = img_size // 8.
     """
 
-    def __init__(self, img_size: int = 32, num_classes: int = 10, dim: int = 128, depth: tuple[int, int] = (3, 3),
-                 heads: tuple[int, int] = (4, 8), mlp_ratio: float = 2.0, in_chans: int = 3, drop_path: float = 0.0):
+    def __init__(self, config: HybridConfig | None = None, **overrides):
         super().__init__()
-        if img_size % 8:
-            raise ValueError(f"HybridViT downsamples by 8, so img_size must be a multiple of 8, not {img_size}.")
-        self.img_size, self.num_classes, self.dim, self.depth, self.heads = img_size, num_classes, dim, tuple(depth), tuple(heads)
-        self.mlp_ratio, self.in_chans, self.drop_path = mlp_ratio, in_chans, drop_path
-        self.input_grid = img_size // 4     # K
-        self.grid_size = img_size // 8      # k
+        self.config = c = replace(as_config(config, HybridConfig, "HybridViT"), **overrides)
+        dim = c.dim
+        self.input_grid = c.img_size // 4     # K
+        self.grid_size = c.img_size // 8      # k
+        self.grid_dim = 2 * dim
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dim // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(dim // 2), nn.GELU(),
+            nn.Conv2d(c.in_chans, dim // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(dim // 2), nn.GELU(),
             nn.Conv2d(dim // 2, dim, 3, 2, 1))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.input_grid ** 2, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        rates = torch.linspace(0, drop_path, sum(depth)).tolist()
-        self.stage1 = nn.ModuleList(Block(dim, heads[0], mlp_ratio, True, 0.0, 0.0, r) for r in rates[:depth[0]])
+        rates = torch.linspace(0, c.drop_path, sum(c.depth)).tolist()
+        self.stage1 = nn.ModuleList(Block(dim, c.heads[0], c.mlp_ratio, True, 0.0, 0.0, r) for r in rates[:c.depth[0]])
         self.pool = nn.Sequential(nn.Conv2d(dim, dim, 3, 2, 1, groups=dim), nn.Conv2d(dim, 2 * dim, 1))
-        self.stage2 = nn.ModuleList(Block(2 * dim, heads[1], mlp_ratio, True, 0.0, 0.0, r) for r in rates[depth[0]:])
+        self.stage2 = nn.ModuleList(Block(2 * dim, c.heads[1], c.mlp_ratio, True, 0.0, 0.0, r)
+                                    for r in rates[c.depth[0]:])
         self.norm = nn.LayerNorm(2 * dim)
-        self.head = nn.Linear(2 * dim, num_classes)
+        self.head = nn.Linear(2 * dim, c.num_classes)
 
-    @property
-    def config(self) -> dict:
-        names = ("img_size", "num_classes", "dim", "depth", "heads", "mlp_ratio", "in_chans", "drop_path")
-        return {n: getattr(self, n) for n in names}
+    num_classes = property(lambda self: self.config.num_classes)
+    dim = property(lambda self: self.config.dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x, self.in_chans, self.img_size, type(self).__name__)
+        check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__, not self.training)
         x = self.stem(x).flatten(2).transpose(1, 2) + self.pos_embed       # (B, K*K, D)
         for block in self.stage1:
             x, _ = block(x)
         x = self.pool(_to_grid(x, self.input_grid)).flatten(2).transpose(1, 2)   # (B, k*k, 2D)
         for block in self.stage2:
             x, _ = block(x)
-        return self.norm(x)
+        return x
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(tokens.mean(dim=1))
+        """Final tokens (B, k*k, 2*dim) -> logits: final norm, mean of the tokens, linear."""
+        return self.head(self.norm(tokens).mean(dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        return _to_grid(tokens, self.grid_size)
+    def feature_grid(self, tokens: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """(B, k*k, 2*dim) -> (B, 2*dim, k, k); ``normalized`` applies the final norm first."""
+        return _to_grid(self.norm(tokens) if normalized else tokens, self.grid_size)
 
-    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_grid(self.forward_features(x))
+    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        return self.feature_grid(self.forward_features(x), normalized)
 
 
-def hybrid_vit(num_classes: int = 10, **kwargs) -> HybridViT:
-    return HybridViT(num_classes=num_classes, **kwargs)
+def hybrid_vit(num_classes: int = 10, **overrides) -> HybridViT:
+    return HybridViT(HybridConfig(num_classes=num_classes), **overrides)

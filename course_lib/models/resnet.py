@@ -1,4 +1,6 @@
-"""ResNet-18 for 32x32 images (He et al. 2016, with the usual CIFAR stem: 3x3 conv, no max-pool).
+"""ResNet-18 for 32x32 images (:class:`ResNetCIFAR`, configured by :class:`ResNetConfig`), with the CIFAR stem.
+
+He et al. (2016) with the usual CIFAR stem: one 3x3 conv, no max-pool.
 
 Named stages so feature maps can be hooked by name (see :mod:`course_lib.hooks`):
     stem    (B, 64, 32, 32)   conv3x3 -> BN -> ReLU
@@ -12,13 +14,35 @@ Named stages so feature maps can be hooked by name (see :mod:`course_lib.hooks`)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import check_images
+from .common import as_config, check_images, check_whole
 
-__all__ = ["BasicBlock", "ResNetCIFAR", "resnet18_cifar"]
+__all__ = ["ResNetConfig", "BasicBlock", "ResNetCIFAR", "resnet18_cifar"]
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """A CIFAR ResNet: ``blocks`` basic blocks per stage ((2, 2, 2, 2) = ResNet-18), the stem's ``width``
+    (doubled at every stage), and the ``img_size`` it is meant for (only used to report the final grid size)."""
+
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    num_classes: int = 10
+    in_chans: int = 3
+    width: int = 64
+    img_size: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        check_whole("ResNetConfig", num_classes=self.num_classes, in_chans=self.in_chans, width=self.width,
+                    img_size=self.img_size)
+        if len(self.blocks) != 4:
+            raise ValueError(f"ResNetConfig: blocks needs one count per stage, 4 stages, got {self.blocks!r}.")
+        check_whole("ResNetConfig", **{f"blocks[{i}]": n for i, n in enumerate(self.blocks)})
 
 
 class BasicBlock(nn.Module):
@@ -42,7 +66,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCIFAR(nn.Module):
-    """ResNet with a CIFAR stem. ``blocks`` gives the number of basic blocks per stage ((2, 2, 2, 2) = ResNet-18).
+    """ResNet with a CIFAR stem, built from a :class:`ResNetConfig` and/or keyword overrides of its fields.
 
     Methods (x is (B, in_chans, H, W)): ``forward(x)`` -> logits; ``forward_features(x)`` -> the last stage's map
     (B, 512, H/8, W/8); ``forward_head(features)`` -> logits; ``forward_grid(x)`` -> the same last map, which is
@@ -51,33 +75,30 @@ class ResNetCIFAR(nn.Module):
 
     prefers_channels_last = True    # cuDNN convolutions run faster in NHWC memory layout
 
-    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, in_chans: int = 3,
-                 width: int = 64):
+    def __init__(self, config: ResNetConfig | None = None, **overrides):
         super().__init__()
-        self.blocks, self.num_classes, self.in_chans, self.width = tuple(blocks), num_classes, in_chans, width
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+        self.config = c = replace(as_config(config, ResNetConfig, "ResNetCIFAR"), **overrides)
+        self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.width, 3, 1, 1, bias=False), nn.BatchNorm2d(c.width),
                                   nn.ReLU(inplace=True))
-        channels, stages = width, []
-        for i, n in enumerate(self.blocks):
-            out = width * 2 ** i
+        channels, stages = c.width, []
+        for i, n in enumerate(c.blocks):
+            out = c.width * 2 ** i
             stride = 1 if i == 0 else 2
             stages.append(nn.Sequential(*[BasicBlock(channels if j == 0 else out, out, stride if j == 0 else 1)
                                           for j in range(n)]))
             channels = out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes)
+        self.grid_dim = self.num_features = channels
+        self.grid_size = c.img_size // 2 ** (len(c.blocks) - 1)       # 4 for 32x32 images
+        self.fc = nn.Linear(channels, c.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    @property
-    def config(self) -> dict:
-        return {"blocks": self.blocks, "num_classes": self.num_classes, "in_chans": self.in_chans,
-                "width": self.width}
+    num_classes = property(lambda self: self.config.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x, self.in_chans, None, type(self).__name__)
+        check_images(x, self.config.in_chans, None, type(self).__name__, not self.training)
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -87,13 +108,14 @@ class ResNetCIFAR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, features: torch.Tensor) -> torch.Tensor:
+    def feature_grid(self, features: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """The last stage's map is already a grid (B, 512, H/8, W/8); there is no final norm to apply."""
         return features
 
-    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         return self.forward_features(x)
 
 
-def resnet18_cifar(num_classes: int = 10, **kwargs) -> ResNetCIFAR:
+def resnet18_cifar(num_classes: int = 10, **overrides) -> ResNetCIFAR:
     """ResNet-18 for 32x32 images: 11,173,962 parameters for 10 classes."""
-    return ResNetCIFAR((2, 2, 2, 2), num_classes=num_classes, **kwargs)
+    return ResNetCIFAR(ResNetConfig((2, 2, 2, 2), num_classes=num_classes), **overrides)

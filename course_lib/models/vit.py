@@ -1,4 +1,4 @@
-"""A Vision Transformer for small images, in one readable file.
+"""A Vision Transformer for small images (:class:`ViT`, configured by :class:`ViTConfig`), in one readable file.
 
 Shapes used throughout (for the 32x32 default):
     B  batch size
@@ -11,16 +11,22 @@ The model has two attention paths that compute the same function:
   (T, T) attention matrix;
 - ``forward_with_attention`` (visualisation) computes ``softmax(QK^T / sqrt(d))`` explicitly and returns it, one
   (B, H, T, T) tensor per block, for attention rollout.
+
+As in lucidrains' ``vit-pytorch`` (and the ViT of Zhu et al.), the final LayerNorm belongs to the head:
+``forward_features`` returns the last block's tokens before it, so DRLoc can read them where the official code
+does, and ``forward_head`` normalises, pools and classifies.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import check_images
+from .common import as_config, check_images, check_rate, check_whole
 
-__all__ = ["ViT", "vit_lite", "vit_paper"]
+__all__ = ["ViTConfig", "ViT", "vit_lite", "vit_paper"]
 
 
 class Attention(nn.Module):
@@ -98,112 +104,147 @@ class Block(nn.Module):
         return x, attn
 
 
+@dataclass(frozen=True)
+class ViTConfig:
+    """Everything that defines a :class:`ViT`'s architecture (and its initialisation).
+
+    img_size: side of the square input images; must be divisible by ``patch_size``.
+    patch_size: side of the square patches (4 on 32x32 images gives an 8x8 token grid).
+    dim, depth, heads, mlp_ratio: width, number of blocks, attention heads, MLP hidden width / dim.
+    pool: ``"cls"`` classifies from the class token, ``"mean"`` from the mean of the patch tokens.
+    class_token: keep a class token in the sequence (required for ``pool="cls"``).
+    qkv_bias: bias in the query/key/value projection (timm: True; lucidrains/the Zhu et al. ViT: False).
+    dropout, attn_dropout, emb_dropout, drop_path: regularisation rates in [0, 1).
+    init: ``"trunc_normal"`` (timm: weights N(0, 0.02) truncated, position embedding and class token too) or
+        ``"torch_default"`` (lucidrains/kentaroy47, the ViT of Zhu et al.: PyTorch's default layer init, position
+        embedding and class token from a standard normal).
+    """
+
+    img_size: int = 32
+    patch_size: int = 4
+    num_classes: int = 10
+    dim: int = 192
+    depth: int = 9
+    heads: int = 12
+    mlp_ratio: float = 2.0
+    in_chans: int = 3
+    pool: str = "cls"
+    class_token: bool = True
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    emb_dropout: float = 0.0
+    drop_path: float = 0.0
+    init: str = "trunc_normal"
+
+    def __post_init__(self) -> None:
+        check_whole("ViTConfig", img_size=self.img_size, patch_size=self.patch_size, num_classes=self.num_classes,
+                    dim=self.dim, depth=self.depth, heads=self.heads, in_chans=self.in_chans)
+        check_rate("ViTConfig", dropout=self.dropout, attn_dropout=self.attn_dropout, emb_dropout=self.emb_dropout,
+                   drop_path=self.drop_path)
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}: the "
+                             f"patches must tile the image. Pick a patch size that divides {self.img_size} "
+                             "(e.g. 2, 4 or 8 for 32).")
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; each head gets dim/heads "
+                             "channels.")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio!r}.")
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', not {self.pool!r}.")
+        if self.pool == "cls" and not self.class_token:
+            raise ValueError("pool='cls' needs class_token=True (or use pool='mean').")
+        if self.init not in ("trunc_normal", "torch_default"):
+            raise ValueError(f"init must be 'trunc_normal' or 'torch_default', not {self.init!r}.")
+
+
 class ViT(nn.Module):
     """Vision Transformer for small images (pre-norm, learned position embeddings, optional class token).
 
-    Args:
-        img_size: side of the square input images; must be divisible by ``patch_size``.
-        patch_size: side of the square patches (4 on 32x32 images gives an 8x8 token grid).
-        num_classes: number of output logits.
-        dim, depth, heads, mlp_ratio: width, number of blocks, attention heads, MLP hidden width / dim.
-        pool: ``"cls"`` classifies from the class token, ``"mean"`` from the mean of the patch tokens.
-        class_token: keep a class token in the sequence (required for ``pool="cls"``).
-        qkv_bias: bias in the query/key/value projection (timm: True; lucidrains/the Zhu et al. ViT: False).
-        dropout, attn_dropout, emb_dropout, drop_path: regularisation (all 0 by default).
+    Build with a :class:`ViTConfig`, keyword overrides of its fields, or both: ``ViT(dim=256, depth=6)``.
 
     Methods (x is (B, in_chans, img_size, img_size)):
         ``forward(x)`` -> logits (B, num_classes)
-        ``forward_features(x)`` -> normalised tokens (B, T, dim); ``forward_head(tokens)`` -> logits
-        ``forward_grid(x)`` -> the final patch tokens as a grid (B, dim, K, K)
+        ``forward_features(x)`` -> the last block's tokens (B, T, dim), before the final norm;
+        ``forward_head(tokens)`` -> logits (final norm, pooling, linear)
+        ``forward_grid(x, normalized=False)`` -> the final patch tokens as a grid (B, dim, K, K)
         ``forward_with_attention(x)`` -> (logits, [ (B, heads, T, T) per block ])
     """
 
-    def __init__(self, img_size: int = 32, patch_size: int = 4, num_classes: int = 10, dim: int = 192,
-                 depth: int = 9, heads: int = 12, mlp_ratio: float = 2.0, in_chans: int = 3, pool: str = "cls",
-                 class_token: bool = True, qkv_bias: bool = True, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, emb_dropout: float = 0.0, drop_path: float = 0.0):
+    def __init__(self, config: ViTConfig | None = None, **overrides):
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}: the patches must "
-                             f"tile the image. Pick a patch size that divides {img_size} (e.g. 2, 4 or 8 for 32).")
-        if dim % heads:
-            raise ValueError(f"dim={dim} is not divisible by heads={heads}; each head gets dim/heads channels.")
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', not {pool!r}.")
-        if pool == "cls" and not class_token:
-            raise ValueError("pool='cls' needs class_token=True (or use pool='mean').")
-        # Keep the constructor arguments as attributes of the same names (timm-style configs, checkpoints).
-        self.img_size, self.patch_size, self.num_classes = img_size, patch_size, num_classes
-        self.dim, self.depth, self.heads, self.mlp_ratio = dim, depth, heads, mlp_ratio
-        self.in_chans, self.pool, self.class_token, self.qkv_bias = in_chans, pool, class_token, qkv_bias
-        self.dropout, self.attn_dropout, self.emb_dropout, self.drop_path = dropout, attn_dropout, emb_dropout, drop_path
-        self.grid_size = img_size // patch_size                   # K
-        self.num_prefix_tokens = 1 if class_token else 0
-
+        self.config = c = replace(as_config(config, ViTConfig, "ViT"), **overrides)
+        self.grid_size = c.img_size // c.patch_size              # K
+        self.grid_dim = c.dim                                    # channels of the token grid (DRLoc's D)
+        self.num_prefix_tokens = 1 if c.class_token else 0
         # A KxK-stride-K convolution == cutting into patches + one shared linear layer (but faster).
-        self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.grid_size ** 2, dim))
-        self.emb_drop = nn.Dropout(emb_dropout)
-        rates = torch.linspace(0, drop_path, depth).tolist()       # deeper blocks are dropped more often
+        self.patch_embed = nn.Conv2d(c.in_chans, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.grid_size ** 2, c.dim))
+        self.emb_drop = nn.Dropout(c.emb_dropout)
+        rates = torch.linspace(0, c.drop_path, c.depth).tolist()    # deeper blocks are dropped more often
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, qkv_bias, dropout, attn_dropout, r) for r in rates)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-        self.apply(self._init_weights)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            Block(c.dim, c.heads, c.mlp_ratio, c.qkv_bias, c.dropout, c.attn_dropout, r) for r in rates)
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.num_classes)
+        self._init_weights()
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    def _init_weights(self) -> None:
+        prefix = [self.pos_embed] + ([self.cls_token] if self.cls_token is not None else [])
+        if self.config.init == "torch_default":      # as the reference ViT of Zhu et al.: randn, layers untouched
+            for p in prefix:
+                nn.init.normal_(p, std=1.0)
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for p in prefix:
+            nn.init.trunc_normal_(p, std=0.02)
 
-    @property
-    def config(self) -> dict:
-        """The constructor arguments: ``ViT(**model.config)`` rebuilds the architecture."""
-        names = ("img_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_ratio", "in_chans", "pool",
-                 "class_token", "qkv_bias", "dropout", "attn_dropout", "emb_dropout", "drop_path")
-        return {n: getattr(self, n) for n in names}
+    # Short names for the config fields the course reads most.
+    num_classes = property(lambda self: self.config.num_classes)
+    dim = property(lambda self: self.config.dim)
+    patch_size = property(lambda self: self.config.patch_size)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, img_size, img_size) -> token sequence (B, T, dim) with position embeddings."""
-        check_images(x, self.in_chans, self.img_size, type(self).__name__)
+        check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__, not self.training)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)        # (B, N, D), row-major over the KxK grid
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return self.emb_drop(x + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> final normalised tokens (B, T, dim)."""
+        """Images -> the last block's tokens (B, T, dim), before the final norm."""
         x = self.embed(x)
         for block in self.blocks:
             x, _ = block(x)
-        return self.norm(x)
+        return x
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, dim) -> logits (B, num_classes)."""
-        pooled = tokens[:, 0] if self.pool == "cls" else tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        """Tokens (B, T, dim) -> logits (B, num_classes): final norm, class token or mean of patches, linear."""
+        tokens = self.norm(tokens)
+        pooled = tokens[:, 0] if self.config.pool == "cls" else tokens[:, self.num_prefix_tokens:].mean(dim=1)
         return self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, dim) -> patch tokens as a spatial grid (B, dim, K, K); the class token is dropped."""
-        patches = tokens[:, self.num_prefix_tokens:]
+    def feature_grid(self, tokens: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Tokens (B, T, dim) -> patch tokens as a spatial grid (B, dim, K, K); the class token is dropped.
+
+        ``normalized`` applies the final LayerNorm first (the tokens the classifier pools).
+        """
+        patches = (self.norm(tokens) if normalized else tokens)[:, self.num_prefix_tokens:]
         B, N, D = patches.shape
         return patches.transpose(1, 2).reshape(B, D, self.grid_size, self.grid_size)
 
-    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """Images -> the final token grid (B, dim, K, K), as DRLoc reads it."""
-        return self.feature_grid(self.forward_features(x))
+        return self.feature_grid(self.forward_features(x), normalized)
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images -> (logits (B, num_classes), [attention (B, heads, T, T) for each block]).
@@ -215,20 +256,25 @@ class ViT(nn.Module):
         for block in self.blocks:
             x, attn = block(x, return_attention=True)
             attentions.append(attn)
-        return self.forward_head(self.norm(x)), attentions
+        return self.forward_head(x), attentions
 
 
-def vit_lite(num_classes: int = 10, **kwargs) -> ViT:
+def vit_lite(num_classes: int = 10, **overrides) -> ViT:
     """The course's default ViT for 32x32 images: patch 4, dim 192, depth 9, heads 12, MLP ratio 2 (~2.7 M params)."""
-    return ViT(num_classes=num_classes, **kwargs)
+    return ViT(ViTConfig(num_classes=num_classes), **overrides)
 
 
-def vit_paper(num_classes: int = 10, **kwargs) -> ViT:
+PAPER_VIT = ViTConfig(dim=512, depth=6, heads=8, mlp_ratio=1.0, qkv_bias=False, dropout=0.1, emb_dropout=0.1,
+                      init="torch_default")
+
+
+def vit_paper(num_classes: int = 10, **overrides) -> ViT:
     """The ViT of Zhu et al. (2023): kentaroy47/vision-transformers-cifar10's lucidrains-style ViT.
 
-    Patch 4 on 32x32, dim 512, 6 blocks, 8 heads of 64, MLP hidden 512, dropout 0.1, embedding dropout 0.1,
-    no qkv bias, class-token pooling: 9,523,722 parameters for 10 classes, as in that repository.
+    Patch 4 on 32x32, dim 512, 6 blocks, 8 heads of 64, MLP hidden 512, dropout 0.1 (after the attention
+    projection and in the MLP, as there), embedding dropout 0.1, no qkv bias, class-token pooling, PyTorch's default
+    layer initialisation with the position embedding and class token from a standard normal:
+    9,523,722 parameters for 10 classes, as in that repository. (Its patch embedding is a Linear on flattened
+    patches; ours is the equivalent stride-4 convolution, whose default init has the same fan-in.)
     """
-    config = dict(dim=512, depth=6, heads=8, mlp_ratio=1.0, qkv_bias=False, dropout=0.1, emb_dropout=0.1)
-    config.update(kwargs)
-    return ViT(num_classes=num_classes, **config)
+    return ViT(replace(PAPER_VIT, num_classes=num_classes), **overrides)
