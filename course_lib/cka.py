@@ -231,8 +231,14 @@ def rbf_cka(X: torch.Tensor, Y: torch.Tensor, sigma: float = 0.8, unbiased: bool
 # --------------------------------------------------------------------------------------------------------------
 # Minibatch CKA over many layer pairs
 
-def _as_list(acts: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-    return list(acts.values()) if isinstance(acts, Mapping) else list(acts)
+Activations = Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
+
+
+def _labelled(acts: Activations, which: str) -> list[tuple[str, torch.Tensor]]:
+    """[(label, activation)]: "layer 'block3' of A" for a mapping (names known), else "acts_a[2]"."""
+    if isinstance(acts, Mapping):
+        return [(f"layer {name!r} of {which[-1].upper()}", x) for name, x in acts.items()]
+    return [(f"{which}[{i}]", x) for i, x in enumerate(acts)]
 
 
 class MinibatchCKA:
@@ -242,12 +248,13 @@ class MinibatchCKA:
     from one matrix product of the stacked Grams: for the zero-diagonal Grams K̃_i (layers of A) and L̃_j (layers of
     B), tr(K̃_i L̃_j) = <vec K̃_i, vec L̃_j>, so all n_a x n_b traces are ``Ka_flat @ Lb_flat.T``, and the
     1ᵀK̃L̃1 terms are ``rows_a @ rows_b.T`` with the row sums. The cost is n_a + n_b Grams plus one
-    (n_a, b²) x (b², n_b) product per batch instead of 2 · n_a · n_b Grams.
+    (n_a, b²) x (b², n_b) product per batch instead of 2 · n_a · n_b Grams. The Grams come from
+    :func:`gram_linear` / :func:`gram_rbf`, so from centred features.
 
     Args:
         num_layers_a: number of layers of representation A.
         num_layers_b: number of layers of B; None for a symmetric matrix A x A (then call ``update(acts_a)``).
-        kernel: "linear" or "rbf" (bandwidth ``sigma`` × median distance within each batch).
+        kernel: "linear" or "rbf" (bandwidth ``sigma`` × median distance within each batch; ``sigma`` > 0).
         unbiased: HSIC₁ (Nguyen et al.'s minibatch CKA, default) or the biased HSIC. Averaging the biased estimator
             over batches does NOT converge to the full-data value; keep unbiased=True for minibatches.
 
@@ -263,6 +270,8 @@ class MinibatchCKA:
                  sigma: float = 0.8, unbiased: bool = True):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}.")
+        if kernel == "rbf":
+            _check_sigma(sigma)
         self.num_layers_a, self.num_layers_b = num_layers_a, num_layers_b
         self.symmetric = num_layers_b is None
         self.kernel, self.sigma, self.unbiased = kernel, sigma, unbiased
@@ -274,10 +283,10 @@ class MinibatchCKA:
         self.hsic_bb: torch.Tensor | None = None
         self.num_batches = 0
 
-    def _stacked_grams(self, acts: list[torch.Tensor]) -> torch.Tensor:
+    def _stacked_grams(self, acts: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
         """Per layer (b, ...) -> (layers, b, b): zero-diagonal Grams (unbiased) or centred Grams (biased)."""
         prepare = _zero_diagonal if self.unbiased else center_gram
-        return torch.stack([prepare(_gram(x, self.kernel, self.sigma)) for x in acts])
+        return torch.stack([prepare(_gram(x, self.kernel, self.sigma, label)) for label, x in acts])
 
     def _pair_terms(self, Ka: torch.Tensor, Lb: torch.Tensor) -> torch.Tensor:
         """(n_a, b, b), (n_b, b, b) prepared Grams -> HSIC of every pair (n_a, n_b)."""
@@ -299,25 +308,34 @@ class MinibatchCKA:
         sums, rows = K.sum(dim=(1, 2)), K.sum(dim=2)
         return (traces + sums ** 2 / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows * rows).sum(dim=1)) / (n * (n - 3))
 
-    def _check_batch(self, acts: list[torch.Tensor], expected: int, which: str, n: int) -> None:
+    def _accumulate(self, ab: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor) -> None:
+        """Add one batch's HSIC terms: every pair (n_a, n_b), A's layers with themselves (n_a,), B's (n_b,)."""
+        if self.num_batches == 0:
+            self.hsic_ab, self.hsic_aa, self.hsic_bb = ab.clone(), aa.clone(), bb.clone()
+        else:
+            self.hsic_ab += ab
+            self.hsic_aa += aa
+            self.hsic_bb += bb
+        self.num_batches += 1
+
+    def _check_batch(self, acts: list[tuple[str, torch.Tensor]], expected: int, which: str, n: int) -> None:
         if len(acts) != expected:
             raise ValueError(f"update() got {len(acts)} activations for {which}, but this accumulator was built for "
                              f"{expected} layers.")
-        for i, x in enumerate(acts):
+        for label, x in acts:
             if not isinstance(x, torch.Tensor) or x.dim() < 2:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"{which}[{i}] must be a batch of activations (b, ...), got {shape}.")
+                raise ValueError(f"{label} must be a batch of activations (b, ...), got {shape}.")
             if x.shape[0] != n:
-                raise ValueError(f"All activations of one batch must hold the same b examples: {which}[{i}] has "
+                raise ValueError(f"All activations of one batch must hold the same b examples: {label} has "
                                  f"{x.shape[0]}, the first layer of A has {n}.")
 
-    def update(self, acts_a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
-               acts_b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None) -> None:
-        """Add one batch: the activations (b, ...) of each layer of A (and of B) for the same b images."""
-        acts_a = _as_list(acts_a)
+    def _batch(self, acts_a: Activations, acts_b: Activations | None):
+        """Validate one batch; return the labelled activations of A and of B (None when symmetric)."""
+        acts_a = _labelled(acts_a, "acts_a")
         if not acts_a:
             raise ValueError("update() needs the activations of at least one layer.")
-        n = acts_a[0].shape[0]
+        n = acts_a[0][1].shape[0]
         self._check_batch(acts_a, self.num_layers_a, "acts_a", n)
         if self.symmetric and acts_b is not None:
             raise ValueError("This accumulator is symmetric (num_layers_b=None): call update(acts_a) only.")
@@ -325,89 +343,78 @@ class MinibatchCKA:
             if acts_b is None:
                 raise ValueError(f"This accumulator compares two layer lists: call update(acts_a, acts_b) with "
                                  f"{self.num_layers_b} activations for B.")
-            acts_b = _as_list(acts_b)
+            acts_b = _labelled(acts_b, "acts_b")
             self._check_batch(acts_b, self.num_layers_b, "acts_b", n)
         if self.unbiased:
             _check_unbiased_n(n)
+        return acts_a, acts_b
 
+    def update(self, acts_a: Activations, acts_b: Activations | None = None) -> None:
+        """Add one batch: the activations (b, ...) of each layer of A (and of B) for the same b images.
+
+        A list or a {name: activation} mapping (then errors name the layer). A layer whose activations are constant
+        over the batch, or not finite, raises a ValueError naming it (``acts_a[i]`` or the layer's name), and the
+        batch is not added.
+        """
+        acts_a, acts_b = self._batch(acts_a, acts_b)
         Ka = self._stacked_grams(acts_a)
         Lb = Ka if self.symmetric else self._stacked_grams(acts_b)
-        terms = (self._pair_terms(Ka, Lb), self._self_terms(Ka), self._self_terms(Lb))
-        if self.num_batches == 0:
-            self.hsic_ab, self.hsic_aa, self.hsic_bb = terms
-        else:
-            self.hsic_ab += terms[0]
-            self.hsic_aa += terms[1]
-            self.hsic_bb += terms[2]
-        self.num_batches += 1
+        self._accumulate(self._pair_terms(Ka, Lb), self._self_terms(Ka), self._self_terms(Lb))
 
     def compute(self) -> torch.Tensor:
         """The CKA matrix (n_a, n_b) (n_a, n_a when symmetric), float64 on the CPU: mean HSIC over batches, then the
-        ratio. A layer whose mean HSIC with itself is not positive (constant activations) gives NaN entries."""
+        ratio. Entries of a layer whose mean HSIC with itself is not positive are NaN (HSIC₁ of a non-constant layer
+        is positive except for tiny, degenerate batches)."""
         if self.num_batches == 0:
             raise RuntimeError("No batch yet: call update() at least once before compute().")
         ab, aa, bb = (t.cpu() / self.num_batches for t in (self.hsic_ab, self.hsic_aa, self.hsic_bb))
         return ab / torch.sqrt(aa[:, None] * bb[None, :])
 
 
-class NaiveMinibatchCKA(MinibatchCKA):
-    """The straightforward per-pair computation, kept only as the benchmark's baseline (benchmarks/bench_cka.py).
-
-    For every pair (i, j) it builds both Gram matrices again and evaluates the three HSIC terms with
-    :func:`hsic_unbiased` / :func:`hsic_biased`: 2 · n_a · n_b Grams per batch. Same results as
-    :class:`MinibatchCKA`, many times slower. Do not use it for real work.
-    """
-
-    def update(self, acts_a, acts_b=None) -> None:
-        acts_a = _as_list(acts_a)
-        acts_b = acts_a if self.symmetric else _as_list(acts_b)
-        hsic = hsic_unbiased if self.unbiased else hsic_biased
-        ab = torch.empty(len(acts_a), len(acts_b), dtype=torch.float64)
-        aa, bb = torch.empty_like(ab), torch.empty_like(ab)
-        for i, x in enumerate(acts_a):
-            for j, y in enumerate(acts_b):
-                K, L = _gram(x, self.kernel, self.sigma), _gram(y, self.kernel, self.sigma)
-                ab[i, j], aa[i, j], bb[i, j] = hsic(K, L), hsic(K, K), hsic(L, L)
-        terms = (ab, aa[:, 0], bb[0, :])   # the self terms do not depend on the partner
-        if self.num_batches == 0:
-            self.hsic_ab, self.hsic_aa, self.hsic_bb = terms
-        else:
-            self.hsic_ab += terms[0]
-            self.hsic_aa += terms[1]
-            self.hsic_bb += terms[2]
-        self.num_batches += 1
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Driver: two models, many images
 
-def _image_batches(data, batch_size: int, device: torch.device, normalize: bool) -> Iterator[torch.Tensor]:
-    """Float image batches (b, 3, H, W) on ``device`` from a tensor, an ImageSet or an iterable of batches."""
-    from .data import ImageSet, normalize as normalize_images   # lazy: cka does not otherwise need the data code
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[(start, end)] cutting n examples into batches; a last batch smaller than 4 (too small for HSIC₁) joins the
+    one before it."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 4:
+        starts.pop()
+    return [(s, starts[k + 1] if k + 1 < len(starts) else n) for k, s in enumerate(starts)]
 
-    if isinstance(data, (torch.Tensor, ImageSet)):
-        images = data if isinstance(data, torch.Tensor) else data.images
-        if isinstance(data, torch.Tensor) and not images.is_floating_point():
-            raise ValueError("cka_matrix got integer images: normalise them as for training first "
-                             "(course_lib.data.normalize(images, dataset)), or pass the ImageSet itself.")
-        n = len(images)
-        # Cut into batches; a last batch smaller than 4 (too small for HSIC₁) joins the one before it.
-        starts = list(range(0, n, batch_size))
-        if len(starts) > 1 and n - starts[-1] < 4:
-            starts.pop()
-        for k, s in enumerate(starts):
-            x = images[s:starts[k + 1] if k + 1 < len(starts) else n].to(device)
-            yield normalize_images(x, data.dataset, normalize) if isinstance(data, ImageSet) else x
-        return
-    for item in data:      # a loader: (images, labels, ...) tuples or bare image tensors
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        yield x.to(device)
+
+def _model_input(x: torch.Tensor, preprocess: Preprocessing | None) -> torch.Tensor:
+    """uint8 images through ``preprocess``; float images as they are (then ``preprocess`` must be None)."""
+    if x.dtype == torch.uint8:
+        if preprocess is None:
+            raise ValueError("cka_matrix got uint8 images, but the models take the float input they were trained on. "
+                             "Pass the ImageSet itself, or preprocess=run.preprocess, or convert with the run's "
+                             "preprocessing, e.g. run.preprocess(images).")
+        return preprocess(x)
+    if preprocess is not None:
+        raise ValueError(f"preprocess= converts uint8 images, but cka_matrix got {x.dtype} images: these should "
+                         "already be the model's input. Drop preprocess=, or pass the uint8 images (or ImageSet).")
+    return x
+
+
+def _image_batches(data, batch_size: int, device: torch.device,
+                   preprocess: Preprocessing | None) -> Iterator[torch.Tensor]:
+    """The model's input batches (b, 3, H, W) on ``device`` from an ImageSet, a tensor or an iterable of batches."""
+    if isinstance(data, ImageSet):
+        preprocess = preprocess if preprocess is not None else Preprocessing.for_dataset(data.dataset)
+        data = data.images
+    if isinstance(data, torch.Tensor):
+        batches = (data[s:e] for s, e in _batch_bounds(len(data), batch_size))
+    else:                  # a loader: (images, labels, ...) tuples or bare image tensors
+        batches = (item[0] if isinstance(item, (tuple, list)) else item for item in data)
+    for x in batches:
+        yield _model_input(x.to(device), preprocess)
 
 
 def cka_matrix(model_a: nn.Module, model_b: nn.Module | None, data, layers_a: Layers | None = None,
                layers_b: Layers | None = None, batch_size: int = 100, device: str | torch.device | None = None,
-               kernel: str = "linear", unbiased: bool = True, sigma: float = 0.8, normalize: bool = True,
-               verbose: bool = False) -> torch.Tensor:
+               kernel: str = "linear", unbiased: bool = True, sigma: float = 0.8,
+               preprocess: Preprocessing | None = None, verbose: bool = False) -> torch.Tensor:
     """Minibatch CKA between every layer of ``model_a`` and every layer of ``model_b`` on the same images.
 
     Each batch goes through each model once (eval mode, no gradients); forward hooks record the layers, and a
@@ -416,53 +423,47 @@ def cka_matrix(model_a: nn.Module, model_b: nn.Module | None, data, layers_a: La
 
     Args:
         model_a, model_b: the models (already on ``device``).
-        data: float images (N, 3, H, W) already normalised, an :class:`~course_lib.data.ImageSet` (normalised here
-            with its data set's statistics when ``normalize``), or an iterable of batches (images or
-            (images, labels) tuples, e.g. a ``GPULoader`` with ``train=False``).
+        data: an :class:`~course_lib.data.ImageSet` (its uint8 images go through ``preprocess``), uint8 images
+            (N, 3, H, W) with ``preprocess``, float images (N, 3, H, W) that are already the models' input, or an
+            iterable of batches (images or (images, labels) tuples, e.g. a ``GPULoader`` with ``train=False``).
         layers_a, layers_b: layer specifications (see :func:`course_lib.hooks.resolve_layers`); None = the model's
             default layers (ViT: all blocks; ResNet: stem + 4 stages). ``layers_b`` None with the same model means
             ``layers_a``.
-        batch_size: images per batch for tensors and ImageSets (a loader decides its own).
+        batch_size: images per batch for tensors and ImageSets (a loader decides its own); a whole number >= 1.
         device: where the images go; default: ``model_a``'s device.
         kernel, unbiased, sigma: see :class:`MinibatchCKA`.
-        normalize: for an ImageSet, standardise the pixels (False for models trained with normalize=False).
+        preprocess: the :class:`~course_lib.data.Preprocessing` the models were trained with (``run.preprocess``),
+            for uint8 images; default for an ImageSet: its data set's standardisation,
+            ``Preprocessing.for_dataset(data.dataset)``. Pass ``course_lib.data.RAW`` for raw [0, 1] pixels.
         verbose: print the number of batches and the time taken.
 
     Returns:
         float64 (n_a, n_b) CKA matrix on the CPU; row i is ``list(layers_a)[i]``, column j ``list(layers_b)[j]``.
+
+    Raises:
+        ValueError: uint8 images without a preprocessing, raw 0..255 float pixels, a bad ``batch_size``, or a layer
+            with constant or non-finite activations in a batch (the message names the layer).
     """
+    check_whole("cka_matrix", batch_size=batch_size)
     same = model_b is None or model_b is model_a
     model_b = model_a if same else model_b
     layers_a = resolve_layers(model_a, layers_a)
     layers_b = layers_a if same and layers_b is None else resolve_layers(model_b, layers_b)
     symmetric = same and list(layers_a.items()) == list(layers_b.items())
-    if device is None:
-        device = next(model_a.parameters()).device
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else next(model_a.parameters()).device
 
     acc = MinibatchCKA(len(layers_a), None if symmetric else len(layers_b), kernel, sigma, unbiased)
     rec_a = ActivationRecorder(model_a, {**layers_a, **layers_b} if same else layers_a, flatten=True)
-    rec_b = None if same else ActivationRecorder(model_b, layers_b, flatten=True)
-    modes = [(m, m.training) for m in {id(model_a): model_a, id(model_b): model_b}.values()]
+    rec_b = rec_a if same else ActivationRecorder(model_b, layers_b, flatten=True)
     start = time.perf_counter()
-    try:
-        for m, _ in modes:
-            m.eval()
-        with torch.no_grad(), rec_a, (rec_b if rec_b is not None else nullcontext()):
-            for x in _image_batches(data, batch_size, device, normalize):
-                model_a(x)
-                acts_a = [rec_a.activations[n] for n in layers_a]
-                if symmetric:
-                    acc.update(acts_a)
-                    continue
-                if not same:
-                    model_b(x)
-                acts_b = [(rec_a if same else rec_b).activations[n] for n in layers_b]
-                acc.update(acts_a, acts_b)
-    finally:
-        for m, was_training in modes:
-            m.train(was_training)
+    with eval_mode(model_a, model_b), rec_a, (nullcontext() if same else rec_b):
+        for x in _image_batches(data, batch_size, device, preprocess):
+            check_pixels(x, "cka_matrix")
+            model_a(x)
+            if not same:
+                model_b(x)
+            acts_a, acts_b = rec_a.activations, rec_b.activations
+            acc.update({n: acts_a[n] for n in layers_a}, None if symmetric else {n: acts_b[n] for n in layers_b})
     if verbose:
         print(f"CKA over {acc.num_batches} batches: {time.perf_counter() - start:.1f} s")
     return acc.compute()
-

@@ -28,15 +28,17 @@ What follows the official code (github.com/yhlleo/VTs-Drloc), file by file:
 - ``drloc/losses.py``: ``l1`` = ``F.l1_loss`` (a mean over pairs *and* the two axes: half the paper's
   ``|t - d|_1``, which sums the axes); ``ce`` = cross-entropy per axis, summed; ``cbr`` = cycle-back regression with
   a variance-aware term (from TCC, Dwibedi et al. 2019). -> :class:`DRLocLoss`
-- ``config.py``: ``SAMPLE_SIZE = 32`` pairs, ``LAMBDA_DRLOC = 0.5``, ``DRLOC_MODE = 'l1'``.
+- ``config.py``: ``SAMPLE_SIZE = 32`` pairs, ``LAMBDA_DRLOC = 0.5``, ``DRLOC_MODE = 'l1'``; but ``main.py``'s
+  ``--sample_size`` defaults to 64 and overrides it (``train.sh`` does not set it), so the runs used **m = 64**, the
+  course's default.
+- ``main.py``'s ``_weight_decay``: lambda rises linearly from 0 over 20 epochs, then falls linearly towards 0 at
+  epoch 300 while training stops after 100. -> ``DRLocLoss(schedule="official")``, :func:`official_weight`
+- ``models/swin.py``: the head reads the last stage's tokens *before* the final norm. -> ``tokens="pre_norm"``
 
-Two differences from the official runs, on purpose, because the course follows the paper:
-
-1. Targets. ``train.sh`` passes ``--use_abs`` and the Swin model no ``normalize=True``, so the official Swin runs
-   regress ``|delta|`` in *cells* (0 ... k-1), a loss k times larger than the paper's ``|delta| / k``. Their lambda
-   values were set at that scale. ``target="abs"`` reproduces it.
-2. Pairs per image. ``main.py``'s ``--sample_size`` defaults to 64 and overrides ``config.py``'s 32; ``train.sh``
-   does not set it. The course uses the documented m = 32 (pass ``m=64`` to match the script).
+One difference from the official runs, on purpose, because the course follows the paper: the targets.
+``train.sh`` passes ``--use_abs`` and the Swin model no ``normalize=True``, so the official Swin runs regress
+``|delta|`` in *cells* (0 ... k-1), a loss k times larger than the paper's ``|delta| / k``. Their lambda values
+were set at that scale. ``target="abs"`` reproduces it.
 
 The head is trained with the model (:func:`course_lib.train.fit` puts the parameters of every extra loss in the
 optimizer and checkpoints them) and never used at evaluation: ``fit``/``evaluate`` call only ``model(x)``, so the
@@ -44,6 +46,7 @@ accuracy of a model trained with DRLoc costs nothing extra at test time.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -53,7 +56,8 @@ import torch.nn.functional as F
 from .train import AuxiliaryLoss
 
 __all__ = ["TARGET_MODES", "LOSSES", "sample_positions", "relative_targets", "gather_pairs", "DRLocHead",
-           "DRLocOutput", "drloc_forward", "drloc_loss", "cycle_back_regression", "DRLocLoss", "official_weight"]
+           "DRLocOutput", "drloc_forward", "cycle_back_regression", "DRLocLoss", "official_weight", "SCHEDULES",
+           "TOKEN_SOURCES"]
 
 # How the offset between two cells becomes a regression/classification target. delta = pos1 - pos2.
 TARGET_MODES: dict[str, str] = {
@@ -64,6 +68,8 @@ TARGET_MODES: dict[str, str] = {
     "signed_norm": "(delta + k-1) / (2(k-1)) in [0, 1]: the official code, signed, with normalize=True.",
 }
 LOSSES = ("l1", "ce", "cbr")
+SCHEDULES = ("constant", "official")          # lambda over the epochs (see DRLocLoss.weight_at)
+TOKEN_SOURCES = ("pre_norm", "post_norm")     # read the last tokens before (official) or after the final norm
 _CLASS_MODES = ("abs", "signed")   # the integer targets that ce/cbr classify
 
 
@@ -84,7 +90,7 @@ def sample_positions(batch: int, m: int, k: int, generator: torch.Generator | No
         ``(pos1, pos2)``, each int64 (batch, m, 2) holding (row, column) in [0, k).
     """
     if m < 1:
-        raise ValueError(f"m={m}: DRLoc needs at least one pair per image (the paper uses m=32).")
+        raise ValueError(f"m={m}: DRLoc needs at least one pair per image (the official runs use m=64).")
     if k < 1:
         raise ValueError(f"k={k}: the grid must have at least one cell per side.")
     if device is None and generator is not None:
@@ -214,7 +220,31 @@ def _check_grid(grid: torch.Tensor, dim: int | None = None) -> int:
     return k
 
 
-def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 32, loss: str = "l1", target: str | None = None,
+def _check_settings(loss: str, target: str | None, classes_for_k: int | None = None,
+                    head_classes: int | None = None) -> str:
+    """Validate loss/target (and, when k is known, the head's classes); return the target, defaulted by loss."""
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown DRLoc loss {loss!r}. Choose one of {LOSSES}.")
+    target = target or ("paper" if loss == "l1" else "abs")
+    if target not in TARGET_MODES:
+        raise ValueError(f"Unknown target mode {target!r}. Choose one of {list(TARGET_MODES)}.")
+    if loss == "l1":
+        if head_classes is not None:
+            raise ValueError("loss='l1' needs a regression head: build DRLocHead without num_classes.")
+        return target
+    if target not in _CLASS_MODES:
+        raise ValueError(f"loss={loss!r} classifies integer offsets: use target='abs' (the official runs) or "
+                         f"'signed', not {target!r}.")
+    if classes_for_k is not None:
+        classes = classes_for_k if target == "abs" else 2 * classes_for_k - 1
+        if head_classes != classes:
+            raise ValueError(f"loss={loss!r} with target={target!r} on a {classes_for_k}x{classes_for_k} grid "
+                             f"needs a head with num_classes={classes}, got {head_classes}: pass "
+                             f"grid_size={classes_for_k}.")
+    return target
+
+
+def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 64, loss: str = "l1", target: str | None = None,
                   generator: torch.Generator | None = None) -> DRLocOutput:
     """The whole DRLoc term on a grid: sample pairs -> targets -> head -> loss. Returns a :class:`DRLocOutput`.
 
@@ -225,21 +255,8 @@ def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 32, loss: str = 
         target: a key of ``TARGET_MODES``; default ``"paper"`` for l1 and ``"abs"`` for ce/cbr.
         generator: for the pair sampling; ``None`` draws from the global RNG on the grid's device.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"Unknown DRLoc loss {loss!r}. Choose one of {LOSSES}.")
-    target = target or ("paper" if loss == "l1" else "abs")
     k = _check_grid(grid, head.dim)
-    if loss == "l1" and head.num_classes is not None:
-        raise ValueError("loss='l1' needs a regression head: build DRLocHead without num_classes.")
-    if loss != "l1":
-        if target not in _CLASS_MODES:
-            raise ValueError(f"loss={loss!r} classifies integer offsets, so target must be 'abs' or 'signed', "
-                             f"not {target!r}.")
-        classes = k if target == "abs" else 2 * k - 1
-        if head.num_classes != classes:
-            raise ValueError(f"loss={loss!r} with target={target!r} on a {k}x{k} grid needs a head with "
-                             f"num_classes={classes}, got {head.num_classes}.")
-
+    target = _check_settings(loss, target, k, head.num_classes)
     pos1, pos2 = sample_positions(grid.shape[0], m, k, generator, None if generator is not None else grid.device)
     pos1, pos2 = pos1.to(grid.device), pos2.to(grid.device)
     t = relative_targets(pos1, pos2, k, target)                         # (B, m, 2)
@@ -253,19 +270,13 @@ def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 32, loss: str = 
     return DRLocOutput(value, pred, t, pos1, pos2)
 
 
-def drloc_loss(grid: torch.Tensor, head: DRLocHead, m: int = 32, generator: torch.Generator | None = None,
-               loss: str = "l1", target: str | None = None) -> torch.Tensor:
-    """The DRLoc loss (a scalar) on a (B, D, k, k) grid; see :func:`drloc_forward`."""
-    return drloc_forward(grid, head, m, loss, target, generator).loss
-
-
 class DRLocLoss(AuxiliaryLoss):
     """DRLoc as an extra loss for :func:`course_lib.train.fit`: ``total = cross_entropy + weight * L_drloc``.
 
     Usage::
 
         model = vit_lite()
-        history = fit(model, train, test, extra_losses=[DRLocLoss(dim=model.dim)])
+        history = fit(model, train, test, extra_losses=[DRLocLoss(dim=model.grid_dim)])
         history.extra["drloc"]    # mean DRLoc loss per epoch
 
     Args:
@@ -275,12 +286,16 @@ class DRLocLoss(AuxiliaryLoss):
             the paper's; the L1 gradient passes back only the sign of the error, so the backbone's gradient is not
             k times larger, but the term is stronger than with the paper's targets once the head has grown.
         m: pairs per image (``config.py``: 32; ``main.py``'s ``--sample_size`` default, which the official runs
-            used: 64).
+            used: 64, the default here).
         loss: ``"l1"`` (the paper), ``"ce"`` or ``"cbr"`` (the official code's alternatives).
         hidden: width of the head's hidden layers (512 in the paper).
         target: a key of ``TARGET_MODES``; default ``"paper"`` for l1, ``"abs"`` for ce/cbr.
         grid_size: k, required for ``ce``/``cbr`` (the classifiers have k or 2k-1 classes). ViT-Lite: 8,
             HybridViT: 4.
+        schedule: ``"constant"`` lambda, or ``"official"``: the official schedule in proportion to the run
+            (:meth:`weight_at`).
+        tokens: ``"pre_norm"`` reads the last tokens before the final LayerNorm (the official code), ``"post_norm"``
+            after it (the tokens the classifier pools).
         generator: a ``torch.Generator`` for the pair sampling (on the grid's device); default the global RNG, which
             ``fit`` seeds every epoch, so runs are reproducible without it.
 
@@ -291,30 +306,38 @@ class DRLocLoss(AuxiliaryLoss):
 
     name = "drloc"
 
-    def __init__(self, dim: int, weight: float = 0.5, m: int = 32, loss: str = "l1", hidden: int = 512,
-                 target: str | None = None, grid_size: int | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(self, dim: int, weight: float = 0.5, m: int = 64, loss: str = "l1", hidden: int = 512,
+                 target: str | None = None, grid_size: int | None = None, schedule: str = "constant",
+                 tokens: str = "pre_norm", generator: torch.Generator | None = None):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"Unknown DRLoc loss {loss!r}. Choose one of {LOSSES}.")
-        if m < 1:
-            raise ValueError(f"m={m}: DRLoc needs at least one pair per image (the paper uses m=32).")
-        target = target or ("paper" if loss == "l1" else "abs")
-        if target not in TARGET_MODES:
-            raise ValueError(f"Unknown target mode {target!r}. Choose one of {list(TARGET_MODES)}.")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"m={m!r}: DRLoc needs a whole number of at least one pair per image (the official "
+                             "runs use m=64).")
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight (lambda) must be a finite number >= 0, got {weight!r}.")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
+        if tokens not in TOKEN_SOURCES:
+            raise ValueError(f"tokens must be one of {TOKEN_SOURCES}, not {tokens!r}.")
+        target = _check_settings(loss, target)
         num_classes = None
         if loss != "l1":
-            if target not in _CLASS_MODES:
-                raise ValueError(f"loss={loss!r} classifies integer offsets: use target='abs' (the official runs) "
-                                 f"or 'signed', not {target!r}.")
             if grid_size is None or grid_size < 2:
                 raise ValueError(f"loss={loss!r} needs the grid side to size its classifiers: pass grid_size=k "
-                                 "(ViT-Lite: 8, HybridViT: 4), k >= 2.")
+                                 "(ViT-Lite: 8, HybridViT: 4, model.grid_size), k >= 2.")
             num_classes = grid_size if target == "abs" else 2 * grid_size - 1
-        self.dim, self.weight, self.m, self.loss, self.target = dim, weight, m, loss, target
-        self.grid_size, self.generator = grid_size, generator
+        self.dim, self.weight, self.m, self.loss, self.target = dim, float(weight), m, loss, target
+        self.grid_size, self.schedule, self.tokens, self.generator = grid_size, schedule, tokens, generator
         self.head = DRLocHead(dim, hidden, num_classes)
         self.last: DRLocOutput | None = None
+
+    def weight_at(self, epoch: int, epochs: int) -> float:
+        """lambda in (0-based) ``epoch`` of ``epochs``: constant, or the official schedule in proportion (over a
+        100-epoch run: 0 -> lambda over epochs 0-20, then linearly towards 0 at epoch 300; see
+        :func:`official_weight`)."""
+        if self.schedule == "constant":
+            return self.weight
+        return official_weight(epoch, self.weight, warmup_epochs=0.2 * epochs, total_epochs=3.0 * epochs)
 
     def grid_loss(self, grid: torch.Tensor) -> torch.Tensor:
         """The unweighted DRLoc loss (scalar) on a (B, D, k, k) grid; also records ``last``."""
@@ -332,16 +355,20 @@ class DRLocLoss(AuxiliaryLoss):
             raise TypeError(f"{type(model).__name__}: this model exposes no token grid; DRLoc needs the final k×k "
                             "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (features -> "
                             "(B, D, k, k)).")
+        if self.tokens == "post_norm":
+            return self.grid_loss(model.feature_grid(features, normalized=True))
         return self.grid_loss(model.feature_grid(features))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, weight={self.weight}, m={self.m}, loss={self.loss!r}, target={self.target!r}"
+        return (f"dim={self.dim}, weight={self.weight}, m={self.m}, loss={self.loss!r}, target={self.target!r}, "
+                f"hidden={self.head.hidden}, schedule={self.schedule!r}, tokens={self.tokens!r}")
 
 
-def official_weight(epoch: int, weight: float, warmup_epochs: int = 20, total_epochs: int = 300) -> float:
-    """Lambda at ``epoch`` in the official ``main.py`` (``_weight_decay``): 0 -> ``weight`` linearly over
-    ``warmup_epochs``, then linearly down towards 0 at ``total_epochs`` (its default 300, while the loop stops at
-    epoch 100). ``fit`` keeps ``weight`` constant during a run; this is here to show the official schedule.
+def official_weight(epoch: float, weight: float, warmup_epochs: float = 20, total_epochs: float = 300) -> float:
+    """Lambda at (0-based) ``epoch`` in the official ``main.py`` (``_weight_decay``): 0 -> ``weight`` linearly over
+    ``warmup_epochs``, then linearly down towards 0 at ``total_epochs`` (its default 300, while the official loop
+    stops after 100 epochs, where lambda is still about 0.72 of its peak). ``DRLocLoss(schedule="official")``
+    follows it in proportion to the run's length.
     """
     if epoch <= warmup_epochs:
         return min(weight / warmup_epochs * epoch, weight) if warmup_epochs > 0 else weight

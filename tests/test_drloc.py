@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.drloc import (TARGET_MODES, DRLocHead, DRLocLoss, cycle_back_regression, drloc_loss, gather_pairs,
+from course_lib.drloc import (TARGET_MODES, DRLocHead, DRLocLoss, cycle_back_regression, drloc_forward, gather_pairs,
                               official_weight, relative_targets, sample_positions)
 from course_lib.models import HybridViT, ViT
 
@@ -156,12 +156,12 @@ def test_head_learns_offsets_only_from_position_information(grid_kind):
     head = DRLocHead(D, hidden=128)                       # narrower than the paper's 512, to keep the test fast
     optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
     for _ in range(steps):
-        loss = drloc_loss(make(16), head, m=32, generator=g)
+        loss = drloc_forward(make(16), head, m=32, generator=g).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        final = torch.stack([drloc_loss(make(256), head, m=32, generator=g) for _ in range(4)]).mean().item()
+        final = torch.stack([drloc_forward(make(256), head, m=32, generator=g).loss for _ in range(4)]).mean().item()
 
     # The best constant under L1 is the median offset; its loss is what a head that cannot see positions reaches.
     pmf = distance_pmf(k)
@@ -187,11 +187,15 @@ def test_gradient_reaches_the_backbone(make_model, dim, k):
     assert term.last.pos1.max() == k - 1 and term.last.target.max() <= (k - 1) / k
     value.backward()
     for name, p in model.named_parameters():
-        if name.startswith("head."):
-            assert p.grad is None, name      # the classifier is not part of DRLoc's graph
+        if name.startswith(("head.", "norm.")):
+            assert p.grad is None, name      # the classifier and its final norm are not in DRLoc's graph
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(p.grad.abs().sum() > 0 for p in term.head.parameters())
+    model.zero_grad()
+    post = DRLocLoss(dim=dim, tokens="post_norm")
+    post(model, model.forward_features(images), images, None).backward()
+    assert model.norm.weight.grad.abs().sum() > 0           # read after the final norm, the norm is trained too
 
 
 def test_fit_trains_the_head_with_the_model():
@@ -202,7 +206,7 @@ def test_fit_trains_the_head_with_the_model():
     test = subset(load_dataset("cifar10", "test", source="samples"), 1)
     torch.manual_seed(0)
     model = tiny_vit()
-    term = DRLocLoss(dim=model.dim, weight=0.5)
+    term = DRLocLoss(dim=model.grid_dim, weight=0.5)
     before = [p.detach().clone() for p in term.head.parameters()]
     history = fit(model, train, test, epochs=1, extra_losses=[term], progress=False, device="cpu")
     assert len(history.extra["drloc"]) == 1
@@ -217,7 +221,7 @@ def test_classification_variants(loss, target, classes):
     term = DRLocLoss(dim=32, loss=loss, target=target, grid_size=8)
     images = torch.randn(2, 3, 32, 32)
     value = term(model, model.forward_features(images), images, None)
-    assert term.last.pred.shape == (2, 32, classes, 2)
+    assert term.last.pred.shape == (2, 64, classes, 2)
     if loss == "ce":      # a near-uniform head at init: about log(C) per axis
         assert value.item() == pytest.approx(2 * math.log(classes), rel=0.05)
     value.backward()
@@ -230,11 +234,50 @@ def test_cycle_back_regression_hand_computed():
     assert value.item() == pytest.approx(1 + 1e-3 * math.log(0.25), rel=1e-6)
 
 
+def _weight_decay(init_weight, epoch, warmup_epochs=20, total_epoch=300):
+    """The official main.py's schedule, transcribed as it is written there."""
+    if epoch <= warmup_epochs:
+        cur_weight = min(init_weight / warmup_epochs * epoch, init_weight)
+    else:
+        cur_weight = init_weight * (1.0 - (epoch - warmup_epochs) / (total_epoch - warmup_epochs))
+    return cur_weight
+
+
 def test_official_weight_schedule():
-    assert official_weight(0, 0.5) == 0.0
-    assert official_weight(10, 0.5) == pytest.approx(0.25)
-    assert official_weight(20, 0.5) == pytest.approx(0.5)
-    assert official_weight(160, 0.5) == pytest.approx(0.25)
+    for epoch, expected in [(0, 0.0), (10, 0.25), (20, 0.5), (100, 0.5 * (1 - 80 / 280)), (300, 0.0)]:
+        assert official_weight(epoch, 0.5) == pytest.approx(expected)
+        assert official_weight(epoch, 0.5) == pytest.approx(_weight_decay(0.5, epoch))
+    # Over a 100-epoch run (epochs 0..99) the term follows main.py exactly; shorter runs follow it in proportion.
+    term = DRLocLoss(dim=8, weight=0.5, schedule="official")
+    assert [term.weight_at(e, 100) for e in (0, 10, 20, 99)] == pytest.approx(
+        [_weight_decay(0.5, e) for e in (0, 10, 20, 99)])
+    assert term.weight_at(99, 100) == pytest.approx(0.359, abs=1e-3)       # about 0.72 lambda at the end
+    assert term.weight_at(5, 10) == pytest.approx(_weight_decay(0.5, 50))
+    assert DRLocLoss(dim=8, weight=0.5).weight_at(3, 10) == 0.5
+
+
+def test_fit_logs_the_scheduled_weight():
+    from course_lib.data import load_dataset, subset
+    from course_lib.train import fit
+
+    train = subset(load_dataset("cifar10", "train", source="samples"), 2)
+    term = DRLocLoss(dim=32, weight=1.0, m=4, schedule="official")
+    h = fit(tiny_vit(), train, None, epochs=5, extra_losses=[term], progress=False, batch_size=20)
+    assert h.extra_weight["drloc"] == pytest.approx([_weight_decay(1.0, e, 1, 15) for e in range(5)])
+
+
+def test_tokens_before_or_after_the_final_norm():
+    torch.manual_seed(0)
+    model = tiny_vit()
+    images = torch.randn(2, 3, 32, 32)
+    features = model.forward_features(images)
+    seen = {}
+    for tokens in ("pre_norm", "post_norm"):
+        term = DRLocLoss(dim=32, m=4, tokens=tokens)
+        term.grid_loss = lambda grid, tokens=tokens: seen.setdefault(tokens, grid) .sum()
+        term(model, features, images, None)
+    assert torch.equal(seen["pre_norm"], model.feature_grid(features))
+    assert torch.allclose(seen["post_norm"], model.feature_grid(model.norm(features)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -274,6 +317,10 @@ def test_bad_arguments():
         DRLocLoss(dim=32, loss="ce", target="paper", grid_size=8)
     with pytest.raises(ValueError, match="Choose one of"):
         DRLocLoss(dim=32, loss="l2")
+    for bad in (dict(weight=float("nan")), dict(weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
+                dict(tokens="cls")):
+        with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
+            DRLocLoss(dim=32, **bad)
     term = DRLocLoss(dim=32, loss="ce", grid_size=4)
     with pytest.raises(ValueError, match="grid_size=8"):
         term.grid_loss(torch.randn(2, 32, 8, 8))
@@ -281,7 +328,8 @@ def test_bad_arguments():
 
 def test_defaults_follow_the_paper_and_config():
     term = DRLocLoss(dim=8)
-    assert (term.name, term.weight, term.m, term.loss, term.target) == ("drloc", 0.5, 32, "l1", "paper")
+    assert (term.name, term.weight, term.m, term.loss, term.target) == ("drloc", 0.5, 64, "l1", "paper")
+    assert (term.schedule, term.tokens) == ("constant", "pre_norm")
     assert [layer.out_features for layer in term.head.layers if isinstance(layer, nn.Linear)] == [512, 512, 2]
     assert term.head.layers[0].in_features == 16      # the concatenation [e1, e2]
     official = DRLocLoss(dim=8, target="abs")            # the official runs: |delta| in cells

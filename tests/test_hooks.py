@@ -54,7 +54,7 @@ def test_vit_shapes_and_values(vit, images):
         for i, block in enumerate(vit.blocks):
             x, _ = block(x)
             torch.testing.assert_close(acts[f"block{i + 1}"], x)
-        torch.testing.assert_close(vit.norm(acts["block3"]), vit.forward_features(images))
+        torch.testing.assert_close(vit.head(vit.norm(acts["block3"])[:, 0]), vit(images))   # the classifier reads it
     assert not acts["block1"].requires_grad
 
 
@@ -110,7 +110,7 @@ def test_unknown_layer_lists_available(vit, resnet):
 
 
 def test_layer_that_does_not_run(images):
-    model = ResNetCIFAR((1, 1, 1, 1), width=8)
+    model = ResNetCIFAR(blocks=(1, 1, 1, 1), width=8)
     unused = torch.nn.Linear(3, 3)
     with pytest.raises(RuntimeError, match="did not run"):
         record_activations(model, images, {"stem": model.stem, "unused": unused})
