@@ -10,8 +10,8 @@ Each batch goes through both models once (forward hooks); then the SAME activati
 - :class:`NaiveMinibatchCKA` (defined here, the baseline): for each of the 9 x 22 pairs, both Grams again and three
   HSIC calls.
 The activations are taken by layer name (the ResNet layers nest: a stage fires after the convolutions inside it, so
-firing order is not layer order). Only the CKA work is timed for each (the forward passes are timed apart). It prints both times, the speed-up and the
-largest difference between the two matrices.
+firing order is not layer order). Only the CKA work is timed for each (the forward passes are timed apart). It
+prints both times, the speed-up and the largest difference between the two matrices.
 
 Run from the repository root (takes a few minutes on a 2-core CPU, almost all of it the naive computation):
 
@@ -42,8 +42,9 @@ class NaiveMinibatchCKA(MinibatchCKA):
     """
 
     def update(self, acts_a, acts_b=None) -> None:
-        acts_a, acts_b = self._batch(acts_a, acts_b)
-        acts_a, acts_b = [x for _, x in acts_a], [x for _, x in (acts_a if self.symmetric else acts_b)]
+        labelled_a, labelled_b = self._batch(acts_a, acts_b)
+        acts_a = [x for _, x in labelled_a]
+        acts_b = acts_a if self.symmetric else [x for _, x in labelled_b]
         hsic = hsic_unbiased if self.unbiased else hsic_biased
         gram = gram_linear if self.kernel == "linear" else (lambda x: gram_rbf(x, self.sigma))
         ab = torch.empty(len(acts_a), len(acts_b), dtype=torch.float64)

@@ -65,15 +65,20 @@ def _check_same_n(a: torch.Tensor, b: torch.Tensor, names: str = "X and Y") -> N
 
 def _centred_features(x: torch.Tensor, name: str = "X") -> torch.Tensor:
     """(n, ...) -> float64 (n, features) minus each feature's mean; refuses non-finite and constant features."""
+    converted = isinstance(x, torch.Tensor) and x.dtype != torch.float64     # then as_features made a new tensor
     x = as_features(x, name)
-    if not torch.isfinite(x).all():
+    if not converted:
+        x = x.clone()                                     # never centre the caller's tensor in place
+    mean = x.mean(dim=0)
+    # A NaN or inf anywhere makes its column's mean NaN or inf: one pass over p means instead of n x p entries.
+    if not torch.isfinite(mean).all():
         raise ValueError(f"{name} holds NaN or infinite values, so its CKA is undefined. They come from the model or "
                          "its input: check that the weights are finite (a diverged run) and run in float32.")
-    if (x == x[:1]).all():
+    if torch.equal(x[1:], x[:1].expand_as(x[1:])):       # stops at the first difference: free for real features
         raise ValueError(f"{name} is constant: all {x.shape[0]} examples have the same features, so it has no "
                          "similarity structure and CKA is undefined. Leave this layer out, or check that the model "
                          "gets different inputs (and is not dead, e.g. zero weights).")
-    return x - x.mean(dim=0, keepdim=True)
+    return x.sub_(mean)
 
 
 def _check_gram(K: torch.Tensor, name: str = "K") -> None:
@@ -363,8 +368,9 @@ class MinibatchCKA:
 
     def compute(self) -> torch.Tensor:
         """The CKA matrix (n_a, n_b) (n_a, n_a when symmetric), float64 on the CPU: mean HSIC over batches, then the
-        ratio. Entries of a layer whose mean HSIC with itself is not positive are NaN (HSIC₁ of a non-constant layer
-        is positive except for tiny, degenerate batches)."""
+        ratio. Constant layers never get here (``update`` refuses them); entries of a layer whose mean HSIC with
+        itself is still not positive are NaN (HSIC₁ is an unbiased estimate, and can dip below 0 for a layer with
+        almost no structure seen in few, small batches)."""
         if self.num_batches == 0:
             raise RuntimeError("No batch yet: call update() at least once before compute().")
         ab, aa, bb = (t.cpu() / self.num_batches for t in (self.hsic_ab, self.hsic_aa, self.hsic_bb))

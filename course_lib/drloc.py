@@ -57,7 +57,7 @@ from .train import AuxiliaryLoss
 
 __all__ = ["TARGET_MODES", "LOSSES", "sample_positions", "relative_targets", "gather_pairs", "DRLocHead",
            "DRLocOutput", "drloc_forward", "cycle_back_regression", "DRLocLoss", "official_weight", "SCHEDULES",
-           "TOKEN_SOURCES"]
+           "TOKEN_SOURCES", "constant_baseline"]
 
 # How the offset between two cells becomes a regression/classification target. delta = pos1 - pos2.
 TARGET_MODES: dict[str, str] = {
@@ -373,3 +373,18 @@ def official_weight(epoch: float, weight: float, warmup_epochs: float = 20, tota
     if epoch <= warmup_epochs:
         return min(weight / warmup_epochs * epoch, weight) if warmup_epochs > 0 else weight
     return weight * (1.0 - (epoch - warmup_epochs) / (total_epochs - warmup_epochs))
+
+
+def constant_baseline(k: int, target: str = "paper") -> float:
+    """The L1 loss (per axis, as ``F.l1_loss`` averages it) of the best head that ignores the embeddings.
+
+    Such a head can only predict one constant offset; the constant that minimises the expected absolute error is
+    the median of the target distribution (cells i, p independent and uniform on {0..k-1}). A DRLoc loss that stays
+    at this value means the embeddings carry no usable information about position. Exact, by enumeration.
+    """
+    if target not in ("paper", "abs", "abs_norm"):
+        raise ValueError(f"constant_baseline is defined for the absolute targets 'paper', 'abs', 'abs_norm', not "
+                         f"{target!r}.")
+    i, p = (c.flatten() for c in torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"))  # all k^2 pairs
+    t = relative_targets(torch.stack([i, i], -1), torch.stack([p, p], -1), k, target)[:, 0].double()
+    return min((t - c).abs().mean().item() for c in t.unique())

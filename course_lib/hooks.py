@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from .models import HybridViT, ResNetCIFAR, ViT
-from .models.common import RAW_PIXEL_LIMIT
+from .models.common import check_pixels
 from .runtime import eval_mode
 
 __all__ = ["ActivationRecorder", "record_activations", "vit_block_outputs", "vit_layers", "resnet_layers",
@@ -138,23 +138,6 @@ def resolve_layers(model: nn.Module, layers: Layers | None = None) -> dict[str, 
             raise ValueError(f"Unknown layer {name!r} for {type(model).__name__}. Available {course}or any name "
                              f"from model.named_modules(), e.g. {[n for n in modules if n][:12]} ...")
     return resolved
-
-
-def check_pixels(x, caller: str) -> None:
-    """Refuse images a course model never sees: uint8 pixels, or float pixels in 0..255 instead of its input.
-
-    Standardised or [0, 1] pixels stay far below ``RAW_PIXEL_LIMIT`` (20) in absolute value; raw 0..255 pixels do not.
-    Only 4-D tensors (B, C, H, W) are taken for images: anything else passes, so any module can be recorded.
-    """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        return
-    fix = "Convert them with the run's preprocessing, e.g. run.preprocess(images) (it takes the uint8 images)."
-    if not x.is_floating_point():
-        raise ValueError(f"{caller} got {x.dtype} images, but a model takes the float input it was trained on. {fix}")
-    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
-    if peak > RAW_PIXEL_LIMIT:
-        raise ValueError(f"{caller} got pixel values up to {peak:.0f}: these are raw 0..255 pixels, not the model's "
-                         f"input (standardised or [0, 1] pixels stay below {RAW_PIXEL_LIMIT:.0f}). {fix}")
 
 
 class ActivationRecorder:

@@ -1,16 +1,17 @@
-"""Training budgets chosen from the hardware.
+"""Training budgets chosen from the hardware: the four :class:`Profile` s and :func:`get_profile`.
 
-A *profile* says how much data and how many epochs a notebook may spend. The recipe (optimiser, learning rate, ...)
-lives in :mod:`course_lib.train`; a profile only sets the budget, so the same notebook runs in seconds in CI and for
-real on a GPU.
+A *profile* says how much data, how many epochs and which models and recipes a notebook spends its time on; the
+recipes themselves (optimiser, learning rate, augmentation) live in :mod:`course_lib.train`. The same notebook runs
+in seconds in CI and for real on a GPU.
 
 =========  ==========================================================================================
 ``smoke``  CPU / CI: about 200 training images, 1 epoch. Proves the code runs; the numbers mean nothing.
 ``cpu``    The best run a 2-core laptop can make in about an hour for a whole chapter: the committed real
            samples (up to 100 images per class), 15 epochs.
-``gpu``    A Colab T4 or better: the full data sets, 10 epochs per model, so each notebook trains for
-           roughly a quarter of an hour (an estimate for a T4; measured figures are in the results chapter).
-``paper``  The papers' long recipes (500 epochs for Zhu et al., 100 for Liu et al.). Hours to days.
+``gpu``    A Colab T4 or better: the full data sets, 10 epochs per model (estimates of the time are printed
+           before each run starts).
+``paper``  The papers' own models and recipes: Zhu et al.'s ViT and Adam schedule for the comparison (500
+           epochs), Liu et al.'s recipe for every DRLoc comparison (100 epochs). Hours to days.
 =========  ==========================================================================================
 
 Choose with ``get_profile(name)``, the ``COURSE_PROFILE`` environment variable, or a notebook's papermill
@@ -19,7 +20,7 @@ Choose with ``get_profile(name)``, the ``COURSE_PROFILE`` environment variable, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -28,15 +29,33 @@ __all__ = ["Profile", "PROFILES", "get_profile"]
 
 @dataclass(frozen=True)
 class Profile:
-    """A training budget. ``None`` in a field means "no limit" (the whole split, the recipe's own epochs)."""
+    """A training budget. ``None`` in a field means "no limit" (the whole split, the recipe's own epochs).
+
+    Attributes:
+        epochs: epochs of a full-budget run (None: the recipe's own).
+        train_images, test_images: images per data set (spread evenly over the classes) / for evaluation.
+        batch_size: the course recipe's batch (the papers' recipes keep their own).
+        eval_images: images used for rollout / feature maps / CKA.
+        vit_model: the ViT of the ViT-vs-ResNet comparison ("vit": ViT-Lite; "vit_paper": Zhu et al.'s).
+        comparison_recipe: the recipe of that comparison; drloc_recipe: the recipe of every DRLoc comparison
+            (both sides: with and without DRLoc).
+        curve_sizes, curve_seeds: images per class and seeds of the small-data curve.
+        drloc_subset: images per class of the small CIFAR-10 subset of the DRLoc chapter.
+    """
 
     name: str
     epochs: int | None
-    train_images: int | None      # training images per data set (spread evenly over the classes)
-    test_images: int | None       # test images used for evaluation
+    train_images: int | None
+    test_images: int | None
     batch_size: int
-    eval_images: int              # images used for rollout / feature maps / CKA
+    eval_images: int
     description: str = ""
+    vit_model: str = "vit"
+    comparison_recipe: str = "course"
+    drloc_recipe: str = "course"
+    curve_sizes: tuple[int, ...] = (50, 100, 250, 500, 1000, 5000)
+    curve_seeds: tuple[int, ...] = (0,)
+    drloc_subset: int = 500
 
     def train_per_class(self, num_classes: int) -> int | None:
         """Images per class that ``train_images`` allows, at least 1 (``None``: all)."""
@@ -44,20 +63,19 @@ class Profile:
             return None
         return max(1, self.train_images // num_classes)
 
-    def with_overrides(self, **changes) -> "Profile":
-        """A copy with some fields changed, e.g. ``profile.with_overrides(epochs=3)``."""
-        return replace(self, **changes)
-
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=1, train_images=200, test_images=200, batch_size=64, eval_images=64,
-                     description="CPU/CI smoke run: ~200 images, 1 epoch; numbers are meaningless"),
+                     description="CPU/CI smoke run: ~200 images, 1 epoch; numbers are meaningless",
+                     curve_sizes=(5, 10), drloc_subset=5),
     "cpu": Profile("cpu", epochs=15, train_images=1000, test_images=None, batch_size=64, eval_images=256,
-                   description="best CPU run: committed real samples (<=100 per class), 15 epochs"),
+                   description="best CPU run: committed real samples (<=100 per class), 15 epochs",
+                   curve_sizes=(25, 50, 100, 200), drloc_subset=25),
     "gpu": Profile("gpu", epochs=10, train_images=None, test_images=None, batch_size=256, eval_images=1000,
-                   description="GPU run: full data sets, 10 epochs per model"),
+                   description="GPU run: full data sets, 10 epochs per model", curve_seeds=(0, 1, 2)),
     "paper": Profile("paper", epochs=None, train_images=None, test_images=None, batch_size=128, eval_images=1000,
-                     description="the papers' full recipes (hundreds of epochs)"),
+                     description="the papers' models and recipes (hundreds of epochs)", vit_model="vit_paper",
+                     comparison_recipe="zhu2023", drloc_recipe="liu2021", curve_seeds=(0, 1, 2)),
 }
 
 

@@ -1,70 +1,189 @@
-"""The results chapter's tables and curves, assembled from the run records in ``results/``.
+"""Tables, curves and verdicts computed from the run records, so the words in the book change with the numbers.
 
-Every number comes from a record that :func:`course_lib.experiments.train_run` wrote; a run with no record is
-trained on the spot (with the profile's budget) by :func:`course_lib.experiments.get_record`. The papers' numbers
-come from :mod:`course_lib.papers`, with their sources.
+Every number comes from a record that :func:`course_lib.experiments.train_run` wrote (your ``results/`` first,
+then the course's records of record); the papers' numbers come from :mod:`course_lib.papers`, credited to the
+source that printed them. Comparisons carry 95 % intervals (:mod:`course_lib.stats`): paired over the test images
+for one seed, over seeds when there are several.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from .data import DATASETS
-from .experiments import RunSpec, drloc_recipe, get_record, small_data_sizes
-from .papers import LIU2021, ZHU2023
+from .drloc import constant_baseline
+from .experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, get_record
+from .papers import LIU2021, reference_number
+from .profiles import Profile
+from .stats import (Comparison, accuracy_verdict, mean_interval, paired_difference, seed_difference,
+                    unpaired_difference, wilson_interval)
 from .tables import Table
-from .profiles import Profile, get_profile
+from .train import unpack_bits
 
-__all__ = ["dataset_table", "small_data_points", "small_data_table", "provenance"]
-
-MODELS = [("ResNet-18", "resnet18", False), ("ViT", "vit", False), ("ViT+DRLoc", "vit", True)]
-
-
-def _profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else get_profile(profile)
+__all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
+           "small_data_table", "curve_verdicts", "drloc_learned", "provenance"]
 
 
-def dataset_table(dataset: str, profile: Profile | str | None = None,
-                  data_root: str | Path | None = None) -> tuple[Table, str]:
-    """(table, one-line summary) for one data set: ViT and ResNet-18 (Zhu et al.'s comparison) and ViT+DRLoc, ours
-    next to the papers'. The DRLoc gain is measured against a ViT trained with the same recipe."""
-    P = _profile(profile)
-    r = drloc_recipe(P)
-    runs = {"ViT": get_record(RunSpec("vit", dataset, P.name), data_root),
-            "ResNet-18": get_record(RunSpec("resnet18", dataset, P.name), data_root),
-            "ViT+DRLoc": get_record(RunSpec("vit", dataset, P.name, drloc=True, recipe=r), data_root)}
-    vit_same_recipe = get_record(RunSpec("vit", dataset, P.name, recipe=r), data_root)
-    liu_base, liu_drloc = LIU2021["top1"][dataset]
-    zhu = ZHU2023["top1"]
-    paper = {"ViT": f"{zhu[('vit', dataset)]:.2f} (Zhu, their ViT)" if ("vit", dataset) in zhu else "—",
-             "ResNet-18": f"{zhu[('resnet18', dataset)]:.1f} (Zhu)" if ("resnet18", dataset) in zhu else "—",
-             "ViT+DRLoc": f"{liu_base:.2f} → {liu_drloc:.2f} (Liu, Swin-T)"}
-    rows = [[label, rec["final_test_acc"], paper[label], rec["epochs"], f"{rec['train_images']:,}",
-             f"{rec['train_seconds'] / 60:.1f} min", rec["environment"]["device"]] for label, rec in runs.items()]
-    title = DATASETS[dataset].title
-    table = Table(["model", "ours top-1 (%)", "paper top-1 (%)", "epochs", "train images", "train time", "device"],
-                  rows, caption=f"{title}, profile '{P.name}'")
-    gain = runs["ViT+DRLoc"]["final_test_acc"] - vit_same_recipe["final_test_acc"]
-    gap = runs["ResNet-18"]["final_test_acc"] - runs["ViT"]["final_test_acc"]
-    summary = (f"{title:<10} ResNet-18 - ViT = {gap:+.1f} points; DRLoc changes the ViT by {gain:+.1f} points "
-               f"(Liu et al., Swin-T: {liu_drloc - liu_base:+.1f})")
-    return table, summary
+# --------------------------------------------------------------------------------------------------------------
+# Comparisons
+
+def _wilson(record: dict) -> tuple[float, float]:
+    """The 95 % interval of one run's accuracy on its test set."""
+    return wilson_interval(round(record["final_test_acc"] * record["test_images"] / 100), record["test_images"])
 
 
-def small_data_points(profile: Profile | str | None = None,
-                      data_root: str | Path | None = None) -> dict[str, list[tuple[int, float]]]:
-    """{model label: [(images per class, final test accuracy), ...]} on CIFAR-10, for the small-data curve."""
-    P = _profile(profile)
-    r = drloc_recipe(P)
-    return {label: [(n, get_record(RunSpec(model, "cifar10", P.name, drloc=drloc, train_per_class=n, recipe=r),
-                                   data_root)["final_test_acc"]) for n in small_data_sizes(P)]
-            for label, model, drloc in MODELS}
+def compare(a: dict, b: dict) -> Comparison:
+    """A - B in top-1 points for two records: paired over the test images when both kept them and saw the same
+    test set, else unpaired."""
+    la, lb = a["label"], b["label"]
+    same_test = a.get("test_fingerprint") and a.get("test_fingerprint") == b.get("test_fingerprint")
+    if same_test and a.get("test_correct") and b.get("test_correct"):
+        n = a["test_images"]
+        return paired_difference(unpack_bits(a["test_correct"], n), unpack_bits(b["test_correct"], n), la, lb)
+    return unpaired_difference(a["final_test_acc"], b["final_test_acc"], a["test_images"], b["test_images"], la, lb)
 
 
-def small_data_table(points: dict[str, list[tuple[int, float]]], caption: str = "") -> Table:
-    """The small-data curve as a table: one row per training-set size, one column per model."""
-    sizes = sorted({n for pts in points.values() for n, _ in pts})
-    return Table(["images per class"] + list(points), [[n] + [dict(points[m]).get(n) for m in points]
-                                                      for n in sizes], caption=caption)
+def compare_groups(a: Sequence[dict], b: Sequence[dict]) -> Comparison:
+    """A - B over seeds when both sides have two or more (paired by seed), else :func:`compare` of the first."""
+    if len(a) >= 2 and len(b) >= 2:
+        seeds_a, seeds_b = [r["spec"]["seed"] for r in a], [r["spec"]["seed"] for r in b]
+        return seed_difference([r["final_test_acc"] for r in a], [r["final_test_acc"] for r in b],
+                               a[0]["label"], b[0]["label"], paired=seeds_a == seeds_b)
+    return compare(a[0], b[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per data set
+
+def dataset_runs(dataset: str, profile: Profile, data_root: str | Path | None = None,
+                 train_missing: bool = False) -> dict[str, dict | None]:
+    """{label: record or None} for the comparison (ViT, ResNet-18) and the DRLoc pair (its ViT, ViT+DRLoc).
+
+    Under the course's profiles the two ViTs are one run; under ``paper`` the DRLoc pair's ViT is listed as
+    "ViT (DRLoc recipe)".
+    """
+    specs = dict(comparison_specs(profile, dataset))
+    for label, spec in drloc_specs(profile, dataset).items():
+        if spec not in specs.values():
+            specs[label if label not in specs else f"{label} (DRLoc recipe)"] = spec
+    return {label: get_record(spec, data_root, train_missing=train_missing) for label, spec in specs.items()}
+
+
+def _paper_column(label: str, record: dict | None, dataset: str) -> str:
+    if record is None:
+        return "—"
+    if label == "ViT+DRLoc":
+        base, drloc = LIU2021["top1"][dataset]
+        return f"{base:.2f} → {drloc:.2f} (Liu et al., Swin-T)"
+    number = reference_number(record["spec"]["model"], dataset)
+    return number.cite() if number else "—"
+
+
+def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None = None,
+                  train_missing: bool = False) -> Table:
+    """Top-1 of our runs on one data set next to the reference numbers, with each run's 95 % interval."""
+    rows = []
+    for label, rec in dataset_runs(dataset, profile, data_root, train_missing).items():
+        if rec is None:
+            rows.append([label, None, "not run yet", _paper_column(label, rec, dataset), None, None, None, None])
+            continue
+        low, high = _wilson(rec)
+        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", _paper_column(label, rec, dataset),
+                     f"{rec['steps']:,}", f"{rec['images_per_class']:,}", f"{rec['train_seconds'] / 60:.1f} min",
+                     rec["environment"]["device"]])
+    return Table(["model", "ours top-1 (%)", "95 % CI", "reference top-1 (%)", "steps", "images / class",
+                  "train time", "device"], rows, caption=f"{DATASETS[dataset].title}, profile '{profile.name}'")
+
+
+def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | None = None,
+                     train_missing: bool = False) -> list[str]:
+    """Plain-words verdicts for one data set: each model against chance, ResNet-18 vs ViT, ViT+DRLoc vs its ViT."""
+    runs = dataset_runs(dataset, profile, data_root, train_missing)
+    classes = DATASETS[dataset].num_classes
+    lines = [accuracy_verdict(label, r["final_test_acc"], r["test_images"], classes)
+             for label, r in runs.items() if r is not None]
+    vit_label = next(iter(comparison_specs(profile, dataset)))
+    pairs = [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT (DRLoc recipe)" if "ViT (DRLoc recipe)" in runs else "ViT")]
+    for a, b in pairs:
+        if runs.get(a) is not None and runs.get(b) is not None:
+            lines.append(compare(runs[a], runs[b]).words())
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The small-data curve
+
+def _curve_records(profile: Profile, data_root, train_missing) -> dict[str, dict[int, list[dict]]]:
+    out: dict[str, dict[int, list[dict]]] = {}
+    for label, by_n in curve_specs(profile).items():
+        for n, specs in by_n.items():
+            records = [get_record(s, data_root, train_missing=train_missing) for s in specs]
+            if all(r is not None for r in records):
+                out.setdefault(label, {})[n] = records
+    return out
+
+
+def small_data_points(profile: Profile, data_root: str | Path | None = None,
+                      train_missing: bool = False) -> dict[str, list[tuple[int, float, float, float]]]:
+    """{model label: [(images per class, mean accuracy, 95 % low, 95 % high), ...]} on CIFAR-10.
+
+    The interval is over seeds (a t interval of the mean) when there are several, else the Wilson interval of the
+    single run on its test set. Sizes whose runs are missing are left out.
+    """
+    points: dict[str, list[tuple[int, float, float, float]]] = {}
+    for label, by_n in _curve_records(profile, data_root, train_missing).items():
+        for n, records in sorted(by_n.items()):
+            accs = [r["final_test_acc"] for r in records]
+            if len(accs) >= 2:
+                mean, low, high = mean_interval(accs)
+            else:
+                mean, (low, high) = accs[0], _wilson(records[0])
+            points.setdefault(label, []).append((n, mean, low, high))
+    return points
+
+
+def small_data_table(points: dict[str, list[tuple]], caption: str = "") -> Table:
+    """The small-data curve as a table: one row per size, one column per model ("mean [low, high]")."""
+    sizes = sorted({p[0] for pts in points.values() for p in pts})
+    cells = {label: {p[0]: f"{p[1]:.1f} [{p[2]:.1f}, {p[3]:.1f}]" for p in pts} for label, pts in points.items()}
+    return Table(["images per class"] + list(points), [[n] + [cells[m].get(n) for m in points] for n in sizes],
+                 caption=caption)
+
+
+def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False) -> list[str]:
+    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals."""
+    records = _curve_records(profile, data_root, train_missing)
+    vit_label = next(iter(comparison_specs(profile, "cifar10")))
+    lines = []
+    for n in profile.curve_sizes:
+        for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]:
+            if n in records.get(a, {}) and n in records.get(b, {}):
+                lines.append(f"{n:>5} per class: " + compare_groups(records[a][n], records[b][n]).words())
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DRLoc and provenance
+
+def drloc_learned(record: dict) -> str:
+    """Did the DRLoc head learn to localise? Final DRLoc loss against the constant-prediction baseline.
+
+    Thresholds (stated so the verdict can be checked): below 90 % of the baseline the embeddings carry position
+    information the head uses; above 97 % the head does no better than a constant guess; in between, barely.
+    The loss is the mean over the last epoch's training batches; the runs use the paper's targets |delta| / k on
+    the ViT's k x k grid.
+    """
+    losses = record["history"]["extra"].get("drloc")
+    if not losses:
+        raise ValueError(f"{record['key']} was trained without DRLoc.")
+    model = record["identity"]["model"]
+    baseline = constant_baseline(model["img_size"] // model["patch_size"])
+    ratio = losses[-1] / baseline
+    verdict = ("learned: the embeddings tell the head where they are" if ratio < 0.9 else
+               "not learned: no better than predicting a constant offset" if ratio > 0.97 else
+               "barely learned: only slightly better than a constant offset")
+    return (f"{record['label']} ({record['images_per_class']:,} images per class): final DRLoc loss "
+            f"{losses[-1]:.4f} = {100 * ratio:.0f} % of the constant-prediction baseline {baseline:.4f}; {verdict}")
 
 
 def provenance(records: list[dict]) -> str:

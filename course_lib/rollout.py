@@ -1,8 +1,9 @@
 """Attention rollout (Abnar & Zuidema 2020) of a ViT's attention: per-block and final rollout maps, each block's raw
 attention map, and upsampling of the maps for overlays.
 
-Rollout asks which input patches the class token's representation comes from. One block mixes tokens with its attention A (rows sum to 1) *and* keeps its input through the residual connection.
-Rollout models a block as the row-stochastic matrix
+Rollout asks which input patches the class token's representation comes from. One block mixes tokens with its
+attention A (rows sum to 1) *and* keeps its input through the residual connection. Rollout models a block as the
+row-stochastic matrix
 
     Ã = 0.5·A + 0.5·I        (then rows re-normalised)
 
@@ -213,6 +214,10 @@ def rollout_per_block(attentions: Sequence[torch.Tensor], head_fusion: str = "me
 
     Returns:
         float32 (B, L, K, K) on the attentions' device.
+
+    Raises:
+        TypeError / ValueError, naming the fix: not a list of (B, heads, T, T) tensors, shapes that differ across
+        blocks or do not form a square patch grid, NaN or infinite entries, rows that are not softmax weights.
     """
     normalize = _check_options(head_fusion, discard_ratio, normalize)
     attentions, P, K = _check_attentions(attentions, num_prefix_tokens)
@@ -246,6 +251,7 @@ def raw_attention_maps(attentions: Sequence[torch.Tensor], head_fusion: str = "m
 
     Map l is the class token's row (or the mean patch row, see ``cls_query``) of block l's head-fused attention,
     restricted to the patches: where that block alone looks, ignoring the residual path and the earlier blocks.
+    Arguments and errors as in :func:`rollout_per_block`.
     """
     normalize = _check_options(head_fusion, 0.0, normalize)
     attentions, P, K = _check_attentions(attentions, num_prefix_tokens)

@@ -16,6 +16,10 @@ from course_lib.data import RAW, ImageSet, Preprocessing
 from course_lib.hooks import record_activations, resnet_layers
 from course_lib.models import ResNetCIFAR, ViT
 
+# What the refusal of images a model never saw says: the caller, the problem, the fix.
+UINT8 = r"{caller} got (torch\.)?uint8 images.*run\.preprocess\(images\)"
+RAW_PIXELS = r"{caller} got pixel values up to \d+: these are raw 0\.\.255 pixels.*run\.preprocess\(images\)"
+
 
 # ---- independent float64 NumPy references ---------------------------------------------------------------------
 
@@ -380,11 +384,11 @@ def test_cka_matrix_refuses_inputs_the_model_never_saw(tiny_models):
     vit, resnet = tiny_models
     data = _imageset()
     for images in (data.images, [data.images[:8], data.images[8:16]]):        # uint8, as a tensor or a loader
-        with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+        with pytest.raises(ValueError, match=UINT8.format(caller="cka_matrix")):
             cka_matrix(vit, resnet, images)
     raw_float = data.images.float()                                              # 0..255 floats
     for images in (raw_float, [(raw_float[:8], None)]):
-        with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+        with pytest.raises(ValueError, match=RAW_PIXELS.format(caller="cka_matrix")):
             cka_matrix(vit, None, images)
     with pytest.raises(ValueError, match="preprocess= converts uint8"):
         cka_matrix(vit, None, raw_float / 255, preprocess=RAW)

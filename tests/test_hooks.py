@@ -9,6 +9,10 @@ from course_lib.hooks import (ActivationRecorder, model_layers, record_activatio
                               vit_block_outputs, vit_layers)
 from course_lib.models import HybridViT, ResNetCIFAR, ViT, resnet18_cifar
 
+# What the refusal of images a model never saw says: the caller, the problem, the fix.
+UINT8 = r"{caller} got (torch\.)?uint8 images.*run\.preprocess\(images\)"
+RAW_PIXELS = r"{caller} got pixel values up to \d+: these are raw 0\.\.255 pixels.*run\.preprocess\(images\)"
+
 
 @pytest.fixture(scope="module")
 def vit():
@@ -137,9 +141,9 @@ def test_activations_in_layer_order_inside_the_with_block(resnet, images):
 def test_refuses_pixels_the_model_never_saw(vit, images):
     raw = (images.clamp(-2, 2) + 2) * 63.75                          # 0..255 floats
     for fn in (lambda x: record_activations(vit, x), lambda x: vit_block_outputs(vit, x)):
-        with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+        with pytest.raises(ValueError, match=RAW_PIXELS.format(caller="record_activations")):
             fn(raw)
-        with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+        with pytest.raises(ValueError, match=UINT8.format(caller="record_activations")):
             fn(raw.to(torch.uint8))
     vit.train()
     with pytest.raises(ValueError):

@@ -9,6 +9,10 @@ from course_lib.models import ViT, resnet18_cifar
 from course_lib.rollout import (attention_rollout, model_rollout, raw_attention_maps, rollout_per_block,
                                 upsample_map)
 
+# What the refusal of images a model never saw says: the caller, the problem, the fix.
+UINT8 = r"{caller} got (torch\.)?uint8 images.*run\.preprocess\(images\)"
+RAW_PIXELS = r"{caller} got pixel values up to \d+: these are raw 0\.\.255 pixels.*run\.preprocess\(images\)"
+
 
 # ---- an independent reference: loops, float64, the "A + I" form of the residual ------------------------------
 
@@ -215,9 +219,9 @@ def test_non_finite_attention_is_refused(bad):
 def test_model_rollout_refuses_pixels_the_model_never_saw():
     vit = ViT(depth=2, dim=32, heads=2).train()
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match=r"uint8.*run\.preprocess\(images\)"):
+    with pytest.raises(ValueError, match=UINT8.format(caller="model_rollout")):
         model_rollout(vit, images)
-    with pytest.raises(ValueError, match=r"raw 0\.\.255 pixels.*run\.preprocess\(images\)"):
+    with pytest.raises(ValueError, match=RAW_PIXELS.format(caller="model_rollout")):
         model_rollout(vit, images.float())
     assert vit.training
     model_rollout(vit, images.float() / 255)                     # [0, 1] pixels are a model input

@@ -319,3 +319,14 @@ def test_on_epoch_end_can_stop_training(tiny):
     h = fit(tiny_vit(), train, test, epochs=5, progress=False, on_epoch_end=lambda h: seen.append(len(h)) or
             len(h) == 2, **QUICK)
     assert seen == [1, 2] and h.epoch == [1, 2]
+
+
+def test_the_liu2021_augmentations_run_in_fit_and_stay_reproducible(tiny):
+    """RandAugment, random erasing and mixup/CutMix on the batch: finite losses, same result for the same seed."""
+    train, test = tiny
+    cfg = replace(RECIPES["liu2021"], epochs=2, batch_size=8, warmup_epochs=0.5, schedule_epochs=6.0)
+    runs = [fit(tiny_vit(), train, test, cfg, progress=False) for _ in range(2)]
+    assert runs[0].train_loss == runs[1].train_loss and all(math.isfinite(v) for v in runs[0].train_loss)
+    plain = fit(tiny_vit(), train, test, replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
+                                                 cutmix_alpha=0.0), progress=False)
+    assert plain.train_loss != runs[0].train_loss

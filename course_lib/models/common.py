@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["as_config", "check_whole", "check_rate", "check_images", "RAW_PIXEL_LIMIT"]
+__all__ = ["as_config", "check_whole", "check_rate", "check_images", "check_pixels", "RAW_PIXEL_LIMIT"]
 
 # Standardised or [0, 1] pixels stay far below this; raw 0..255 pixels do not.
 RAW_PIXEL_LIMIT = 20.0
@@ -53,7 +53,23 @@ def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_nam
     if not x.is_floating_point():
         raise ValueError(f"{model_name} expects float images, got {x.dtype}. Convert uint8 images with the run's "
                          "preprocessing (run.preprocess(images)) or course_lib.data.normalize(images, dataset).")
-    if check_range and x.numel() and float(x.detach().abs().amax()) > RAW_PIXEL_LIMIT:
-        raise ValueError(f"{model_name} got pixel values up to {float(x.detach().abs().amax()):.0f}: these look "
-                         "like raw 0..255 pixels. Convert them with the run's preprocessing "
-                         "(run.preprocess(uint8_images)) or course_lib.data.normalize(images, dataset).")
+    if check_range:
+        check_pixels(x, model_name)
+
+
+def check_pixels(x, caller: str) -> None:
+    """Refuse images a course model never sees: uint8 pixels, or float pixels in 0..255 instead of its input.
+
+    Standardised or [0, 1] pixels stay far below ``RAW_PIXEL_LIMIT`` (20) in absolute value; raw 0..255 pixels do not
+    (one host sync: used outside training only). Only 4-D tensors (B, C, H, W) are taken for images: anything else
+    passes, so any module can be recorded.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return
+    fix = "Convert them with the run's preprocessing, e.g. run.preprocess(images) (it takes the uint8 images)."
+    if not x.is_floating_point():
+        raise ValueError(f"{caller} got {x.dtype} images, but a model takes the float input it was trained on. {fix}")
+    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
+    if peak > RAW_PIXEL_LIMIT:
+        raise ValueError(f"{caller} got pixel values up to {peak:.0f}: these are raw 0..255 pixels, not the model's "
+                         f"input (standardised or [0, 1] pixels stay below {RAW_PIXEL_LIMIT:.0f}). {fix}")

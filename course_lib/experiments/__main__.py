@@ -1,0 +1,85 @@
+"""The command line: ``python -m course_lib.experiments list|run|notebooks``.
+
+    python -m course_lib.experiments list  --profile gpu              # what would run, chapter by chapter
+    python -m course_lib.experiments run   --profile gpu --data-root data [--only ch1,ch5] [--notebooks]
+    python -m course_lib.experiments run   --profile gpu --deadline-s 290 --out OUT   # priority order, a deadline
+    python -m course_lib.experiments notebooks --profile gpu          # re-execute the notebooks with papermill
+
+``run`` trains what is missing (resumable; finished runs are skipped) and writes one record per run; with
+``--deadline-s`` it works down the priority queue of :mod:`course_lib.experiments.queue` and writes each finished
+result into ``--out`` at once (for short GPU loans).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..data import DATASETS
+from ..profiles import PROFILES, get_profile
+from .plan import CHAPTERS, NOTEBOOKS as NOTEBOOK_NAMES, plan
+from .queue import priority_queue, run_queue
+from .runs import train_run
+
+
+def _choices(value: str, allowed, what: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A comma-separated list whose items must all be known; otherwise exit with the choices."""
+    items = [v for v in value.split(",") if v]
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        parser.error(f"unknown {what} {unknown or value!r}; choose from {', '.join(allowed)} (comma-separated).")
+    return items
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.experiments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["list", "run", "notebooks"])
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="the budget (default: gpu with CUDA, else smoke)")
+    parser.add_argument("--data-root", default=None, help="the data folder (may hold cifar10-jpeg/)")
+    parser.add_argument("--only", default=None, help=f"comma-separated chapters: {','.join(CHAPTERS)}")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--notebooks", action="store_true", help="re-execute the notebooks after training")
+    parser.add_argument("--notebook-names", default=",".join(NOTEBOOK_NAMES))
+    parser.add_argument("--results-dir", default=None, help="write the records there (e.g. course_lib/records)")
+    parser.add_argument("--deadline-s", type=float, default=None, help="stop starting runs that would end later")
+    parser.add_argument("--out", default=None, help="with --deadline-s: where finished results are written")
+    parser.add_argument("--device", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    profile = get_profile(args.profile)
+    datasets = tuple(_choices(args.datasets, list(DATASETS), "data set", parser))
+    only = _choices(args.only, CHAPTERS, "chapter", parser) if args.only else list(CHAPTERS)
+    names = _choices(args.notebook_names, NOTEBOOK_NAMES, "notebook", parser)
+    if args.deadline_s is not None and (args.command != "run" or not args.out):
+        parser.error("--deadline-s goes with `run` and needs --out (the folder that comes back).")
+    chapters = {c: specs for c, specs in plan(profile, datasets).items() if c in only}
+    if args.command == "list":
+        for chapter, specs in chapters.items():
+            print(chapter)
+            for s in specs:
+                print(f"   {s.key:<68} {s.label:<12} recipe {s.recipe}")
+        return
+    if args.command == "run" and args.deadline_s is not None:
+        specs, of_record = priority_queue(profile)
+        report = run_queue([s for s in specs if s.dataset in datasets], args.deadline_s, args.out, of_record,
+                           args.data_root, device=args.device, start=start)
+        print("queue:\n" + report.summary())
+    elif args.command == "run":
+        for specs in chapters.values():
+            for s in specs:
+                train_run(s, data_root=args.data_root, device=args.device, results_folder=args.results_dir)
+    if args.command == "notebooks" or args.notebooks:
+        from .notebooks import run_notebooks   # needs papermill/nbformat, which a bare GPU machine lacks
+
+        run_notebooks(profile.name, names, args.data_root, list(datasets))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,92 @@
+"""Every run the notebooks use, per chapter and profile: :func:`plan`, the DRLoc ablation and the small-data curve.
+
+The profile decides the models and recipes (:class:`course_lib.profiles.Profile`): the ViT of the comparison
+(ViT-Lite, or Zhu et al.'s ViT under ``paper``), the comparison's recipe, and the recipe of both sides of every
+DRLoc comparison (the course's, or Liu et al.'s under ``paper``).
+"""
+from __future__ import annotations
+
+from ..data import DATASETS
+from ..profiles import Profile
+from .runs import RunSpec
+
+__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs", "drloc_ablation",
+           "curve_specs", "plan"]
+
+CHAPTERS = ("ch1", "ch4", "ch5", "results")
+NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
+DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on lambda (0.5: config.py's default)
+DRLOC_PAIRS = (16, 32, 64)          # the ablation on m (64: the official runs)
+
+
+def comparison_specs(profile: Profile, dataset: str, train_per_class: int | None = None,
+                     seed: int = 0) -> dict[str, RunSpec]:
+    """Zhu et al.'s comparison on one data set: {"ViT": ..., "ResNet-18": ...} with the profile's ViT and recipe."""
+    specs = [RunSpec(m, dataset, profile, train_per_class=train_per_class, seed=seed)
+             for m in (profile.vit_model, "resnet18")]
+    return {s.label: s for s in specs}
+
+
+def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = None, seed: int = 0,
+                **drloc) -> dict[str, RunSpec]:
+    """A DRLoc comparison: {"ViT": ..., "ViT+DRLoc": ...}, ViT-Lite with the profile's DRLoc recipe on both sides.
+
+    ``drloc`` sets the DRLoc side's options (``drloc_weight``, ``drloc_pairs``, ``drloc_schedule``, ``drloc_tokens``);
+    the schedule defaults to the official one under Liu et al.'s recipe.
+    """
+    recipe = profile.drloc_recipe
+    drloc.setdefault("drloc_schedule", "official" if recipe == "liu2021" else "constant")
+    base = RunSpec("vit", dataset, profile, recipe=recipe, train_per_class=train_per_class, seed=seed)
+    with_drloc = RunSpec("vit", dataset, profile, drloc=True, recipe=recipe, train_per_class=train_per_class,
+                         seed=seed, **drloc)
+    return {base.label: base, with_drloc.label: with_drloc}
+
+
+def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
+    """The DRLoc ablation on the CIFAR-10 subset, one setting changed at a time from the default
+    (lambda 0.5, m 64, the recipe's schedule, tokens before the final norm): {row label: spec}."""
+    n = profile.drloc_subset
+    default = drloc_specs(profile, "cifar10", n)
+    rows = {"no DRLoc": default["ViT"], "default": default["ViT+DRLoc"]}
+    for w in DRLOC_WEIGHTS:
+        rows[f"λ = {w:g}"] = drloc_specs(profile, "cifar10", n, drloc_weight=w)["ViT+DRLoc"]
+    for m in DRLOC_PAIRS:
+        rows[f"m = {m}"] = drloc_specs(profile, "cifar10", n, drloc_pairs=m)["ViT+DRLoc"]
+    other = "constant" if default["ViT+DRLoc"].drloc_schedule == "official" else "official"
+    rows[f"λ {other}"] = drloc_specs(profile, "cifar10", n, drloc_schedule=other)["ViT+DRLoc"]
+    rows["tokens after the final norm"] = drloc_specs(profile, "cifar10", n, drloc_tokens="post_norm")["ViT+DRLoc"]
+    unique: dict[RunSpec, str] = {}
+    for label, spec in rows.items():            # the default appears once, under its first name
+        unique.setdefault(spec, label)
+    return {label: spec for spec, label in unique.items()}
+
+
+def curve_specs(profile: Profile) -> dict[str, dict[int, list[RunSpec]]]:
+    """The small-data curve on CIFAR-10: {model label: {images per class: [one spec per seed]}}.
+
+    ResNet-18 and the ViT of the comparison, and the DRLoc comparison (ViT and ViT+DRLoc with the DRLoc recipe).
+    Under the course's profiles the two ViTs are the same run; under ``paper`` they differ (Zhu et al.'s ViT with
+    their recipe, ViT-Lite with Liu et al.'s).
+    """
+    curve: dict[str, dict[int, list[RunSpec]]] = {}
+    for n in profile.curve_sizes:
+        for seed in profile.curve_seeds:
+            sides = {**comparison_specs(profile, "cifar10", n, seed), **drloc_specs(profile, "cifar10", n, seed)}
+            for label, spec in sides.items():
+                curve.setdefault(label, {}).setdefault(n, []).append(spec)
+    return curve
+
+
+def plan(profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS)) -> dict[str, list[RunSpec]]:
+    """Every run the notebooks use, grouped by chapter (runs shared between chapters appear once, first)."""
+    chapters = {
+        "ch1": [s for d in datasets for s in comparison_specs(profile, d).values()],
+        "ch4": [RunSpec(profile.vit_model, "cifar10", profile, train_per_class=profile.curve_sizes[0])],
+        "ch5": ([s for d in datasets for s in drloc_specs(profile, d).values()]
+                + list(drloc_ablation(profile).values())),
+        "results": [s for by_n in curve_specs(profile).values() for specs in by_n.values() for s in specs],
+    }
+    if "cifar10" not in datasets:
+        chapters = {c: [s for s in specs if s.dataset in datasets] for c, specs in chapters.items()}
+    seen: set[RunSpec] = set()
+    return {chapter: [s for s in specs if not (s in seen or seen.add(s))] for chapter, specs in chapters.items()}

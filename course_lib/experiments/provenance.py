@@ -1,0 +1,69 @@
+"""Where a result comes from: hardware, software, commit and date, and the scale of a notebook's stored outputs."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+import torchvision
+
+from .. import __version__
+from ..profiles import Profile
+from ..runtime import device_name, get_device
+
+__all__ = ["git_commit", "environment_summary", "describe_setting", "describe_scale"]
+
+
+def git_commit() -> str | None:
+    """The short commit of the course's repository (None outside a git checkout, e.g. a pip install)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_summary(device: str | torch.device | None = None) -> dict:
+    """Hardware and software a result was produced with."""
+    return {"device": device_name(get_device(device)), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version(), "course_lib": __version__,
+            "git_commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def describe_setting(profile: Profile, device: str | torch.device | None = None) -> str:
+    """One paragraph a notebook prints at the top: which budget, hardware and software run it now."""
+    env = environment_summary(device)
+    return (f"Budget: profile '{profile.name}' ({profile.description}).\n"
+            f"This session: {env['device']}; torch {env['torch']}, torchvision {env['torchvision']}, "
+            f"Python {env['python']}, course_lib {env['course_lib']}.")
+
+
+def describe_scale(records: list[dict]) -> str:
+    """A short Markdown box on the scale of the runs behind a notebook's outputs, and what that scale can show.
+
+    It names the optimiser steps, images per class, test images and devices of the records, and the commit they
+    were produced at (not the commit the notebook runs at).
+    """
+    if not records:
+        return "> **Scale of these outputs:** no run of this notebook has been recorded yet."
+    steps = sorted({r.get("steps", 0) for r in records})
+    per_class = sorted({r["train_images"] // r.get("num_classes", 10) for r in records})
+    tests = sorted({r["test_images"] for r in records})
+    devices = sorted({r["environment"]["device"] for r in records})
+    commits = sorted({str(r["environment"].get("git_commit")) for r in records})
+    smallest = min(tests)
+    # Half-width of a 95 % interval for an accuracy near 50 % on the smallest test set, in points.
+    noise = 100 * 1.96 * (0.25 / smallest) ** 0.5
+    can = ("differences of a few points are real" if noise < 1.5 else
+           f"only differences larger than about {noise:.0f} points can be told apart from test-set noise")
+    return (f"> **Scale of these outputs.** {len(records)} training run(s): {_span(steps)} optimiser steps, "
+            f"{_span(per_class)} training images per class, {_span(tests)} test images; trained on "
+            f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale {can}; each comparison below "
+            "prints its 95 % confidence interval.")
+
+
+def _span(values: list[int]) -> str:
+    return f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}-{values[-1]:,}"

@@ -1,0 +1,123 @@
+"""Runs in priority order against a deadline, each result written out the moment it exists (for short GPU loans).
+
+A lent GPU comes with minutes, not hours, and a command that runs past its limit is killed. So :func:`run_queue`
+works down a priority list, starts a run only if its expected time (from the throughput it measures on this device
+before each run) fits before the deadline, and as soon as a run ends writes its record, and for the models of record
+an fp16 checkpoint, into the output folder that comes back. Run the same command again: finished runs are skipped
+(their records are in ``results/`` or in the course's records of record), so it continues where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_write_bytes, atomic_write_json
+from ..profiles import Profile
+from .plan import curve_specs, drloc_ablation, drloc_specs, comparison_specs
+from .records import find_record, results_dir
+from .runs import PreparedRun, RunSpec, execute, measure_throughput, prepare
+
+__all__ = ["priority_queue", "QueueReport", "run_queue", "export_fp16", "MAX_FILE_BYTES"]
+
+MAX_FILE_BYTES = 15 * 2**20      # what comes back from the device: files of at most 16 MiB (kept with a margin)
+
+
+def priority_queue(profile: Profile) -> tuple[list[RunSpec], set[RunSpec]]:
+    """(runs in priority order, the runs whose checkpoints are kept as fp16 files of record).
+
+    1. CIFAR-10, full training set: ResNet-18, the ViT, the ViT with DRLoc (the models the analysis notebooks open);
+    2. the small-data curve, seed by seed, smallest size first (the first rungs of every seed before the rest);
+    3. the DRLoc ablation on the CIFAR-10 subset.
+    """
+    full = {**comparison_specs(profile, "cifar10"), **drloc_specs(profile, "cifar10")}
+    of_record = set(full.values())
+    order = list(full.values())
+    curve = curve_specs(profile)
+    for seed_index in range(len(profile.curve_seeds)):
+        for n in profile.curve_sizes:
+            order += [by_n[n][seed_index] for by_n in curve.values() if n in by_n]
+    order += list(drloc_ablation(profile).values())
+    return list(dict.fromkeys(order)), of_record
+
+
+@dataclass
+class QueueReport:
+    """What one call of :func:`run_queue` did: per run, "trained", "done before" or why it was skipped."""
+
+    outcome: dict[str, str] = field(default_factory=dict)
+    throughput: dict[str, float] = field(default_factory=dict)     # model label -> images/s measured
+
+    def summary(self) -> str:
+        return "\n".join(f"  {key}: {what}" for key, what in self.outcome.items())
+
+
+def export_fp16(run: PreparedRun, record: dict, out: Path) -> list[Path]:
+    """The model's state dict in float16 under ``out`` (split into parts below 16 MiB), with its record's key and a
+    SHA-256 of the whole, so the analysis notebooks can be re-executed from it on a CPU."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in run.model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"key": record["key"], "identity_hash": record["identity_hash"], "model": state}, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    parts = [data[i:i + MAX_FILE_BYTES] for i in range(0, len(data), MAX_FILE_BYTES)]
+    paths = []
+    for i, part in enumerate(parts):
+        path = out / (f"{record['key']}.fp16.pt" + (f".part{i}" if len(parts) > 1 else ""))
+        atomic_write_bytes(path, part)
+        paths.append(path)
+    atomic_write_json(out / f"{record['key']}.fp16.json", {"key": record["key"], "sha256": digest,
+                                                            "parts": [p.name for p in paths], "bytes": len(data)})
+    return paths
+
+
+def _pack_records(root: Path, out: Path) -> None:
+    """All records made here, as one archive in ``out`` (one file, however many runs)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(results_dir(root).glob("*.json")):
+            tar.add(path, arcname=f"results/{path.name}")
+    atomic_write_bytes(out / "results.tar.gz", buffer.getvalue())
+
+
+def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_record: set[RunSpec] = frozenset(),
+              data_root: str | Path | None = None, root: str | Path | None = None,
+              device: str | torch.device | None = None, start: float | None = None,
+              clock=time.monotonic) -> QueueReport:
+    """Train ``specs`` in order while their expected times fit before ``deadline_s`` seconds from ``start``.
+
+    A run that is already recorded is skipped; a run that would not finish in the time left is skipped (a shorter
+    one later in the list may still fit). After each run its record goes into ``out/results.tar.gz`` and, for runs
+    in ``of_record``, an fp16 checkpoint into ``out``. ``start``: when the deadline's clock started (default now).
+    """
+    start = clock() if start is None else start
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = QueueReport()
+    for spec in specs:
+        if find_record(spec.key, root) is not None:
+            report.outcome[spec.key] = "done before"
+            continue
+        run = prepare(spec, data_root, root)
+        ips = report.throughput.get(spec.label) or measure_throughput(
+            run.model, run.extra, run.cfg, run.train, torch.device(device or ("cuda" if torch.cuda.is_available()
+                                                                              else "cpu")))
+        report.throughput[spec.label] = ips
+        need, left = run.estimate_seconds(ips), deadline_s - (clock() - start)
+        print(f"[queue] {spec.key}: {ips:,.0f} img/s, needs ~{need:.0f} s, {left:.0f} s left", flush=True)
+        if need > left:
+            report.outcome[spec.key] = f"skipped: needs ~{need:.0f} s, {left:.0f} s left"
+            continue
+        result = execute(run, device, progress=True, images_per_second=ips)
+        _pack_records(run.checkpoint.parents[1], out)
+        if spec in of_record:
+            export_fp16(run, result.record, out)
+        report.outcome[spec.key] = (f"trained: {result.record['final_test_acc']:.2f} % in "
+                                    f"{result.record['train_seconds']:.0f} s")
+    atomic_write_json(out / "queue.json", {"outcome": report.outcome, "throughput": report.throughput})
+    return report

@@ -1,0 +1,358 @@
+"""One training run: what it is (:class:`RunSpec`), its budget and identity, and :func:`train_run`.
+
+A run's *identity* holds everything that changes its result: the model's configuration, the recipe with every
+hyper-parameter, the extra loss, the data (which copy, how many images, a fingerprint of the pixels), the subset
+and seed, and the preprocessing. A checkpoint is named by the run's key and the hash of its identity, so a model
+trained on other data or with other settings is never reused as this run: it is trained afresh (the other
+checkpoint stays where it is). A record whose identity differs is replaced, and the message says what differed.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..data import DATASETS, ImageSet, Preprocessing, check_dataset_name, load_dataset, subset, take
+from ..drloc import DRLocLoss
+from ..files import CorruptFileError, file_lock, quarantine
+from ..models import MODELS, accepts, count_parameters, create_model, model_label
+from ..profiles import PROFILES, Profile
+from ..runtime import device_name, get_device, precision, seed_everything
+from ..settings import workdir
+from ..train import RECIPES, History, TrainConfig, data_fingerprint, fit, steps_per_epoch
+from .provenance import environment_summary
+from .records import find_record, write_record
+
+__all__ = ["RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
+           "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. ``train_per_class`` overrides the profile's data budget (for the small-data curve).
+
+    ``recipe`` None means the profile's recipe: ``profile.comparison_recipe`` without DRLoc settings,
+    the caller picks ``profile.drloc_recipe`` for DRLoc comparisons (see :mod:`.plan`).
+    """
+
+    model: str
+    dataset: str
+    profile: Profile
+    drloc: bool = False
+    drloc_weight: float = 0.5
+    drloc_pairs: int = 64
+    drloc_schedule: str = "constant"
+    drloc_tokens: str = "pre_norm"
+    train_per_class: int | None = None
+    recipe: str | None = None
+    epochs: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, Profile):
+            raise TypeError(f"RunSpec.profile must be a Profile, got {self.profile!r}: pass "
+                            f"course_lib.profiles.get_profile({self.profile!r}).")
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown model {self.model!r}. Available: {sorted(MODELS)}.")
+        check_dataset_name(self.dataset)
+        if self.recipe is None:
+            object.__setattr__(self, "recipe", self.profile.comparison_recipe)
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}. Choose one of {sorted(RECIPES)}.")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ValueError(f"RunSpec.epochs must be a whole number >= 1 or None, got {self.epochs!r}.")
+        # One run, one key: a per-class budget equal to the profile's default (or to the whole split) is no override.
+        n, info = self.train_per_class, DATASETS[self.dataset]
+        if n is not None and (n == self.profile.train_per_class(info.num_classes)
+                              or n * info.num_classes >= info.sizes["train"]):
+            object.__setattr__(self, "train_per_class", None)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier, e.g. ``cifar10-vit-drloc_l0.5_m64-n100-course-gpu-s0``."""
+        parts = [self.dataset, self.model]
+        if self.drloc:
+            parts.append(f"drloc_l{self.drloc_weight:g}_m{self.drloc_pairs}"
+                         + ("_official" if self.drloc_schedule == "official" else "")
+                         + ("_postnorm" if self.drloc_tokens == "post_norm" else ""))
+        if self.train_per_class is not None:
+            parts.append(f"n{self.train_per_class}")
+        if self.epochs is not None:
+            parts.append(f"e{self.epochs}")
+        parts += [self.recipe, self.profile.name, f"s{self.seed}"]
+        return "-".join(parts)
+
+    @property
+    def label(self) -> str:
+        """A short human name: "ViT", "ViT+DRLoc", "ResNet-18" (from :data:`course_lib.models.MODEL_LABELS`)."""
+        return model_label(self.model, self.drloc)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "profile": self.profile.name}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        return cls(**{**d, "profile": PROFILES[d["profile"]]})
+
+
+@dataclass
+class RunResult:
+    """A trained (or loaded) run: the model in eval mode, its history and record, and the preprocessing its
+    inputs need (``preprocess(uint8 images) -> model input``)."""
+
+    spec: RunSpec
+    model: nn.Module
+    history: History
+    record: dict
+    preprocess: Preprocessing
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Budget and data
+
+def _default_per_class(spec: RunSpec) -> int:
+    info = DATASETS[spec.dataset]
+    return spec.profile.train_per_class(info.num_classes) or info.sizes["train"] // info.num_classes
+
+
+def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a run: its recipe with the profile's epochs (and, for the course recipe, batch).
+
+    A run on fewer images per class than the profile's default gets the same number of **optimiser steps** as the
+    full-budget run (so "less data" never means "less training"): its epochs are that step count divided by its
+    steps per epoch, rounded. ``n_train`` is the number of training images actually loaded (default: the plan's).
+    """
+    recipe = RECIPES[spec.recipe]
+    epochs = spec.epochs or spec.profile.epochs or recipe.epochs
+    batch = spec.profile.batch_size if spec.recipe == "course" else recipe.batch_size
+    if spec.epochs is None and spec.train_per_class is not None:
+        classes = DATASETS[spec.dataset].num_classes
+        full_steps = epochs * steps_per_epoch(_default_per_class(spec) * classes, batch)
+        n = n_train if n_train is not None else spec.train_per_class * classes
+        epochs = max(1, round(full_steps / steps_per_epoch(n, batch)))
+    # About 15 evaluations per run, whatever its length: evaluation is a large part of a CPU run.
+    return replace(recipe.with_epochs(epochs), batch_size=batch, seed=spec.seed,
+                   eval_every=max(1, round(epochs / 15)))
+
+
+def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
+    """Train and test splits of a run within its profile's budget (train: per class, stratified; test: random).
+
+    With fewer images per class than the budget asks (the committed samples), every image of that class is used.
+    """
+    train = load_dataset(spec.dataset, "train", root=data_root)
+    test = load_dataset(spec.dataset, "test", root=data_root)
+    per_class = spec.train_per_class or spec.profile.train_per_class(DATASETS[spec.dataset].num_classes)
+    if per_class is not None:
+        train = subset(train, per_class, seed=spec.seed, allow_fewer=True)
+    return train, take(test, spec.profile.test_images, seed=spec.seed)
+
+
+def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
+    """The model (seeded initialisation) and its extra losses."""
+    seed_everything(spec.seed)
+    overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
+    model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
+    extra = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs, schedule=spec.drloc_schedule,
+                       tokens=spec.drloc_tokens)] if spec.drloc else []
+    return model, extra
+
+
+def run_identity(spec: RunSpec, model: nn.Module, extra: list, cfg: TrainConfig, train: ImageSet,
+                 test: ImageSet) -> dict:
+    """Everything that changes a run's result (see the module docstring), as plain JSON values."""
+    def data(d: ImageSet) -> dict:
+        return {"source": d.source, "images": len(d), "fingerprint": data_fingerprint(d)}
+
+    return {"spec": spec.to_dict(), "model": {"class": type(model).__name__, **asdict(model.config)},
+            "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra], "train_data": data(train),
+            "test_data": data(test), "preprocess": Preprocessing.for_dataset(spec.dataset, cfg.normalize).to_dict()}
+
+
+def _hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _what_differs(old: dict, new: dict) -> str:
+    parts = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(parts) or "nothing recorded"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# How long will it take?
+
+def measure_throughput(model: nn.Module, extra: list, cfg: TrainConfig, train: ImageSet,
+                       device: torch.device) -> float:
+    """Training images per second of this model on this device: two timed forward+backward passes on one batch
+    (after one warm-up pass). The model's weights, buffers and gradients are left exactly as they were."""
+    saved = copy.deepcopy(model.state_dict())
+    model.to(device).train()
+    for term in extra:
+        term.to(device)
+    prec = precision(device, cfg.amp)
+    x = Preprocessing.for_dataset(train.dataset, cfg.normalize)(train.images[:cfg.batch_size].to(device))
+    y = train.labels[:cfg.batch_size].to(device)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with prec.autocast(device)():
+            features = model.forward_features(x)
+            loss = nn.functional.cross_entropy(model.forward_head(features).float(), y)
+            loss = loss + sum(t(model, features, x, y) for t in extra)
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    for term in extra:
+        term.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    return len(x) / (sum(seconds[1:]) / 2)
+
+
+def estimate_seconds(cfg: TrainConfig, n_train: int, n_test: int, images_per_second: float) -> float:
+    """Expected wall time: every epoch's training images at the measured rate, plus the evaluations (about a
+    third of the cost per image of training) and 10 % for everything else."""
+    evaluations = -(-cfg.epochs // cfg.eval_every)
+    images = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size) * cfg.batch_size
+    return 1.1 * (images + evaluations * n_test / 3) / images_per_second
+
+
+def _announce(spec: RunSpec, cfg: TrainConfig, train: ImageSet, test: ImageSet, ips: float | None,
+              device: torch.device) -> None:
+    steps = cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
+    when = "a few seconds" if ips is None else f"about {_duration(estimate_seconds(cfg, len(train), len(test), ips))}"
+    rate = "" if ips is None else f", {ips:,.0f} img/s measured"
+    print(f"[{spec.key}] training {spec.label} now: {train.describe()}; {len(test):,} test images; "
+          f"{cfg.epochs} epoch(s), {steps:,} steps on {device_name(device)} ({when}{rate}).", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training, recording, reusing
+
+def _record(spec: RunSpec, model: nn.Module, history: History, cfg: TrainConfig, identity: dict, train: ImageSet,
+            test: ImageSet, device: torch.device, checkpoint: Path) -> dict:
+    return {
+        "key": spec.key, "spec": spec.to_dict(), "label": spec.label, "identity_hash": _hash(identity),
+        "final_test_acc": history.final_test_acc, "best_test_acc": max(a for a in history.test_acc if a is not None),
+        "train_seconds": sum(history.seconds), "epochs": len(history), "steps": history.steps[-1],
+        "train_images": len(train), "num_classes": DATASETS[spec.dataset].num_classes,
+        "images_per_class": len(train) // DATASETS[spec.dataset].num_classes, "test_images": len(test),
+        "train_source": train.source, "test_source": test.source, "test_fingerprint": data_fingerprint(test),
+        "test_correct": history.test_correct, "parameters": count_parameters(model),
+        "images_per_second": len(history) * steps_per_epoch(len(train), cfg.batch_size) * cfg.batch_size
+        / max(1e-9, sum(history.seconds)),
+        "recipe": asdict(cfg), "preprocess": identity["preprocess"], "identity": identity,
+        "checkpoint": checkpoint.name, "history": history.to_dict(), "environment": environment_summary(device),
+    }
+
+
+@dataclass
+class PreparedRun:
+    """A run with its data loaded, its model built and its identity known, ready for :func:`execute`."""
+
+    spec: RunSpec
+    train: ImageSet
+    test: ImageSet
+    cfg: TrainConfig
+    model: nn.Module
+    extra: list
+    identity: dict
+    checkpoint: Path
+
+    @property
+    def identity_hash(self) -> str:
+        return _hash(self.identity)
+
+    def estimate_seconds(self, images_per_second: float) -> float:
+        return estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second)
+
+
+def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None) -> PreparedRun:
+    """Load the data of ``spec``, build its model and extra losses (seeded), and work out its identity."""
+    train, test = load_data(spec, data_root)
+    cfg = training_config(spec, len(train))
+    model, extra = _build(spec, cfg)
+    identity = run_identity(spec, model, extra, cfg, train, test)
+    checkpoint = Path(root if root is not None else workdir()) / "checkpoints" / f"{spec.key}-{_hash(identity)}.pt"
+    return PreparedRun(spec, train, test, cfg, model, extra, identity, checkpoint)
+
+
+def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
+         images_per_second: float | None) -> History:
+    """fit(); a damaged checkpoint is moved aside (and named) and the run trained afresh."""
+    if not finished and progress:
+        ips = images_per_second
+        if ips is None and run.cfg.epochs * len(run.train) > 20 * run.cfg.batch_size:
+            ips = measure_throughput(run.model, run.extra, run.cfg, run.train, device)
+        _announce(run.spec, run.cfg, run.train, run.test, ips, device)
+    try:
+        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
+                   device=device, progress=progress)
+    except CorruptFileError as error:
+        print(f"{error}\nMoved it to {quarantine(run.checkpoint).name}; training {run.spec.key} afresh.", flush=True)
+        run.model, run.extra = _build(run.spec, run.cfg)
+        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
+                   device=device, progress=progress)
+
+
+def execute(run: PreparedRun, device: str | torch.device | None = None, progress: bool = True,
+            results_folder: str | Path | None = None, images_per_second: float | None = None) -> RunResult:
+    """Train a prepared run (or load it when this very run is finished) and record it; see :func:`train_run`."""
+    device = get_device(device)
+    root = run.checkpoint.parents[1]
+    spec = run.spec
+    with file_lock(run.checkpoint, f"The run {spec.key}"):
+        previous = find_record(spec.key, root)
+        same = previous is not None and previous[0].get("identity_hash") == run.identity_hash
+        history = _fit(run, device, progress, same and run.checkpoint.exists(), images_per_second)
+        record = _record(spec, run.model, history, run.cfg, run.identity, run.train, run.test, device,
+                         run.checkpoint)
+        if same and previous[0]["history"] == record["history"]:
+            record = previous[0]          # loaded from a finished checkpoint: keep the record of who trained it
+        else:
+            if previous is not None and not same:
+                print(f"[{spec.key}] replacing the record at {previous[1]}: it was made with other settings or "
+                      f"data (differs: {_what_differs(previous[0].get('identity', {}), run.identity)}).",
+                      flush=True)
+            write_record(record, root, results_folder)
+    return RunResult(spec, run.model.eval(), history, record, Preprocessing.from_dict(record["preprocess"]))
+
+
+def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | torch.device | None = None,
+              root: str | Path | None = None, progress: bool = True,
+              results_folder: str | Path | None = None) -> RunResult:
+    """Train ``spec`` (or load it when this very run is finished) and record it in ``results/<key>.json``.
+
+    Args:
+        data_root: the data folder (default ``$COURSE_DATA_ROOT`` or ``./data``).
+        root: where ``checkpoints/`` and ``results/`` go (default :func:`course_lib.settings.workdir`).
+        results_folder: write the record there instead of ``<root>/results`` (e.g. ``course_lib/records``).
+
+    Before training it says so, with an estimate of the time. Two processes asking for the same run never train
+    it twice at once: the second waits for the first, then loads its result.
+    """
+    return execute(prepare(spec, data_root, root), device, progress, results_folder)
+
+
+def get_record(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None,
+               train_missing: bool = True) -> dict | None:
+    """The stored record of ``spec`` (your ``results/`` first, then the course's records of record); if there is
+    none, train the run now (``train_missing``) or return None."""
+    found = find_record(spec.key, root)
+    if found is not None:
+        return found[0]
+    return train_run(spec, data_root=data_root, root=root).record if train_missing else None
