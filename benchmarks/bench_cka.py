@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from common import device_name, report
+
 from course_lib.cka import MinibatchCKA, gram_linear, gram_rbf, hsic_biased, hsic_unbiased
 from course_lib.data import Preprocessing, load_dataset, take
 from course_lib.hooks import ActivationRecorder, resnet_layers, vit_layers
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +108,9 @@ def main() -> None:
     print(f"NaiveMinibatchCKA (per pair): {t_naive:8.2f} s")
     print(f"speed-up: {t_naive / t_fast:.1f}x   max |difference|: {diff:.2e}")
     print(f"CKA range: {matrix.min().item():.3f} .. {matrix.max().item():.3f}")
+    report({"device": device_name("cpu"), "images": len(data), "batch": args.batch_size, "pairs": matrix.numel(),
+            "seconds": {"forward": t_forward, "accumulator": t_fast, "naive": t_naive},
+            "speedup": t_naive / t_fast, "max_abs_difference": diff}, args.out)
 
 
 if __name__ == "__main__":

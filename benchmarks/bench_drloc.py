@@ -26,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import device_name, report
+
 from course_lib.drloc import DRLocLoss
 from course_lib.models import hybrid_vit, vit_lite
 
@@ -71,7 +73,7 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_model(name: str, batch: int, m: int, reps: int, warmup: int) -> None:
+def bench_model(name: str, batch: int, m: int, reps: int, warmup: int) -> dict:
     factory, grid_dim = MODELS[name]
     torch.manual_seed(0)
     base = factory().train()
@@ -115,12 +117,16 @@ def bench_model(name: str, batch: int, m: int, reps: int, warmup: int) -> None:
         med = {key: statistics.median(v) for key, v in t.items()}
         print(f"  overhead ({label}): step with / without {100 * (med['with'] / med['without'] - 1):+5.1f} %,"
               f"  term alone / step without {100 * med['term'] / med['without']:5.1f} %")
+    return {"batch": batch, "m": m, "wall_ms_median": {k: 1e3 * statistics.median(v) for k, v in wall.items()},
+            "cpu_ms_median": {k: 1e3 * statistics.median(v) for k, v in cpu.items()},
+            "flops_overhead_percent": 100 * (flops["with"] / flops["without"] - 1)}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vit", "hybrid"], choices=sorted(MODELS))
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--m", type=int, default=32, help="pairs per image (paper: 32)")
+    parser.add_argument("--m", type=int, default=64, help="pairs per image (the official runs: 64)")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -129,8 +135,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, float32, "
           f"{args.reps} repetitions after {args.warmup} warm-up steps (medians)")
-    for name in args.models:
-        bench_model(name, args.batch, args.m, args.reps, args.warmup)
+    results = {name: bench_model(name, args.batch, args.m, args.reps, args.warmup) for name in args.models}
+    report({"device": device_name("cpu"), "models": results}, args.out)
 
 
 if __name__ == "__main__":

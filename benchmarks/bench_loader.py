@@ -16,13 +16,13 @@ step per batch (bf16 on a GPU), so the epoch time includes the model.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+
+from common import device_name, report
 
 from course_lib.data import DATASETS, GPULoader, ImageSet, load_dataset
 
@@ -119,17 +119,11 @@ def main() -> None:
         for name, batches in loaders.items():
             times[name].append(epoch_time(batches, step, device))
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"CPU {platform.machine()}, {torch.get_num_threads()} threads",
-        "data": f"{len(data):,} images: {data.source}", "batch": args.batch, "with_training_step": args.train,
+        "device": device_name(device), "data": f"{len(data):,} images: {data.source}", "batch": args.batch, "with_training_step": args.train,
         "epoch_seconds_median": {name: statistics.median(t) for name, t in times.items()},
         "images_per_s": {name: len(data) / statistics.median(t) for name, t in times.items()},
-        "torch": torch.__version__,
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,17 @@ GPU; on a CPU it would take days::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
+from common import report
+
 from course_lib.data import load_dataset
 from course_lib.experiments import environment_summary
 from course_lib.models import create_model
-from course_lib.train import RECIPES, fit, seed_everything
+from course_lib.runtime import seed_everything
+from course_lib.train import RECIPES, fit
 
 TARGETS = {"resnet18": (93.0, 40), "vit": (85.0, 150)}     # model: (target %, epoch budget of the schedule)
 
@@ -56,9 +58,7 @@ def main() -> None:
             "best_test_acc": max(a for a in history.test_acc if a is not None), "history": history.to_dict()}
         print(f"{name}: {'reached' if reached else 'did not reach'} {target}% after {len(history)} epochs, "
               f"{sum(history.seconds):.0f} s (best {results['runs'][name]['best_test_acc']:.2f}%)", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

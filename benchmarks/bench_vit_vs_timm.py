@@ -14,13 +14,13 @@ timm is *not* a course dependency. Run it with timm on the path only for this be
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+
+from common import device_name, report
 
 from course_lib.models import ViT, count_parameters
 
@@ -90,19 +90,14 @@ def main() -> None:
         for name in models:
             times[name].append(time_steps(steps_fn[name], x, y, steps, device))
     result = {
-        "device": torch.cuda.get_device_name(device) if gpu else f"CPU {platform.machine()}, "
-                                                                f"{torch.get_num_threads()} threads",
-        "dtype": str(dtype).replace("torch.", ""), "batch": batch, "parameters": counts["course_lib ViT"],
-        "torch": torch.__version__,
+        "device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+        "parameters": counts["course_lib ViT"],
         "images_per_s": {name: batch / statistics.median(t) for name, t in times.items()},
         "step_ms_median": {name: 1000 * statistics.median(t) for name, t in times.items()},
     }
     ours, theirs = result["images_per_s"].values()
     result["ours_vs_timm"] = ours / theirs
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

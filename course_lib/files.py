@@ -27,6 +27,9 @@ try:  # POSIX (Linux, macOS, Colab); on Windows the lock is a no-op
 except ImportError:  # pragma: no cover - not on the course's platforms
     fcntl = None
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["CorruptFileError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
            "read_json", "safe_torch_load", "quarantine", "file_lock"]
 
@@ -63,6 +66,7 @@ def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600 files; keep the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

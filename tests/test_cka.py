@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +411,7 @@ def test_cka_matrix_names_a_constant_layer():
 
 def _load_benchmark():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cka.py"
+    sys.path.insert(0, str(path.parent))          # the benchmarks import their shared `common` module
     spec = importlib.util.spec_from_file_location("bench_cka", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

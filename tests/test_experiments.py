@@ -3,6 +3,7 @@ import json
 import re
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from course_lib import experiments as ex
 from course_lib.data import sources
 from course_lib.drloc import official_weight
-from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, queue, records, runs
+from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, of_record, queue, records, runs
 from course_lib.files import atomic_write_json
 from course_lib.profiles import PROFILES
 from course_lib.train import steps_per_epoch
@@ -206,6 +207,7 @@ def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):
     how busy the machine is."""
     monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
     monkeypatch.setattr(queue, "measure_throughput", lambda *args: 100.0)      # images per second
+    monkeypatch.setattr(of_record, "OF_RECORD_DIR", tmp_path / "out")          # what a GPU loan would commit
     clock = iter([0.0] + [5.0] * 10)
     specs = [RunSpec("vit", "cifar10", TINY, train_per_class=2, epochs=1, seed=s) for s in (0, 1)]
     big = RunSpec("resnet18", "cifar10", TINY, train_per_class=20, epochs=400)
@@ -214,13 +216,20 @@ def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):
                              clock=lambda: next(clock))
     assert report.outcome[specs[0].key].startswith("trained") and report.outcome[specs[1].key].startswith("trained")
     assert re.fullmatch(r"skipped: needs ~\d{3} s, 15 s left", report.outcome[big.key])   # 400 x 200 images
-    assert (out / "results.tar.gz").exists() and (out / f"{specs[0].key}.fp16.json").exists()
-    manifest = json.loads((out / f"{specs[0].key}.fp16.json").read_text())
-    state = torch.load(out / manifest["parts"][0], weights_only=False)
+    assert (out / "results.tar.gz").exists() and len(list(out.iterdir())) <= 8
+    entry = json.loads((out / "manifest.json").read_text())[specs[0].key]
+    state = torch.load(out / entry["parts"][0], weights_only=False)
     assert state["key"] == specs[0].key and all(v.dtype == torch.float16 for v in state["model"].values()
                                                 if v.is_floating_point())
     again = queue.run_queue(specs, 20.0, out, clock=lambda: 0.0)
     assert set(again.outcome.values()) == {"done before"}
+    # Elsewhere, without the checkpoints: the fp16 checkpoint of record is loaded instead of training again.
+    for path in (tmp_path / "checkpoints").glob("*.pt"):
+        path.unlink()
+    loaded = runs.train_run(specs[0], root=tmp_path, progress=False)
+    record = json.loads((tmp_path / "results" / f"{specs[0].key}.json").read_text())
+    assert loaded.record == record and not list((tmp_path / "checkpoints").glob("*.pt"))
+    assert torch.equal(loaded.model.head.weight, state["model"]["head.weight"].float())
 
 
 def test_priority_queue_order():
@@ -288,3 +297,16 @@ def test_records_of_record_ship_with_the_package():
 def test_records_are_written_atomically(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_the_gpu_wrapper_runs_end_to_end_on_the_cpu(tmp_path):
+    """tools/gpu_session.sh with the smoke budget: exits cleanly, says what happened to every run of the queue."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "COURSE_WORKDIR": str(tmp_path), "PROFILE": "smoke",
+           "DEADLINE_S": "30", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(root / "tools" / "gpu_session.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (tmp_path / "out" / "log.txt").read_text()
+    order, _ = queue.priority_queue(SMOKE)
+    assert "queue:" in log and all(f"  {s.key}: " in log for s in order)

@@ -14,13 +14,26 @@ For every HTML page of the build:
     fonts, preloads), ``<img>``, ``<iframe>``, ``<source>``, and no remote ``url(...)``/``@import`` in local CSS.
     Ordinary ``<a href>`` links to the web (launch buttons, repository, papers) are fine;
   - no notebook cell shows a traceback unless it is tagged ``raises-exception``;
+  - at most one warning block per page (``MAX_WARNING_BLOCKS``): a stderr output whose text contains "warning"
+    (any case). One notice, e.g. that the offline samples are used, is information; a page of warnings hides it;
   - every entry of ``_toc.yml`` has a page.
 * in Chromium (the page opened from a temporary copy whose ``<base>`` points at the build, plus a small probe
   script; the page's own files are not modified), after the scripts ran:
   - MathJax typeset every math element (``mjx-container`` inside every ``.math``), no MathJax errors, no raw
-    ``\\(``, ``\\[`` or ``$$`` left in the visible text, and no display equation wider than the text column
-    (MathJax cuts it off);
+    ``\\(``, ``\\[`` or ``$$`` left in the visible text;
+  - no clipped display equation: the typeset formula (``mjx-math``) and every glyph in it lie inside the visible
+    box of its container, the text column and the window, and the container does not scroll sideways (the theme
+    sets ``overflow: auto``/``hidden``, so a formula that is too wide is cut off or needs scrolling);
   - every ``<img>`` loaded (``naturalWidth > 0``);
+  - no image shrunk below legibility: an image wider than ``SHRINK_MIN_NATURAL`` (700 px, the text column) may not
+    be shown at less than ``SHRINK_MIN_RATIO`` (80 %) of its width. Notebook figures are drawn at 100 dpi, where
+    text must be at least 8 pt on the page to be read (the rule ``course_lib.plots`` follows). Matplotlib writes
+    tick and axis labels at 10 pt by default, which stays at 8 pt or more only down to 80 %; a figure shrunk
+    further has unreadable text unless every text in it is larger than 10 pt, which figures rarely do. (At 55 %,
+    even 14.5-pt text would be lost.) The width is the image's own pixel width, or its ``width`` attribute when
+    it has one in pixels (Jupyter's "retina" PNGs are stored at twice the size they are meant to be shown at);
+  - no placeholder text in the visible page: TODO, FIXME, XXX, TBD (as words, in capitals), "lorem ipsum",
+    "placeholder" (any case);
   - every font the page asked for loaded (MathJax fonts, icon fonts);
   - every ipywidgets view rendered;
   - icons: no unreplaced Font Awesome ``<i>`` placeholders;
@@ -61,6 +74,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", ".doctrees", "_panels_static"}
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 PROBE_ID = "__check_book_result__"
+MAX_WARNING_BLOCKS = 1          # stderr outputs that mention a warning, per page
+SHRINK_MIN_NATURAL = 700        # px: images at most this wide are never shrunk in the 700-px text column
+SHRINK_MIN_RATIO = 0.8          # shown width / natural width below which 10-pt text is under 8 pt (see above)
 
 # The probe runs in the page after it loaded: it waits for MathJax and the images, then writes what it found into a
 # hidden <pre>, which --dump-dom returns.
@@ -75,6 +91,25 @@ PROBE_JS = r"""
       if (n.classList && n.classList.contains('highlight')) return true;   // code and text outputs
     }
     return false;
+  }
+  // A display equation is clipped when its typeset box or any glyph sticks out of the visible part of its
+  // container, the text column or the window, or when the container scrolls sideways.
+  function clipped(e) {
+    var c = e.tagName.toLowerCase() === 'mjx-container' ? e : e.querySelector('mjx-container');
+    var math = c && c.querySelector('mjx-math');
+    if (!math) return false;
+    var box = c.getBoundingClientRect();
+    var left = box.left + c.clientLeft, right = left + (c.clientWidth || box.width);
+    var outer = [e.getBoundingClientRect(), (e.closest('article, main, [role="main"]') || document.body)
+      .getBoundingClientRect()];
+    outer.forEach(function (o) { left = Math.max(left, o.left); right = Math.min(right, o.right); });
+    right = Math.min(right, document.documentElement.clientWidth);
+    if (c.scrollWidth > c.clientWidth + 2 && getComputedStyle(c).overflowX !== 'visible') return true;
+    var parts = [math].concat(Array.prototype.slice.call(math.querySelectorAll('mjx-c')));
+    return parts.some(function (p) {
+      var b = p.getBoundingClientRect();
+      return b.width > 0 && (b.right > right + 1 || b.left < left - 1);
+    });
   }
   function collect() {
     var r = {};
@@ -110,13 +145,27 @@ PROBE_JS = r"""
       return !e.querySelector('svg');
     }).length;
     r.mathjaxLoaded = !!(window.MathJax && window.MathJax.startup);
-    // Display equations wider than the text column are cut off (MathJax does not wrap them).
-    r.wideMath = Array.prototype.filter.call(document.querySelectorAll('div.math'), function (e) {
-      var c = e.querySelector('mjx-container');
-      if (!c || !e.clientWidth) return false;
-      var inner = c.firstElementChild && c.firstElementChild.getBoundingClientRect().width;
-      return Math.max(c.scrollWidth, inner || 0) > e.clientWidth + 2;
-    }).map(function (e) { return e.textContent.replace(/\s+/g, ' ').trim().slice(0, 60); });
+    r.wideMath = Array.prototype.filter.call(document.querySelectorAll('div.math, mjx-container[display="true"]'),
+      function (e) { return (e.tagName.toLowerCase() === 'div' || !e.closest('div.math')) && clipped(e); })
+      .map(function (e) { return e.textContent.replace(/\s+/g, ' ').trim().slice(0, 60); });
+    function meantWidth(i) {   // a width attribute in pixels says how wide a HiDPI image is meant to be shown
+      var w = (i.getAttribute('width') || '').trim();
+      return /^\d+(\.\d+)?(px)?$/.test(w) ? parseFloat(w) : i.naturalWidth;
+    }
+    r.smallImages = Array.prototype.filter.call(document.images, function (i) {
+      var shown = i.getBoundingClientRect().width, meant = meantWidth(i);
+      return meant > __SHRINK_NATURAL__ && shown > 0 && shown < __SHRINK_RATIO__ * meant;
+    }).map(function (i) {
+      return {src: i.getAttribute('src'), natural: meantWidth(i), shown: Math.round(i.getBoundingClientRect().width)};
+    });
+    var text = document.body.innerText, found = [];
+    var words = /\b(TODO|FIXME|XXX|TBD)\b|lorem ipsum|placeholder/gi, m;
+    while ((m = words.exec(text)) !== null && found.length < 5) {
+      var w = m[0];
+      if (/^(todo|fixme|xxx|tbd)$/i.test(w) && w !== w.toUpperCase()) continue;   // "todo" in prose is a word
+      found.push(text.slice(Math.max(0, m.index - 30), m.index + w.length + 30).replace(/\s+/g, ' ').trim());
+    }
+    r.placeholders = found;
     return r;
   }
   function pending(r) {   // things that may still be happening asynchronously
@@ -168,6 +217,7 @@ class Page:
     math: int = 0                    # elements with class "math"
     tracebacks: int = 0              # traceback outputs in cells not tagged raises-exception
     stderr_outputs: int = 0
+    warning_blocks: list[str] = field(default_factory=list)   # first line of each stderr output with a warning
     widget_views: int = 0
     refresh: str | None = None       # target of a <meta http-equiv="refresh">
 
@@ -183,6 +233,18 @@ class PageParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.page = page
         self.stack: list[tuple[str, bool]] = []     # (tag, inside a cell tagged raises-exception)
+        self.stderr_depth: int | None = None        # stack depth of the stderr output being read
+        self.stderr_text: list[str] = []
+
+    def handle_data(self, data):
+        if self.stderr_depth is not None:
+            self.stderr_text.append(data)
+
+    def _end_stderr(self) -> None:
+        text = "".join(self.stderr_text)
+        if re.search(r"warning", text, re.I):
+            self.page.warning_blocks.append(" ".join(text.split())[:90])
+        self.stderr_depth, self.stderr_text = None, []
 
     def _raises(self) -> bool:
         return bool(self.stack) and self.stack[-1][1]
@@ -219,6 +281,8 @@ class PageParser(HTMLParser):
             self.page.tracebacks += 1
         if "stderr" in classes and "output" in classes:
             self.page.stderr_outputs += 1
+            if self.stderr_depth is None and tag not in VOID:
+                self.stderr_depth = len(self.stack)
         if tag not in VOID:
             self.stack.append((tag, raises))
 
@@ -233,6 +297,8 @@ class PageParser(HTMLParser):
         for i in range(len(self.stack) - 1, -1, -1):      # tolerate unclosed elements
             if self.stack[i][0] == tag:
                 del self.stack[i:]
+                if self.stderr_depth is not None and len(self.stack) <= self.stderr_depth:
+                    self._end_stderr()
                 return
 
 
@@ -276,6 +342,22 @@ def check_css(css: Path, root: Path, seen: dict[Path, list[str]]) -> list[str]:
         elif target.suffix == ".css":
             problems.extend(check_css(target, root, seen))
     return problems
+
+
+def page_problems(page: Page) -> list[str]:
+    """What is wrong with the page itself: a broken redirect, too many warning blocks, tracebacks."""
+    out = []
+    if page.refresh:
+        target = (page.path.parent / unquote(urlsplit(page.refresh).path)).resolve()
+        if not target.exists():
+            out.append(f"redirects to missing {page.refresh}")
+    if len(page.warning_blocks) > MAX_WARNING_BLOCKS:
+        out.append(f"{len(page.warning_blocks)} warning blocks (stderr outputs mentioning a warning; at most "
+                   f"{MAX_WARNING_BLOCKS} per page): " + "; ".join(repr(w) for w in page.warning_blocks[:4]))
+    if page.tracebacks:
+        out.append(f"{page.tracebacks} notebook output(s) show a traceback (tag the cell 'raises-exception' if "
+                   "the error is meant to be shown)")
+    return out
 
 
 def static_checks(pages: dict[str, Page], root: Path) -> dict[str, list[str]]:
@@ -322,13 +404,7 @@ def static_checks(pages: dict[str, Page], root: Path) -> dict[str, list[str]]:
                 target_page = pages.get(target_rel) or parse_page(target, root)
                 if frag not in target_page.ids:
                     out.append(f"broken anchor: {url} (no id {frag!r} in {target_rel})")
-        if page.refresh:
-            target = (page.path.parent / unquote(urlsplit(page.refresh).path)).resolve()
-            if not target.exists():
-                out.append(f"redirects to missing {page.refresh}")
-        if page.tracebacks:
-            out.append(f"{page.tracebacks} notebook output(s) show a traceback (tag the cell 'raises-exception' if "
-                       "the error is meant to be shown)")
+        out.extend(page_problems(page))
         # keep each message once, in order
         problems[rel] = list(dict.fromkeys(out))
     return problems
@@ -362,7 +438,9 @@ def make_probe_copy(page: Page, tmp: Path, fallback_ms: int) -> Path:
     text, n = re.subn(r"(<head[^>]*>)", lambda m: m.group(1) + base, text, count=1, flags=re.I)
     if not n:
         text = base + text
-    probe = "<script>" + PROBE_JS.replace("__ID__", PROBE_ID).replace("__FALLBACK__", str(fallback_ms)) + "</script>"
+    js = (PROBE_JS.replace("__ID__", PROBE_ID).replace("__FALLBACK__", str(fallback_ms))
+          .replace("__SHRINK_NATURAL__", str(SHRINK_MIN_NATURAL)).replace("__SHRINK_RATIO__", str(SHRINK_MIN_RATIO)))
+    probe = "<script>" + js + "</script>"
     idx = text.lower().rfind("</body>")
     text = text[:idx] + probe + text[idx:] if idx >= 0 else text + probe
     copy = tmp / (page.rel.replace("/", "__"))
@@ -466,6 +544,12 @@ def browser_problems(page: Page, result: dict | None, remote: list[str], error: 
     for img in result["images"]:
         if not img["ok"]:
             out.append(f"image did not load: {img['src']}")
+    for img in result.get("smallImages", []):
+        out.append(f"image {img['src']} is {img['natural']} px wide but shown at {img['shown']} px "
+                   f"({img['shown'] / img['natural']:.0%} < {SHRINK_MIN_RATIO:.0%}): its text is too small to read "
+                   "(draw the figure narrower, at most 7 inches at 100 dpi, or split it)")
+    for t in result.get("placeholders", []):
+        out.append(f"placeholder text in the page: {t!r}")
     for f in sorted(set(result["fontErrors"])):
         out.append(f"font failed to load: {f}")
     if result["widgetsMissing"]:
@@ -482,7 +566,7 @@ def browser_problems(page: Page, result: dict | None, remote: list[str], error: 
 
 # --------------------------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("build", type=Path, help="the built HTML folder, e.g. _build/html")
@@ -497,71 +581,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-size", default="1280,1000", help="screenshot size W,H (default 1280,1000)")
     parser.add_argument("--pages", nargs="+", metavar="GLOB",
                         help="open only these pages in the browser, e.g. 'notebooks/*' (static checks cover all)")
-    args = parser.parse_args(argv)
+    return parser
 
-    root = args.build.resolve()
-    if not (root / "index.html").exists() and not any(root.glob("**/*.html")):
-        print(f"check_book: no built book in {args.build} (run `make book` first).", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    files = sorted(p for p in root.rglob("*.html")
-                   if not (set(p.relative_to(root).parts[:-1]) & SKIP_DIRS))
-    pages = {p.relative_to(root).as_posix(): parse_page(p, root) for p in files}
-    problems = static_checks(pages, root)
 
-    toc = args.toc or (root.parent.parent / "_toc.yml")
-    toc_missing, stale = [], []
-    if toc.exists():
-        names = toc_files(toc)
-        for name in names:
-            if f"{name}.html" not in pages:
-                toc_missing.append(f"_toc.yml entry {name} has no page {name}.html")
-        expected = {f"{n}.html" for n in names} | {"index.html", "search.html", "genindex.html"}
-        stale = sorted(set(pages) - expected)
-    elif args.toc:
-        print(f"check_book: {toc} does not exist.", file=sys.stderr)
-        return 2
+def browser_checks(chromium: str, pages: dict[str, Page], problems: dict[str, list[str]], args) -> list[str]:
+    """Open every page (or those matching ``--pages``) in Chromium, add what it found to ``problems``; return the
+    pages that were checked a second time."""
+    rechecked: list[str] = []
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
+    browser_pages = [rel for rel, p in pages.items() if not p.refresh   # redirects have nothing to show
+                     and (not args.pages or any(fnmatch.fnmatch(rel, g) for g in args.pages))]
+    with tempfile.TemporaryDirectory(prefix="check_book-") as tmp_name:
+        tmp = Path(tmp_name)
 
-    chromium, rechecked = None, []
-    if not args.no_browser:
-        chromium = find_chromium(args.chromium)
-        if chromium is None:
-            print("check_book: no Chromium found. Install it (Debian/Ubuntu: apt-get install -y chromium), "
-                  "point --chromium or $CHROMIUM at a Chrome/Chromium binary, or pass --no-browser.",
-                  file=sys.stderr)
-            return 2
-        if args.screenshots:
-            args.screenshots.mkdir(parents=True, exist_ok=True)
-        browser_pages = [rel for rel, p in pages.items() if not p.refresh   # redirects have nothing to show
-                         and (not args.pages or any(fnmatch.fnmatch(rel, g) for g in args.pages))]
-        with tempfile.TemporaryDirectory(prefix="check_book-") as tmp_name:
-            tmp = Path(tmp_name)
-
-            def job(rel: str) -> tuple[str, list[str]]:
-                shot = None
-                if args.screenshots:
-                    shot = (args.screenshots / (rel[:-5].replace("/", "-") + ".png")).resolve()
-                    shot.unlink(missing_ok=True)
-                width = f"width {args.window_size.split(',')[0]} px"
-                result, remote, error = run_chromium(chromium, pages[rel], tmp, shot, args)
+        def job(rel: str) -> tuple[str, list[str]]:
+            shot = None
+            if args.screenshots:
+                shot = (args.screenshots / (rel[:-5].replace("/", "-") + ".png")).resolve()
+                shot.unlink(missing_ok=True)
+            width = f"width {args.window_size.split(',')[0]} px"
+            result, remote, error = run_chromium(chromium, pages[rel], tmp, shot, args)
+            found = browser_problems(pages[rel], result, remote, error, width)
+            if found:
+                # On a loaded machine a page's scripts (Font Awesome, MathJax) can outlast the virtual-time
+                # budget. Check once more with twice the time: a real defect shows up again, a slow load not.
+                slow = argparse.Namespace(**{**vars(args), "budget": 2 * args.budget})
+                result, remote, error = run_chromium(chromium, pages[rel], tmp, shot, slow)
                 found = browser_problems(pages[rel], result, remote, error, width)
-                if found:
-                    # On a loaded machine a page's scripts (Font Awesome, MathJax) can outlast the virtual-time
-                    # budget. Check once more with twice the time: a real defect shows up again, a slow load not.
-                    slow = argparse.Namespace(**{**vars(args), "budget": 2 * args.budget})
-                    result, remote, error = run_chromium(chromium, pages[rel], tmp, shot, slow)
-                    found = browser_problems(pages[rel], result, remote, error, width)
-                    rechecked.append(rel)
-                if shot is not None and not shot.exists():
-                    found.append("no screenshot was written")
-                return rel, found
+                rechecked.append(rel)
+            if shot is not None and not shot.exists():
+                found.append("no screenshot was written")
+            return rel, found
 
-            with futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-                for rel, found in pool.map(job, browser_pages):
-                    problems[rel].extend(found)
+        with futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for rel, found in pool.map(job, browser_pages):
+                problems[rel].extend(found)
+    return rechecked
 
+
+def toc_problems(toc: Path, pages: dict[str, Page]) -> tuple[list[str], list[str]]:
+    """(toc entries without a page, pages not in the toc) for a jb-book _toc.yml."""
+    names = toc_files(toc)
+    missing = [f"_toc.yml entry {name} has no page {name}.html" for name in names if f"{name}.html" not in pages]
+    expected = {f"{n}.html" for n in names} | {"index.html", "search.html", "genindex.html"}
+    return missing, sorted(set(pages) - expected)
+
+
+def report(args, pages: dict[str, Page], problems: dict[str, list[str]], chromium: str | None,
+           rechecked: list[str], toc_missing: list[str], stale: list[str], elapsed: float) -> int:
+    """Print what was checked and every problem; return the exit status."""
     failed = {rel: msgs for rel, msgs in problems.items() if msgs}
-    elapsed = time.perf_counter() - start
     n_math = sum(1 for p in pages.values() if p.math)
     n_widgets = sum(p.widget_views for p in pages.values())
     n_stderr = sum(p.stderr_outputs for p in pages.values())
@@ -586,6 +656,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("check_book: all pages OK")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    root = args.build.resolve()
+    if not (root / "index.html").exists() and not any(root.glob("**/*.html")):
+        print(f"check_book: no built book in {args.build} (run `make book` first).", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    files = sorted(p for p in root.rglob("*.html")
+                   if not (set(p.relative_to(root).parts[:-1]) & SKIP_DIRS))
+    pages = {p.relative_to(root).as_posix(): parse_page(p, root) for p in files}
+    problems = static_checks(pages, root)
+
+    toc = args.toc or (root.parent.parent / "_toc.yml")
+    toc_missing, stale = [], []
+    if toc.exists():
+        toc_missing, stale = toc_problems(toc, pages)
+    elif args.toc:
+        print(f"check_book: {toc} does not exist.", file=sys.stderr)
+        return 2
+
+    chromium, rechecked = None, []
+    if not args.no_browser:
+        chromium = find_chromium(args.chromium)
+        if chromium is None:
+            print("check_book: no Chromium found. Install it (Debian/Ubuntu: apt-get install -y chromium), "
+                  "point --chromium or $CHROMIUM at a Chrome/Chromium binary, or pass --no-browser.",
+                  file=sys.stderr)
+            return 2
+        rechecked = browser_checks(chromium, pages, problems, args)
+    return report(args, pages, problems, chromium, rechecked, toc_missing, stale, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -1,60 +1,43 @@
 #!/usr/bin/env bash
-# The results of record, on a GPU machine without internet (the course's device tool, or any CUDA box).
+# The results of record on a lent GPU (no internet, ~15 minutes of device time in all): one prepared command of at
+# most ~5 minutes that works down the priority queue and writes every finished result into $OUT at once.
 #
-#   bash tools/gpu_session.sh STAGE
+#   bash tools/gpu_session.sh [queue|bench]        (default: queue)
 #
-# STAGE is one of (each fits in one 10-minute device command on an H100):
-#   train-a    ch1 + ch4 runs on CIFAR-10 (ViT, ResNet-18, ViT on 50/class)
-#   train-b    ch5 runs (ViT+DRLoc, the 10 % subset, the lambda / m ablation)
-#   train-c    the small-data curve (50, 100, 500 per class x ResNet-18, ViT, ViT+DRLoc)
-#   bench      ViT vs timm (bf16), GPU-resident loader vs DataLoader(2 workers)
-#   tta        time to 93 % (ResNet-18) and 85 % (ViT) on CIFAR-10
-#   notebooks  re-execute the notebooks with papermill (profile gpu, CIFAR-10) so their outputs come from these runs
+#   queue   python -m course_lib.experiments run --profile gpu --deadline-s $DEADLINE_S --out $OUT
+#           (1) CIFAR-10 full: ResNet-18, ViT, ViT+DRLoc (fp16 checkpoints of record come back too);
+#           (2) the small-data curve, seed by seed, smallest size first; (3) the DRLoc ablation.
+#           Runs already recorded (course_lib/records/, results/) are skipped: run the same command again to go on.
+#   bench   ViT vs timm (bf16), GPU loader vs DataLoader(2 workers), time to 93 % / 85 %, each under $DEADLINE_S.
 #
-# Inputs it expects in the working tree (git-ignored, named in the device tool's `carry`):
-#   .carry/cifar10_yoongikim_jpg.tar.xz   the CIFAR-10 JPEG copy (from ../shared/data/cifar10-jpeg/)
-#   .carry/checkpoints/ (optional)        checkpoints to resume from (normally not needed: checkpoints/ is
-#                                         git-ignored, so it stays on a warm device machine between stages; they
-#                                         are too big to bring back, ~130 MB for a ResNet-18 with AdamW state)
-#   .whl/*.whl (for notebooks/bench)      papermill, nbclient, ipykernel, ... and timm, built for Python 3.12
-# Outputs, under $OUT (at most 8 files come back): results-<stage>.tar.gz (results/*.json), notebooks.tar.gz,
-# bench-*.json, and the log. Run the stages in order on one warm machine: `notebooks` needs the checkpoints.
+# Device tool: carry [".carry"] with .carry/cifar10_yoongikim_jpg.tar.xz (cp ../shared/data/cifar10-jpeg/*.tar.xz
+# .carry/), timeout_s ~330. What comes back ($OUT, at most 8 files of <= 16 MiB): results.tar.gz (the records),
+# manifest.json + *.fp16.pt[.partN] (checkpoints of record), log.txt. Then here:
+#   tar -xzf results.tar.gz && cp results/*.json course_lib/records/ && cp manifest.json *.fp16.pt* checkpoints_of_record/
+#   python -m course_lib.experiments notebooks --profile gpu --datasets cifar10    # on the CPU, from those checkpoints
 #
-# PROFILE=smoke bash tools/gpu_session.sh train-a runs the same logic on a CPU in seconds (how it is tested).
+# PROFILE=smoke DEADLINE_S=20 bash tools/gpu_session.sh runs the same logic on a CPU in seconds (how it is tested).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STAGE=${1:?usage: bash tools/gpu_session.sh train-a|train-b|train-c|bench|tta|notebooks}
+STAGE=${1:-queue}
 PROFILE=${PROFILE:-gpu}
+DEADLINE_S=${DEADLINE_S:-290}
 OUT=${OUT:-artifacts/gpu_out}
 mkdir -p "$OUT" data/cifar10-jpeg
-export PYTHONUNBUFFERED=1 COURSE_PLAIN_PROGRESS=1 COURSE_OFFLINE=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+export PYTHONUNBUFFERED=1 COURSE_PLAIN_PROGRESS=1 COURSE_OFFLINE=1 PYTHONPATH=$PWD
 if [ -f .carry/cifar10_yoongikim_jpg.tar.xz ]; then cp -n .carry/cifar10_yoongikim_jpg.tar.xz data/cifar10-jpeg/; fi
-W=${COURSE_WORKDIR:-$PWD}                     # where results/ and checkpoints/ live
-if [ -d .carry/checkpoints ]; then mkdir -p "$W/checkpoints" && cp -rn .carry/checkpoints/. "$W/checkpoints/"; fi
 PY=${PYTHON:-python3}
-run() { $PY -m course_lib.experiments run --profile "$PROFILE" --data-root data --datasets cifar10 "$@"; }
-pack() { tar -czf "$OUT/results-$STAGE.tar.gz" -C "$W" results; }   # the records, to commit
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   case "$STAGE" in
-    train-a) run --only ch1,ch4; pack ;;
-    train-b) run --only ch5; pack ;;
-    train-c) run --only results; pack ;;
+    queue)
+      $PY -m course_lib.experiments run --profile "$PROFILE" --datasets cifar10 --data-root data \
+        --deadline-s "$DEADLINE_S" --out "$OUT" ;;
     bench)
       $PY benchmarks/bench_vit_vs_timm.py --out "$OUT/bench-vit-vs-timm.json"
-      $PY benchmarks/bench_loader.py --data-root data --epochs 2 --out "$OUT/bench-loader.json"
-      $PY benchmarks/bench_loader.py --data-root data --epochs 1 --train --out "$OUT/bench-loader-train.json" ;;
-    tta) $PY benchmarks/bench_time_to_accuracy.py --data-root data --out "$OUT/bench-time-to-accuracy.json" ;;
-    notebooks)
-      # The budget goes in through the environment (no stored profile cell that would pin CI to it).
-      $PY -m course_lib.experiments notebooks --profile "$PROFILE" --data-root data --datasets cifar10
-      tar -czf "$OUT/notebooks.tar.gz" notebooks/*.ipynb ;;
-    *) echo "unknown stage $STAGE"; exit 2 ;;
+      $PY benchmarks/bench_loader.py --data-root data --epochs 2 --train --out "$OUT/bench-loader.json"
+      timeout "$DEADLINE_S" $PY benchmarks/bench_time_to_accuracy.py --data-root data \
+        --out "$OUT/bench-time-to-accuracy.json" || echo "time to accuracy: stopped at the deadline" ;;
+    *) echo "unknown stage $STAGE (queue or bench)"; exit 2 ;;
   esac
-} 2>&1 | tee "$OUT/log-$STAGE.txt"
+} 2>&1 | tee "$OUT/log.txt"

@@ -8,7 +8,6 @@ an fp16 checkpoint, into the output folder that comes back. Run the same command
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 import time
@@ -17,15 +16,14 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_bytes, atomic_write_json
+from ..files import atomic_write_bytes
 from ..profiles import Profile
-from .plan import curve_specs, drloc_ablation, drloc_specs, comparison_specs
+from .of_record import export_fp16
+from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
 from .records import find_record, results_dir
-from .runs import PreparedRun, RunSpec, execute, measure_throughput, prepare
+from .runs import RunSpec, execute, measure_throughput, prepare
 
-__all__ = ["priority_queue", "QueueReport", "run_queue", "export_fp16", "MAX_FILE_BYTES"]
-
-MAX_FILE_BYTES = 15 * 2**20      # what comes back from the device: files of at most 16 MiB (kept with a margin)
+__all__ = ["priority_queue", "QueueReport", "run_queue"]
 
 
 def priority_queue(profile: Profile) -> tuple[list[RunSpec], set[RunSpec]]:
@@ -57,25 +55,6 @@ class QueueReport:
         return "\n".join(f"  {key}: {what}" for key, what in self.outcome.items())
 
 
-def export_fp16(run: PreparedRun, record: dict, out: Path) -> list[Path]:
-    """The model's state dict in float16 under ``out`` (split into parts below 16 MiB), with its record's key and a
-    SHA-256 of the whole, so the analysis notebooks can be re-executed from it on a CPU."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in run.model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({"key": record["key"], "identity_hash": record["identity_hash"], "model": state}, buffer)
-    data = buffer.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    parts = [data[i:i + MAX_FILE_BYTES] for i in range(0, len(data), MAX_FILE_BYTES)]
-    paths = []
-    for i, part in enumerate(parts):
-        path = out / (f"{record['key']}.fp16.pt" + (f".part{i}" if len(parts) > 1 else ""))
-        atomic_write_bytes(path, part)
-        paths.append(path)
-    atomic_write_json(out / f"{record['key']}.fp16.json", {"key": record["key"], "sha256": digest,
-                                                            "parts": [p.name for p in paths], "bytes": len(data)})
-    return paths
-
-
 def _pack_records(root: Path, out: Path) -> None:
     """All records made here, as one archive in ``out`` (one file, however many runs)."""
     buffer = io.BytesIO()
@@ -93,7 +72,7 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
 
     A run that is already recorded is skipped; a run that would not finish in the time left is skipped (a shorter
     one later in the list may still fit). After each run its record goes into ``out/results.tar.gz`` and, for runs
-    in ``of_record``, an fp16 checkpoint into ``out``. ``start``: when the deadline's clock started (default now).
+    in ``of_record``, an fp16 checkpoint into ``out`` (see :mod:`.of_record`). ``start``: when the deadline's clock started (default now).
     """
     start = clock() if start is None else start
     out = Path(out)
@@ -102,6 +81,9 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
     for spec in specs:
         if find_record(spec.key, root) is not None:
             report.outcome[spec.key] = "done before"
+            continue
+        if clock() - start >= deadline_s:
+            report.outcome[spec.key] = "not started: the deadline has passed"
             continue
         run = prepare(spec, data_root, root)
         ips = report.throughput.get(spec.label) or measure_throughput(
@@ -116,8 +98,7 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
         result = execute(run, device, progress=True, images_per_second=ips)
         _pack_records(run.checkpoint.parents[1], out)
         if spec in of_record:
-            export_fp16(run, result.record, out)
+            export_fp16(result.model, result.record, out)
         report.outcome[spec.key] = (f"trained: {result.record['final_test_acc']:.2f} % in "
                                     f"{result.record['train_seconds']:.0f} s")
-    atomic_write_json(out / "queue.json", {"outcome": report.outcome, "throughput": report.throughput})
     return report

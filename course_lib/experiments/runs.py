@@ -27,6 +27,7 @@ from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
 from ..train import RECIPES, History, TrainConfig, data_fingerprint, fit, steps_per_epoch
 from .provenance import environment_summary
+from .of_record import load_fp16
 from .records import find_record, write_record
 
 __all__ = ["RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
@@ -318,6 +319,10 @@ def execute(run: PreparedRun, device: str | torch.device | None = None, progress
     with file_lock(run.checkpoint, f"The run {spec.key}"):
         previous = find_record(spec.key, root)
         same = previous is not None and previous[0].get("identity_hash") == run.identity_hash
+        if same and not run.checkpoint.exists() and load_fp16(run.model, spec.key, run.identity_hash):
+            record = previous[0]          # the course's checkpoint of record: its weights, its record
+            return RunResult(spec, run.model.to(device).eval(), History.from_dict(record["history"]), record,
+                             Preprocessing.from_dict(record["preprocess"]))
         history = _fit(run, device, progress, same and run.checkpoint.exists(), images_per_second)
         record = _record(spec, run.model, history, run.cfg, run.identity, run.train, run.test, device,
                          run.checkpoint)
