@@ -1,8 +1,20 @@
-"""course_lib: the code behind the course "ViT on small datasets".
+"""course_lib: the code behind the course "ViT on small datasets" (one concept per module).
 
-Modules (one concept each): ``profiles`` (training budgets), ``data`` (data sets and the GPU-resident loader),
-``models`` (ViT, ResNet-18, a hybrid), ``train`` (the one training loop), ``drloc`` (the DRLoc auxiliary task),
-``hooks`` (collect intermediate activations), ``rollout`` (attention rollout), ``cka`` (centred kernel alignment),
-``plots`` and ``widgets`` (figures), ``exercises`` (answer checks), ``experiments`` (the runner).
+- ``settings``: the COURSE_* environment variables, checked; ``runtime``: device, precision, seeding, eval mode;
+  ``files``: atomic writes, named corrupt files, run locks
+- ``profiles``: training budgets; ``data``: the data sets, their sources, preprocessing and the GPU loader;
+  ``augment``: batch augmentations on the device
+- ``models``: ViT, ResNet-18, a hybrid, with configs and labels; ``train``: the training loop and the recipes;
+  ``drloc``: the DRLoc auxiliary task
+- ``hooks``: activations by layer name; ``rollout``: attention rollout; ``locality``: mean attention distance;
+  ``cka``: centred kernel alignment
+- ``experiments``: runs, records, plans, the GPU queue and the command line; ``stats``: intervals and verdicts;
+  ``report``: the results' tables and verdicts; ``papers``: published numbers and their sources
+- ``plots``, ``tables``, ``widgets``: figures, tables and explorers; ``exercises``: answer checks
 """
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("course_lib")
+except PackageNotFoundError:   # run from a source tree without installing (e.g. the GPU machine)
+    __version__ = "source tree"

@@ -367,7 +367,7 @@ class DRLocLoss(AuxiliaryLoss):
 def official_weight(epoch: float, weight: float, warmup_epochs: float = 20, total_epochs: float = 300) -> float:
     """Lambda at (0-based) ``epoch`` in the official ``main.py`` (``_weight_decay``): 0 -> ``weight`` linearly over
     ``warmup_epochs``, then linearly down towards 0 at ``total_epochs`` (its default 300, while the official loop
-    stops after 100 epochs, where lambda is still about 0.72 of its peak). ``DRLocLoss(schedule="official")``
+    stops after 100 epochs, where lambda is still about 0.71 of its peak). ``DRLocLoss(schedule="official")``
     follows it in proportion to the run's length.
     """
     if epoch <= warmup_epochs:

@@ -21,8 +21,19 @@ def test_unknown_profile_names_the_choices():
         get_profile("huge")
 
 
-def test_budget_per_class_and_overrides():
+def test_budget_per_class():
     smoke = PROFILES["smoke"]
     assert smoke.train_per_class(10) == 20 and smoke.train_per_class(100) == 2 and smoke.train_per_class(1000) == 1
     assert PROFILES["gpu"].train_per_class(10) is None
-    assert smoke.with_overrides(epochs=3).epochs == 3 and smoke.epochs == 1
+
+
+def test_each_profile_names_its_models_and_recipes():
+    from course_lib.train import RECIPES
+    from course_lib.models import MODELS
+
+    for p in PROFILES.values():
+        assert p.vit_model in MODELS and {p.comparison_recipe, p.drloc_recipe} <= set(RECIPES)
+        assert list(p.curve_sizes) == sorted(p.curve_sizes) and p.curve_seeds
+    paper = PROFILES["paper"]
+    assert (paper.vit_model, paper.comparison_recipe, paper.drloc_recipe) == ("vit_paper", "zhu2023", "liu2021")
+    assert PROFILES["gpu"].curve_sizes == (50, 100, 250, 500, 1000, 5000) and PROFILES["gpu"].curve_seeds == (0, 1, 2)

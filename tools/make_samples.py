@@ -9,7 +9,8 @@ What is kept, and why:
 - CIFAR-100 train: indices 0..1116 (5-22 per class); test: indices 0..915 (4-15 per class).
 - SVHN: only *train* images were obtainable. 20 per class (200) become a stand-in test split; the other 883 images
   are the train split. Loaders say so whenever they use it.
-- All CIFAR-10 labels (60,000), needed to rebuild the official order of the CIFAR-10 JPEG copy.
+- All CIFAR-10 labels (60,000), needed to rebuild the official order of the CIFAR-10 JPEG copy, and all CIFAR-100
+  fine labels, with which a downloaded copy's order is checked label by label.
 """
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def main(src: Path) -> None:
         save(f"svhn_{split}_0", d["images"][idx], d["labels"][idx], d["indices"][idx], d["class_names"])
     labels = np.load(src / "cifar10_all_labels.npz")
     np.savez_compressed(OUT / "cifar10_all_labels.npz", train=labels["train"], test=labels["test"])
+    fine = np.load(src / "cifar100_all_labels.npz")      # checks a downloaded CIFAR-100 copy's order, label by label
+    np.savez_compressed(OUT / "cifar100_all_labels.npz", train=fine["train_fine"].astype(np.int64),
+                        test=fine["test_fine"].astype(np.int64))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Point the course at its repository: ``python tools/set_repo_url.py https://github.com/ORG/REPO``.
+"""Point the course at its repository and release: ``python tools/set_repo_url.py [https://github.com/ORG/REPO]``.
 
-The URL lives in ``_config.yml`` (``repository.url``, used by the launch buttons); the notebooks' first cells pip-install
-``course_lib`` from the same repository on Colab, where ``_config.yml`` is not available, so this script rewrites both
-from the one value you give it. Run it once after forking; ``tests/test_repository_url.py`` checks they agree.
+The URL lives in ``_config.yml`` (``repository.url``, used by the launch buttons); the notebooks' first cells
+pip-install ``course_lib`` on Colab, where ``_config.yml`` is not available, from the same repository **at the
+release the notebooks were written for**: the tag ``v<version>`` with the version of ``pyproject.toml``. This script
+rewrites both from those two values: run it after forking (with the new URL) and after bumping the version (without
+arguments), and push the tag. ``tests/test_notebooks.py`` checks that they agree.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL = re.compile(r"course_lib @ git\+(https://[^\"'\s]+)")
+INSTALL = re.compile(r"course_lib @ git\+(https://[^\"'\s@]+)(?:@([\w.\-]+))?")
 
 
 def config_url() -> str:
@@ -22,33 +24,44 @@ def config_url() -> str:
     return match.group(1).strip("\"'")
 
 
-def notebook_urls() -> dict[str, set[str]]:
-    """{notebook file name: the repository URLs its code cells install course_lib from}."""
+def release_tag() -> str:
+    """``v<version>`` from pyproject.toml: the release the notebooks install."""
+    match = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    if not match:
+        raise SystemExit("pyproject.toml has no version")
+    return f"v{match.group(1)}"
+
+
+def notebook_installs() -> dict[str, set[tuple[str, str | None]]]:
+    """{notebook file name: the (repository URL, ref) pairs its code cells install course_lib from}."""
     out = {}
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
-        out[nb.name] = {url for c in cells if c["cell_type"] == "code" for url in INSTALL.findall("".join(c["source"]))}
+        out[nb.name] = {(url, ref or None) for c in cells if c["cell_type"] == "code"
+                        for url, ref in INSTALL.findall("".join(c["source"]))}
     return out
 
 
-def set_url(url: str) -> None:
-    url = url.rstrip("/")
-    cfg = ROOT / "_config.yml"
+def set_url(url: str | None = None) -> None:
+    """Write ``url`` (default: the configured one) and the release tag into _config.yml and every notebook."""
     old = config_url()
+    url = (url or old).rstrip("/")
+    cfg = ROOT / "_config.yml"
     cfg.write_text(cfg.read_text().replace(old, url))
+    target = f"course_lib @ git+{url}@{release_tag()}"
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         data = json.loads(nb.read_text())
         for cell in data["cells"]:
             if cell["cell_type"] == "code":
                 src = "".join(cell["source"])
-                new = INSTALL.sub(f"course_lib @ git+{url}", src)
+                new = INSTALL.sub(target, src)
                 if new != src:
                     cell["source"] = new.splitlines(keepends=True)
         nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    print(f"repository URL: {old} -> {url}")
+    print(f"repository URL: {old} -> {url}; notebooks install {target}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) > 2:
         raise SystemExit(__doc__)
-    set_url(sys.argv[1])
+    set_url(sys.argv[1] if len(sys.argv) == 2 else None)

@@ -1,0 +1,240 @@
+"""Stream one URL to a file, or fail fast and say why: :func:`fetch`.
+
+What a download does here, and why:
+
+- **progress**: a progress bar (tqdm) naming the data set, with size, rate and time left; text lines instead when
+  ``COURSE_PLAIN_PROGRESS=1`` (logs, CI). A one-line summary when done.
+- **connect and stall timeout** (``LIMITS.timeout_s``): no connection, or no byte at all for that long, fails.
+- **minimum rate** (``LIMITS.min_rate`` bytes/s averaged over ``LIMITS.window_s``): a slow but steady transfer
+  never trips a socket timeout (the official CIFAR host served ~75 kB/s in 2026, an hour for CIFAR-10), so a
+  source slower than that is given up loudly and the caller moves on to the next source.
+- **resume**: bytes go to ``<file>.part``; a later try asks only for the rest (an HTTP ``Range`` request) and
+  starts again from zero when the server ignores it.
+- **checksum** (md5 or sha256) when one is known; a mismatch deletes the file.
+- **atomic completion**: the final file appears (``os.replace``) only once it is complete and verified.
+
+Every failure is a :class:`DownloadError` (a :class:`DataUnavailableError`) naming the URL and what happened.
+Only the standard library's ``urllib`` is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..settings import plain_progress
+from .sets import DataUnavailableError
+
+__all__ = ["DownloadError", "TooSlowError", "Limits", "LIMITS", "fetch", "notify", "file_digest"]
+
+
+class DownloadError(DataUnavailableError):
+    """A download failed: the message names the URL and what happened."""
+
+
+class TooSlowError(DownloadError):
+    """The source delivered less than the minimum rate for the whole window."""
+
+
+class _CannotResume(Exception):
+    """The server refused the Range request (HTTP 416): the partial file does not fit the file it serves."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a download gives up. ``timeout_s``: connecting, and the longest wait for any byte (a stalled
+    transfer). ``min_rate`` (bytes/s) averaged over ``window_s`` seconds: slower means "try another source"."""
+
+    timeout_s: float = 20.0
+    min_rate: float = 1e6
+    window_s: float = 30.0
+
+
+LIMITS = Limits()        # the defaults; set e.g. ``download.LIMITS = Limits(min_rate=0)`` to wait for any source
+TEXT_EVERY_S = 10.0      # one text progress line this often under COURSE_PLAIN_PROGRESS=1
+CHUNK = 1 << 20
+
+
+def notify(message: str) -> None:
+    """Say something the student must see (a source failed, a cache was rebuilt): stderr, shown in notebooks."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest (``md5``, ``sha256``) of a file, read in 1 MB blocks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Progress:
+    """A tqdm bar, or text lines every ``TEXT_EVERY_S`` seconds, then a summary line."""
+
+    def __init__(self, what: str, total: int | None, done: int):
+        self.what, self.total, self.first = what, total, done
+        self.start = self.last_line = time.monotonic()
+        self.bar = None
+        if not plain_progress():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=what, leave=False,
+                            mininterval=0.5)
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif time.monotonic() - self.last_line >= TEXT_EVERY_S:
+            self.last_line = time.monotonic()
+            print(f"{self.what}: {self._status(done)}", flush=True)
+
+    def _status(self, done: int) -> str:
+        rate = (done - self.first) / max(time.monotonic() - self.start, 1e-6)
+        size = f"{_mb(done)} of {_mb(self.total)}" if self.total else _mb(done)
+        left = f", {(self.total - done) / rate:,.0f} s left" if self.total and rate > 0 else ""
+        return f"{size}, {rate / 1e6:,.1f} MB/s{left}"
+
+    def close(self, done: int, complete: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if complete:
+            seconds = time.monotonic() - self.start
+            print(f"{self.what}: downloaded {_mb(done - self.first)} in {seconds:,.1f} s "
+                  f"({(done - self.first) / max(seconds, 1e-6) / 1e6:,.1f} MB/s)", flush=True)
+
+
+class _RateRule:
+    """Raises :class:`TooSlowError` when fewer than ``min_rate * window_s`` bytes arrived in a window."""
+
+    def __init__(self, limits: Limits, done: int):
+        self.limits, self.since, self.bytes_then = limits, time.monotonic(), done
+
+    def check(self, done: int, url: str, what: str, total: int | None) -> None:
+        elapsed = time.monotonic() - self.since
+        if self.limits.min_rate <= 0 or elapsed < self.limits.window_s:
+            return
+        rate = (done - self.bytes_then) / elapsed
+        if rate < self.limits.min_rate:
+            raise TooSlowError(
+                f"*** {what}: {url} delivered only {rate / 1e3:,.0f} kB/s over the last {elapsed:,.1f} s, below the "
+                f"minimum of {self.limits.min_rate / 1e6:g} MB/s: giving up on this source at {_mb(done)}"
+                f"{f' of {_mb(total)}' if total else ''}. The part already downloaded is kept, so a later try "
+                f"resumes it. To wait for a slow source anyway, set course_lib.data.download.LIMITS = "
+                f"Limits(min_rate=0) before loading. ***")
+        self.since, self.bytes_then = time.monotonic(), done
+
+
+def _open(url: str, offset: int, timeout: float):
+    """The HTTP response for ``url`` from byte ``offset`` on (a Range request when ``offset`` > 0)."""
+    headers = {"User-Agent": "course_lib (ViT on small datasets)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            raise _CannotResume() from None
+        raise DownloadError(f"{url}: the server answered HTTP {error.code} {error.reason}.") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"{url}: cannot connect ({type(reason).__name__}: {reason}). Check the internet "
+                            "connection.") from None
+
+
+def _resumed_from(response, offset: int) -> tuple[int, int | None]:
+    """(first byte the response holds, total size of the file or None) for a response to a request at ``offset``.
+
+    A server that ignores the Range request answers 200 with the whole file: the download starts again at 0."""
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+    if offset and response.status == 206 and match and int(match.group(1)) == offset:
+        return offset, int(match.group(2)) if match.group(2) != "*" else None
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and response.status == 200 else None
+
+
+def _copy(response, part: Path, start: int, total: int | None, url: str, what: str, limits: Limits) -> int:
+    """Append the response body to ``part`` (truncated first when ``start`` is 0); the bytes now in ``part``."""
+    done, progress, rule = start, _Progress(what, total, start), _RateRule(limits, start)
+    complete = False
+    try:
+        with open(part, "ab" if start else "wb") as out:
+            while chunk := response.read1(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                progress.update(done)
+                rule.check(done, url, what, total)
+            out.flush()
+            os.fsync(out.fileno())
+        complete = total is None or done == total
+    except TimeoutError:
+        raise DownloadError(f"{url}: the transfer stalled: no data for {limits.timeout_s:g} s after {_mb(done)}"
+                            f"{f' of {_mb(total)}' if total else ''}. A later try resumes it.") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise DownloadError(f"{url}: the connection broke after {_mb(done)} ({type(error).__name__}: {error}). "
+                            "A later try resumes it.") from None
+    finally:
+        progress.close(done, complete)
+    return done
+
+
+def _verify_checksum(part: Path, checksum: tuple[str, str] | None, url: str) -> None:
+    if checksum is None:
+        return
+    algorithm, expected = checksum
+    actual = file_digest(part, algorithm)
+    if actual != expected.lower():
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: the downloaded file's {algorithm} is {actual}, but the official file's is "
+                            f"{expected}: it is not the official file. Deleted; this source is not used.")
+
+
+def fetch(url: str, dest: str | Path, what: str, checksum: tuple[str, str] | None = None,
+          limits: Limits | None = None) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``) and return ``dest`` once complete and verified.
+
+    Args:
+        what: the words for the progress line, e.g. "CIFAR-10 train from the Hugging Face Hub".
+        checksum: ``("md5" | "sha256", hex digest)`` when one is known; the file must match it.
+        limits: :class:`Limits` (default :data:`LIMITS`).
+
+    An existing ``dest`` (complete, and matching ``checksum``) is returned without a download.
+
+    Raises:
+        DownloadError: HTTP error, no connection, stalled or broken transfer, wrong checksum.
+        TooSlowError: slower than ``limits.min_rate`` for ``limits.window_s`` seconds.
+    """
+    limits, dest = limits or LIMITS, Path(dest)
+    if dest.is_file() and (checksum is None or file_digest(dest, checksum[0]) == checksum[1].lower()):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    try:
+        response = _open(url, offset, limits.timeout_s)
+    except _CannotResume:
+        part.unlink()
+        offset, response = 0, _open(url, 0, limits.timeout_s)
+    with response:
+        start, total = _resumed_from(response, offset)
+        if offset and start == 0:
+            print(f"{what}: the server ignored the request to resume at {_mb(offset)}; starting again.", flush=True)
+        elif offset:
+            print(f"{what}: resuming at {_mb(offset)}{f' of {_mb(total)}' if total else ''}.", flush=True)
+        done = _copy(response, part, start, total, url, what, limits)
+    if total is not None and done != total:
+        raise DownloadError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
+                            f"{total:,} bytes). A later try resumes it.")
+    _verify_checksum(part, checksum, url)
+    os.replace(part, dest)
+    return dest
