@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from scipy import stats as _scipy_stats
+
 from .data import DATASETS
 from .drloc import constant_baseline
-from .experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, get_record
+from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
 from .papers import LIU2021, reference_number
 from .profiles import Profile
 from .stats import (Comparison, accuracy_verdict, mean_interval, paired_difference, seed_difference,
@@ -21,7 +24,8 @@ from .tables import Table
 from .train import unpack_bits
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
-           "small_data_table", "curve_verdicts", "drloc_learned", "provenance"]
+           "small_data_table", "curve_verdicts", "drloc_learned", "ablation_table", "concentration_verdict", "locality_verdict",
+           "layer_correspondence", "profiles_with_records", "provenance"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -32,10 +36,10 @@ def _wilson(record: dict) -> tuple[float, float]:
     return wilson_interval(round(record["final_test_acc"] * record["test_images"] / 100), record["test_images"])
 
 
-def compare(a: dict, b: dict) -> Comparison:
+def compare(a: dict, b: dict, label_a: str | None = None, label_b: str | None = None) -> Comparison:
     """A - B in top-1 points for two records: paired over the test images when both kept them and saw the same
-    test set, else unpaired."""
-    la, lb = a["label"], b["label"]
+    test set, else unpaired. Labels default to the records' own."""
+    la, lb = label_a or a["label"], label_b or b["label"]
     same_test = a.get("test_fingerprint") and a.get("test_fingerprint") == b.get("test_fingerprint")
     if same_test and a.get("test_correct") and b.get("test_correct"):
         n = a["test_images"]
@@ -56,14 +60,14 @@ def compare_groups(a: Sequence[dict], b: Sequence[dict]) -> Comparison:
 # Per data set
 
 def dataset_runs(dataset: str, profile: Profile, data_root: str | Path | None = None,
-                 train_missing: bool = False) -> dict[str, dict | None]:
+                 train_missing: bool = False, include_drloc: bool = True) -> dict[str, dict | None]:
     """{label: record or None} for the comparison (ViT, ResNet-18) and the DRLoc pair (its ViT, ViT+DRLoc).
 
     Under the course's profiles the two ViTs are one run; under ``paper`` the DRLoc pair's ViT is listed as
     "ViT (DRLoc recipe)".
     """
     specs = dict(comparison_specs(profile, dataset))
-    for label, spec in drloc_specs(profile, dataset).items():
+    for label, spec in (drloc_specs(profile, dataset) if include_drloc else {}).items():
         if spec not in specs.values():
             specs[label if label not in specs else f"{label} (DRLoc recipe)"] = spec
     return {label: get_record(spec, data_root, train_missing=train_missing) for label, spec in specs.items()}
@@ -80,10 +84,10 @@ def _paper_column(label: str, record: dict | None, dataset: str) -> str:
 
 
 def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None = None,
-                  train_missing: bool = False) -> Table:
+                  train_missing: bool = False, include_drloc: bool = True) -> Table:
     """Top-1 of our runs on one data set next to the reference numbers, with each run's 95 % interval."""
     rows = []
-    for label, rec in dataset_runs(dataset, profile, data_root, train_missing).items():
+    for label, rec in dataset_runs(dataset, profile, data_root, train_missing, include_drloc).items():
         if rec is None:
             rows.append([label, None, "not run yet", _paper_column(label, rec, dataset), None, None, None, None])
             continue
@@ -96,9 +100,9 @@ def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None =
 
 
 def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | None = None,
-                     train_missing: bool = False) -> list[str]:
+                     train_missing: bool = False, include_drloc: bool = True) -> list[str]:
     """Plain-words verdicts for one data set: each model against chance, ResNet-18 vs ViT, ViT+DRLoc vs its ViT."""
-    runs = dataset_runs(dataset, profile, data_root, train_missing)
+    runs = dataset_runs(dataset, profile, data_root, train_missing, include_drloc)
     classes = DATASETS[dataset].num_classes
     lines = [accuracy_verdict(label, r["final_test_acc"], r["test_images"], classes)
              for label, r in runs.items() if r is not None]
@@ -182,8 +186,68 @@ def drloc_learned(record: dict) -> str:
     verdict = ("learned: the embeddings tell the head where they are" if ratio < 0.9 else
                "not learned: no better than predicting a constant offset" if ratio > 0.97 else
                "barely learned: only slightly better than a constant offset")
-    return (f"{record['label']} ({record['images_per_class']:,} images per class): final DRLoc loss "
+    title = DATASETS[record["spec"]["dataset"]].title
+    return (f"{record['label']} on {title} ({record['images_per_class']:,} images per class): final DRLoc loss "
             f"{losses[-1]:.4f} = {100 * ratio:.0f} % of the constant-prediction baseline {baseline:.4f}; {verdict}")
+
+
+def ablation_table(records: dict[str, dict], reference: str = "no DRLoc", caption: str = "") -> tuple[Table, list]:
+    """(table, verdict lines) of a DRLoc ablation: each setting's accuracy and final DRLoc loss against the
+    constant baseline, and its difference from the ``reference`` run with a 95 % interval."""
+    base = records[reference]
+    rows, lines = [], []
+    for label, rec in records.items():
+        losses = rec["history"]["extra"].get("drloc")
+        ratio = None
+        if losses:
+            model = rec["identity"]["model"]
+            ratio = f"{losses[-1] / constant_baseline(model['img_size'] // model['patch_size']):.2f}"
+        low, high = _wilson(rec)
+        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", ratio])
+        if label != reference:
+            lines.append(compare(rec, base, label, reference).words())
+    table = Table(["setting", "test acc (%)", "95 % CI", "final DRLoc loss / constant baseline"], rows,
+                  caption=caption)
+    return table, lines
+
+
+def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str:
+    """Rollout concentration (0 = uniform, 1 = one patch) per image, trained vs untrained, in percent of the way
+    from uniform to a single patch, with a paired 95 % interval over the images."""
+    c = seed_difference((100 * trained).tolist(), (100 * untrained).tolist(), "trained", "untrained",
+                        unit="% of the way from uniform to one patch", items="images")
+    return (f"Mean concentration of the final rollout: trained {100 * trained.mean():.3g} %, untrained "
+            f"{100 * untrained.mean():.3g} % (0 % = uniform over the patches). {c.words()}.")
+
+
+def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trained ViT",
+                     share: float = 0.8) -> str:
+    """How many heads of the lower third of the blocks attend locally: mean attention distance below ``share`` of
+    the distance under uniform attention (``distances``: (blocks, heads), in pixels)."""
+    lower = distances[: max(1, len(distances) // 3)]
+    local = int((lower < share * uniform).sum())
+    return (f"{label}: {local} of {lower.numel()} heads in blocks 1-{len(lower)} attend locally (mean distance "
+            f"below {share:.0%} of the {uniform:.1f} px that uniform attention gives); their mean distance is "
+            f"{lower.mean():.1f} px.")
+
+
+def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
+    """Do the ViT's blocks line up with the ResNet's layers? Spearman's rank correlation between each block's index
+    and the index of its most similar ResNet layer (rows: ViT blocks, columns: ResNet layers in depth order)."""
+    best = matrix.argmax(dim=1).tolist()
+    if len(set(best)) == 1:       # a constant sequence has no rank correlation
+        return f"{label}every ViT block is most similar to the same ResNet layer ({best[0]}): no layer-wise order."
+    rho, p = _scipy_stats.spearmanr(range(len(best)), best)
+    verdict = ("an increasing correspondence" if rho > 0 and p < 0.05 else
+               "no correspondence that these blocks can show (p >= 0.05)" if p >= 0.05 else "a reversed order")
+    return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} (p = {p:.2g}), "
+            f"{verdict}.")
+
+
+def profiles_with_records() -> list[str]:
+    """Profiles that have records (yours or the course's), most complete first: gpu, paper, cpu, smoke."""
+    found = {r["spec"]["profile"] for r in load_results()}
+    return [p for p in ("gpu", "paper", "cpu", "smoke") if p in found]
 
 
 def provenance(records: list[dict]) -> str:

@@ -42,7 +42,7 @@ from .hooks import check_pixels
 from .runtime import eval_mode
 
 __all__ = ["attention_rollout", "rollout_per_block", "raw_attention_maps", "model_rollout", "upsample_map",
-           "fuse_heads"]
+           "fuse_heads", "concentration"]
 
 HEAD_FUSIONS = ("mean", "max", "min")
 NORMALIZATIONS = ("max", "sum", "none")
@@ -294,3 +294,18 @@ def upsample_map(maps: torch.Tensor, size: int = 32, mode: str = "bilinear") -> 
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     x = F.interpolate(x, size=(size, size), mode=mode, **kwargs)
     return x.reshape(*lead, size, size)
+
+
+def concentration(maps: torch.Tensor) -> torch.Tensor:
+    """How far maps that sum to 1 are from uniform: ``1 - H(p) / log(N)`` over the N cells of each map.
+
+    (..., K, K) -> (...): 0 for a uniform map (attention spread evenly over all patches), 1 for a map on a single
+    patch. Use ``normalize="sum"`` maps; the value of a uniform map is the reference, not a ratio of two maps.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 2:
+        raise ValueError("concentration expects maps shaped (..., K, K) that sum to 1 (normalize='sum').")
+    p = maps.flatten(-2).double()
+    if not torch.allclose(p.sum(-1), torch.ones((), dtype=p.dtype), atol=1e-4):
+        raise ValueError("concentration expects maps that sum to 1: compute them with normalize='sum'.")
+    entropy = -(p * p.clamp_min(1e-300).log()).sum(-1)
+    return 1 - entropy / math.log(p.shape[-1])

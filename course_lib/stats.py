@@ -7,7 +7,8 @@ Three situations, three estimators:
   d_i = correct_A(i) - correct_B(i) in {-1, 0, 1}; the difference in accuracy is the mean of d and its standard
   error is sd(d)/sqrt(n). Pairing uses the fact that both models saw the same images, so it is much tighter than two
   independent binomial intervals when the models agree on most images. Without per-image results it falls back on
-  the unpaired interval (two binomial variances), which is conservative;
+  the unpaired interval (two binomial variances), which is conservative. When the two models agree on every image
+  the interval is ±3/n (the "rule of three" bound on the share of images they could disagree on);
 - **several seeds per side**: the spread over seeds (a t interval on the per-seed differences when the seeds are
   paired, Welch's otherwise). This includes the run-to-run variation that a single test set cannot show.
 
@@ -39,6 +40,7 @@ class Comparison:
     low: float
     high: float
     method: str
+    unit: str = "points"
 
     @property
     def significant(self) -> bool:
@@ -50,17 +52,24 @@ class Comparison:
         return (self.high - self.low) / 2
 
     def words(self) -> str:
-        """The verdict in plain words, with the numbers."""
+        """The verdict in plain words, with the numbers (to one decimal, or two significant digits when small)."""
+        f = _fmt
         if not self.significant:
             return (f"{self.label_a} vs {self.label_b}: no difference that this test can detect "
-                    f"({self.difference:+.1f} ± {self.half_width:.1f} points, {self.method})")
+                    f"({'+' if self.difference >= 0 else '-'}{f(abs(self.difference))} ± {f(self.half_width)} "
+                    f"{self.unit}, {self.method})")
         ahead, behind = (self.label_a, self.label_b) if self.difference > 0 else (self.label_b, self.label_a)
         lo, hi = sorted((abs(self.low), abs(self.high)))
-        return (f"{ahead} ahead of {behind} by {abs(self.difference):.1f} points (95 % CI {lo:.1f} to {hi:.1f}, "
+        return (f"{ahead} ahead of {behind} by {f(abs(self.difference))} {self.unit} (95 % CI {f(lo)} to {f(hi)}, "
                 f"{self.method})")
 
     def __str__(self) -> str:
         return self.words()
+
+
+def _fmt(x: float) -> str:
+    """One decimal for ordinary sizes; two significant digits for small ones (0.0042 stays readable)."""
+    return f"{x:.1f}" if x >= 0.1 or x == 0 else f"{x:.2g}"
 
 
 def wilson_interval(correct: int, n: int) -> tuple[float, float]:
@@ -90,10 +99,10 @@ def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, label_a:
                          f"{tuple(correct_a.shape)} and {tuple(correct_b.shape)}.")
     d = correct_a.double() - correct_b.double()
     mean, se = d.mean().item(), d.std(unbiased=True).item() / math.sqrt(len(d))
-    if se == 0:      # the models agree on every image: no sampling variation left to estimate
-        se = 1 / len(d)
-    return Comparison(label_a, label_b, 100 * mean, 100 * (mean - Z95 * se), 100 * (mean + Z95 * se),
-                      f"paired over {len(d):,} test images")
+    method = f"paired over {len(d):,} test images"
+    if se == 0:      # the models agree on every image: the rule of three bounds the share of disagreements
+        return Comparison(label_a, label_b, 0.0, -300 / len(d), 300 / len(d), method + ", identical predictions")
+    return Comparison(label_a, label_b, 100 * mean, 100 * (mean - Z95 * se), 100 * (mean + Z95 * se), method)
 
 
 def unpaired_difference(acc_a: float, acc_b: float, n_a: int, n_b: int, label_a: str = "A",
@@ -107,8 +116,9 @@ def unpaired_difference(acc_a: float, acc_b: float, n_a: int, n_b: int, label_a:
 
 
 def seed_difference(acc_a: Sequence[float], acc_b: Sequence[float], label_a: str = "A", label_b: str = "B",
-                    paired: bool = True) -> Comparison:
-    """Difference of mean accuracies over seeds: a t interval on per-seed differences (``paired``), else Welch's."""
+                    paired: bool = True, unit: str = "points", items: str = "seeds") -> Comparison:
+    """Difference of means over seeds (or other ``items``, e.g. images): a t interval on the per-item differences
+    (``paired``), else Welch's."""
     a, b = torch.tensor(acc_a, dtype=torch.float64), torch.tensor(acc_b, dtype=torch.float64)
     if len(a) < 2 or len(b) < 2:
         raise ValueError("seed_difference needs at least two seeds per side; with one seed use paired_difference.")
@@ -123,8 +133,8 @@ def seed_difference(acc_a: Sequence[float], acc_b: Sequence[float], label_a: str
         df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else len(a) + len(b) - 2
     diff = (a.mean() - b.mean()).item()
     t = float(_scipy.t.ppf(0.975, df))
-    return Comparison(label_a, label_b, diff, diff - t * se, diff + t * se,
-                      f"over {len(a)} and {len(b)} seeds" if not paired else f"over {len(a)} paired seeds")
+    method = f"over {len(a)} paired {items}" if paired else f"over {len(a)} and {len(b)} {items}"
+    return Comparison(label_a, label_b, diff, diff - t * se, diff + t * se, method, unit)
 
 
 def accuracy_verdict(label: str, accuracy: float, n: int, num_classes: int) -> str:

@@ -44,6 +44,12 @@ def test_paired_difference_is_the_paired_t_on_the_per_image_differences():
     assert c.half_width < unpaired.half_width
 
 
+def test_identical_predictions_give_the_rule_of_three_interval():
+    same = torch.rand(200) < 0.4
+    c = stats.paired_difference(same, same.clone(), "ViT+DRLoc", "ViT")
+    assert (c.difference, c.low, c.high) == (0.0, -1.5, 1.5) and "identical predictions" in c.words()
+
+
 def test_verdicts_in_words():
     ahead = stats.Comparison("ResNet-18", "ViT", 13.5, 9.8, 17.2, "paired over 870 test images")
     assert ahead.significant and ahead.words().startswith("ResNet-18 ahead of ViT by 13.5 points (95 % CI 9.8 to 17.2")

@@ -10,13 +10,15 @@
 ``__main__``       the command line: ``python -m course_lib.experiments list|run|notebooks``
 =================  ===========================================================================================
 """
-from .plan import (CHAPTERS, DRLOC_PAIRS, NOTEBOOKS, DRLOC_WEIGHTS, comparison_specs, curve_specs, drloc_ablation, drloc_specs,
+from .plan import (CHAPTERS, DRLOC_PAIRS, NOTEBOOKS, notebook_specs, scale_box, DRLOC_WEIGHTS, comparison_specs, curve_specs, drloc_ablation, drloc_specs,
                    plan)
 from .provenance import describe_scale, describe_setting, environment_summary
 from .records import RECORDS_OF_RECORD, find_record, load_results, results_dir
 from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run, training_config
 
+
 __all__ = ["RunSpec", "RunResult", "train_run", "get_record", "prepare", "load_data", "training_config",
            "load_results", "find_record", "results_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
-           "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS",
+           "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
+           "DRLOC_WEIGHTS", "DRLOC_PAIRS",
            "environment_summary", "describe_setting", "describe_scale"]

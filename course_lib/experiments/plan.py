@@ -6,12 +6,16 @@ DRLoc comparison (the course's, or Liu et al.'s under ``paper``).
 """
 from __future__ import annotations
 
-from ..data import DATASETS
-from ..profiles import Profile
-from .runs import RunSpec
+from typing import Sequence
 
-__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs", "drloc_ablation",
-           "curve_specs", "plan"]
+from ..data import DATASETS
+from ..models import model_label
+from ..profiles import Profile
+from .provenance import describe_scale
+from .runs import RunSpec, get_record
+
+__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs",
+           "drloc_ablation", "curve_specs", "plan", "notebook_specs", "scale_box", "Markdown"]
 
 CHAPTERS = ("ch1", "ch4", "ch5", "results")
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
@@ -90,3 +94,35 @@ def plan(profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS)) -> dict[
         chapters = {c: [s for s in specs if s.dataset in datasets] for c, specs in chapters.items()}
     seen: set[RunSpec] = set()
     return {chapter: [s for s in specs if not (s in seen or seen.add(s))] for chapter, specs in chapters.items()}
+
+
+def notebook_specs(notebook: str, profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS),
+                   dataset: str = "cifar10") -> list[RunSpec]:
+    """The runs whose results a notebook shows (for the box on the scale of its outputs at its top)."""
+    comparison = [s for d in datasets for s in comparison_specs(profile, d).values()]
+    by_notebook = {
+        "01_vit_vs_resnet": comparison,
+        "02_attention_rollout": [comparison_specs(profile, dataset)[model_label(profile.vit_model)]],
+        "03_feature_maps": list(comparison_specs(profile, dataset).values()),
+        "04_cka": comparison + plan(profile, datasets)["ch4"],
+        "05_drloc": plan(profile, datasets)["ch5"],
+        "06_results": [s for specs in plan(profile, datasets).values() for s in specs],
+    }
+    if notebook not in by_notebook:
+        raise ValueError(f"Unknown notebook {notebook!r}. Choose one of {NOTEBOOKS}.")
+    return by_notebook[notebook]
+
+
+class Markdown(str):
+    """Text that Jupyter (and the book) render as Markdown when it is a cell's value."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def scale_box(notebook: str, profile: Profile, datasets: Sequence[str] = tuple(DATASETS),
+              dataset: str = "cifar10") -> Markdown:
+    """The box on the scale of a notebook's outputs, from the records of its runs (nothing is trained here)."""
+    specs = notebook_specs(notebook, profile, tuple(datasets), dataset)
+    records = [r for s in specs if (r := get_record(s, train_missing=False)) is not None]
+    return Markdown(describe_scale(records, len(specs) - len(records)))

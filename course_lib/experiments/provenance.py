@@ -41,14 +41,15 @@ def describe_setting(profile: Profile, device: str | torch.device | None = None)
             f"Python {env['python']}, course_lib {env['course_lib']}.")
 
 
-def describe_scale(records: list[dict]) -> str:
+def describe_scale(records: list[dict], missing: int = 0) -> str:
     """A short Markdown box on the scale of the runs behind a notebook's outputs, and what that scale can show.
 
     It names the optimiser steps, images per class, test images and devices of the records, and the commit they
     were produced at (not the commit the notebook runs at).
     """
     if not records:
-        return "> **Scale of these outputs:** no run of this notebook has been recorded yet."
+        return ("> **Scale of these outputs:** no run of this notebook is recorded yet for this profile; the cells "
+                "below train what they need (each run says so first, with an estimate of its time).")
     steps = sorted({r.get("steps", 0) for r in records})
     per_class = sorted({r["train_images"] // r.get("num_classes", 10) for r in records})
     tests = sorted({r["test_images"] for r in records})
@@ -62,7 +63,8 @@ def describe_scale(records: list[dict]) -> str:
     return (f"> **Scale of these outputs.** {len(records)} training run(s): {_span(steps)} optimiser steps, "
             f"{_span(per_class)} training images per class, {_span(tests)} test images; trained on "
             f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale {can}; each comparison below "
-            "prints its 95 % confidence interval.")
+            "prints its 95 % confidence interval." + (f" {missing} more run(s) are not recorded yet and will be "
+                                                      "trained below." if missing else ""))
 
 
 def _span(values: list[int]) -> str:
