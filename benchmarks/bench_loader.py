@@ -119,7 +119,8 @@ def main() -> None:
         for name, batches in loaders.items():
             times[name].append(epoch_time(batches, step, device))
     result = {
-        "device": device_name(device), "data": f"{len(data):,} images: {data.source}", "batch": args.batch, "with_training_step": args.train,
+        "device": device_name(device), "data": f"{len(data):,} images: {data.source}", "batch": args.batch,
+        "with_training_step": args.train,
         "epoch_seconds_median": {name: statistics.median(t) for name, t in times.items()},
         "images_per_s": {name: len(data) / statistics.median(t) for name, t in times.items()},
     }

@@ -28,15 +28,18 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from .data import ImageSet, Preprocessing
-from .hooks import ActivationRecorder, Layers, check_pixels, resolve_layers
+from .hooks import ActivationRecorder, check_pixels, resolve_layers
 from .models.common import check_whole
 from .runtime import eval_mode
+
+if TYPE_CHECKING:     # names used only in annotations
+    from .hooks import Layers
 
 __all__ = ["as_features", "gram_linear", "gram_rbf", "center_gram", "hsic_biased", "hsic_unbiased",
            "cka_from_grams", "linear_cka", "rbf_cka", "MinibatchCKA", "cka_matrix"]

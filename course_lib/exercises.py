@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from .models import ViT, resnet18_cifar
+
 __all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_linear_cka",
            "check_hsic_unbiased", "check_drloc_targets", "check_expected_target"]
 
@@ -64,8 +66,6 @@ def _close(got, expected: torch.Tensor, atol: float = 1e-5, what: str = "result"
 
 def check_patchify(fn: Callable) -> bool:
     """``fn(images (B, C, H, W), p) -> (B, N, C*p*p)``, compared through a ViT's own patch embedding."""
-    from .models import ViT
-
     g = torch.Generator().manual_seed(1)
     model = ViT(img_size=16, patch_size=4, dim=24, depth=1, heads=2)
     images = torch.randn(3, 3, 16, 16, generator=g)
@@ -94,8 +94,6 @@ def check_patchify(fn: Callable) -> bool:
 def empirical_receptive_fields() -> dict[str, int]:
     """Side (pixels) of the input region that can influence the centre unit of each ResNet-18 stage's output,
     measured with gradients rather than a formula: what the receptive-field exercise is checked against."""
-    from .models import resnet18_cifar
-
     torch.manual_seed(0)
     model = resnet18_cifar().eval()
     for m in model.modules():                     # positive weights: no accidental cancellation of gradients

@@ -24,16 +24,18 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .cka import center_gram, gram_linear, linear_cka
 from .rollout import rollout_per_block, upsample_map
-from .tables import Table  # noqa: F401  (kept importable from here for notebooks written before course_lib.tables)
-from .train import History
+
+if TYPE_CHECKING:     # names used only in annotations
+    from .train import History
 
 __all__ = ["MAX_WIDTH", "MIN_FONT", "short_layer_name", "plot_history", "show_images", "overlay_maps",
            "plot_map_grid", "plot_feature_maps", "plot_cka", "plot_cka_grid", "plot_small_data_curve",
@@ -487,8 +489,6 @@ def plot_gram_pair(X: torch.Tensor, Y: torch.Tensor, names: Sequence[str] = ("la
         names: the two representations' names for the titles.
         groups: optional label of each image (e.g. its class), consecutive equal labels grouped on the axes.
     """
-    from .cka import center_gram, gram_linear, linear_cka
-
     K, L = (center_gram(gram_linear(torch.as_tensor(Z).detach())) for Z in (X, Y))
     cka = float(linear_cka(torch.as_tensor(X), torch.as_tensor(Y)))
     fig, axes = plt.subplots(1, 3, figsize=(MAX_WIDTH, 3.0))

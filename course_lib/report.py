@@ -8,7 +8,7 @@ for one seed, over seeds when there are several.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from scipy import stats as _scipy_stats
@@ -17,14 +17,18 @@ from .data import DATASETS
 from .drloc import constant_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
 from .papers import LIU2021, reference_number
-from .profiles import Profile
-from .stats import (Comparison, accuracy_verdict, mean_interval, paired_difference, seed_difference,
-                    unpaired_difference, wilson_interval)
+from .stats import (accuracy_verdict, mean_interval, paired_difference, seed_difference, unpaired_difference,
+                    wilson_interval)
 from .tables import Table
 from .train import unpack_bits
 
+if TYPE_CHECKING:     # names used only in annotations
+    from .profiles import Profile
+    from .stats import Comparison
+
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
-           "small_data_table", "curve_verdicts", "drloc_learned", "ablation_table", "concentration_verdict", "locality_verdict",
+           "small_data_table", "curve_verdicts", "drloc_learned", "ablation_table", "concentration_verdict",
+           "locality_verdict",
            "layer_correspondence", "profiles_with_records", "provenance"]
 
 

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,11 +35,15 @@ from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 from . import augment as aug
-from .data import GPULoader, ImageSet, Preprocessing
+from .data import GPULoader, Preprocessing
 from .files import atomic_torch_save, safe_torch_load
 from .models import config_dict
-from .runtime import Precision, eval_mode, get_device, precision
+from .runtime import eval_mode, get_device, precision
 from .settings import plain_progress
+
+if TYPE_CHECKING:     # names used only in annotations
+    from .data import ImageSet
+    from .runtime import Precision
 
 __all__ = ["TrainConfig", "RECIPES", "History", "AuxiliaryLoss", "CheckpointMismatchError", "fit", "evaluate",
            "predict_correct", "model_signature", "load_weights", "lr_factor", "steps_per_epoch", "data_fingerprint",

@@ -17,16 +17,21 @@ Only keyword arguments and widgets that exist in both ipywidgets 7 (Colab) and 8
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import ImageSet, Preprocessing
+from .data import Preprocessing
 from .plots import MAX_WIDTH
 from .rollout import raw_attention_maps, rollout_per_block, upsample_map
 from .runtime import eval_mode
+
+if TYPE_CHECKING:     # names used only in annotations
+    from .data import ImageSet
 
 __all__ = ["rollout_explorer", "rollout_explorer_figure", "HEAD_FUSIONS", "DISCARD_RATIOS", "MODES"]
 
@@ -161,8 +166,6 @@ def rollout_explorer(model: nn.Module, data: ImageSet, n_images: int = 16, prepr
     Returns:
         An ``ipywidgets.VBox``; display it (it is the value of the cell).
     """
-    import ipywidgets as W
-
     state = _build(model, data, n_images, preprocess)
     image = W.IntSlider(value=0, min=0, max=len(state.images) - 1, description="image")
     block = W.IntSlider(value=state.blocks, min=1, max=state.blocks, description="block")

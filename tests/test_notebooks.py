@@ -43,7 +43,8 @@ def test_notebook_structure(path):
     for cell in code:
         if "injected-parameters" in cell.metadata.get("tags", []):
             assert not re.search(r"^\s*(profile|data_root)\s*=", cell.source, re.M), \
-                f"{path.name} is stored with an injected profile/data_root: run `python -m course_lib.experiments notebooks`"
+                f"{path.name} is stored with an injected profile/data_root: run " \
+                "`python -m course_lib.experiments notebooks`"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert "describe_setting" in "".join(c.source for c in code[:4])          # says what produced the outputs
     # Stored outputs come from a real run: every code cell was executed, none ended in an error.
@@ -91,7 +92,8 @@ RUNS = {
     "04_cka": ({"datasets": ["svhn"], "batch_size": 16}, ["svhn: three CKA matrices"], ["cifar100:"]),
     "05_drloc": ({"datasets": ["svhn"], "ablation": False}, ["svhn-vit-drloc_l0.5_m64-course-smoke", "on SVHN"],
                  ["λ ="]),
-    "06_results": ({"datasets": ["svhn"]}, ["SVHN, profile 'smoke'", "images per class"], ["CIFAR-100,", " now: "]),          # nothing trained
+    "06_results": ({"datasets": ["svhn"]}, ["SVHN, profile 'smoke'", "images per class"],
+                   ["CIFAR-100,", " now: "]),                    # " now: " would announce a training run
 }
 
 

@@ -269,7 +269,8 @@ def test_rollout_explorer_builds_and_draws(monkeypatch):
     assert image_slider.max == 3 and block_slider.max == 2
     image_slider.value = 2                                          # moving a slider redraws
     fig = drawn[-1]
-    assert len([ax for ax in fig.axes if ax.images]) == 3 and "fixed for all images and blocks" in fig._suptitle.get_text()
+    assert len([ax for ax in fig.axes if ax.images]) == 3
+    assert "fixed for all images and blocks" in fig._suptitle.get_text()
     plt.close("all")
 
 

@@ -82,7 +82,8 @@ def drloc_pairs():
     """drloc.md: six pairs of cells drawn as DRLoc draws them on the 8 x 8 grid, with their targets."""
     k = 8
     pos1, pos2 = sample_positions(1, 6, k, generator=torch.Generator().manual_seed(1))
-    return plots.plot_drloc_pairs(_image(_test_images(), "horse"), pos1[0], pos2[0], k, relative_targets(pos1, pos2, k)[0], size=5.0)
+    targets = relative_targets(pos1, pos2, k)[0]
+    return plots.plot_drloc_pairs(_image(_test_images(), "horse"), pos1[0], pos2[0], k, targets, size=5.0)
 
 
 FIGURES: dict[str, Callable] = {

@@ -7,13 +7,15 @@ any device and after a resume.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from .. import augment as aug
 from .preprocess import Preprocessing
-from .sets import ImageSet
+
+if TYPE_CHECKING:     # names used only in annotations
+    from .sets import ImageSet
 
 __all__ = ["GPULoader"]
 

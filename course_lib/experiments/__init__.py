@@ -10,8 +10,8 @@
 ``__main__``       the command line: ``python -m course_lib.experiments list|run|notebooks``
 =================  ===========================================================================================
 """
-from .plan import (CHAPTERS, DRLOC_PAIRS, NOTEBOOKS, notebook_specs, scale_box, DRLOC_WEIGHTS, comparison_specs, curve_specs, drloc_ablation, drloc_specs,
-                   plan)
+from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_specs, curve_specs, drloc_ablation,
+                   drloc_specs, notebook_specs, plan, scale_box)
 from .provenance import describe_scale, describe_setting, environment_summary
 from .records import RECORDS_OF_RECORD, find_record, load_results, results_dir
 from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run, training_config

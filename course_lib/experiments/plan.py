@@ -6,13 +6,15 @@ DRLoc comparison (the course's, or Liu et al.'s under ``paper``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..data import DATASETS
 from ..models import model_label
-from ..profiles import Profile
 from .provenance import describe_scale
 from .runs import RunSpec, get_record
+
+if TYPE_CHECKING:     # names used only in annotations
+    from ..profiles import Profile
 
 __all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs",
            "drloc_ablation", "curve_specs", "plan", "notebook_specs", "scale_box", "Markdown"]

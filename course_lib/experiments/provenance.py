@@ -5,13 +5,16 @@ import datetime as _dt
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 
 from .. import __version__
-from ..profiles import Profile
 from ..runtime import device_name, get_device
+
+if TYPE_CHECKING:     # names used only in annotations
+    from ..profiles import Profile
 
 __all__ = ["git_commit", "environment_summary", "describe_setting", "describe_scale"]
 

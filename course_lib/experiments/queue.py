@@ -13,15 +13,19 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..files import atomic_write_bytes
-from ..profiles import Profile
 from .of_record import export_fp16
 from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
 from .records import find_record, results_dir
-from .runs import RunSpec, execute, measure_throughput, prepare
+from .runs import execute, measure_throughput, prepare
+
+if TYPE_CHECKING:     # names used only in annotations
+    from ..profiles import Profile
+    from .runs import RunSpec
 
 __all__ = ["priority_queue", "QueueReport", "run_queue"]
 
@@ -72,7 +76,8 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
 
     A run that is already recorded is skipped; a run that would not finish in the time left is skipped (a shorter
     one later in the list may still fit). After each run its record goes into ``out/results.tar.gz`` and, for runs
-    in ``of_record``, an fp16 checkpoint into ``out`` (see :mod:`.of_record`). ``start``: when the deadline's clock started (default now).
+    in ``of_record``, an fp16 checkpoint into ``out`` (see :mod:`.of_record`). ``start``: when the deadline's
+    clock started (default now).
     """
     start = clock() if start is None else start
     out = Path(out)

@@ -14,21 +14,26 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from ..data import DATASETS, ImageSet, Preprocessing, check_dataset_name, load_dataset, subset, take
+from ..data import DATASETS, Preprocessing, check_dataset_name, load_dataset, subset, take
 from ..drloc import DRLocLoss
 from ..files import CorruptFileError, file_lock, quarantine
 from ..models import MODELS, accepts, count_parameters, create_model, model_label
 from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
-from ..train import RECIPES, History, TrainConfig, data_fingerprint, fit, steps_per_epoch
+from ..train import RECIPES, History, data_fingerprint, fit, steps_per_epoch
 from .provenance import environment_summary
 from .of_record import load_fp16
 from .records import find_record, write_record
+
+if TYPE_CHECKING:     # names used only in annotations
+    from ..data import ImageSet
+    from ..train import TrainConfig
 
 __all__ = ["RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
            "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
