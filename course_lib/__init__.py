@@ -4,7 +4,7 @@
   ``files``: atomic writes, named corrupt files, run locks
 - ``profiles``: training budgets; ``data``: the data sets, their sources, preprocessing and the GPU loader;
   ``augment``: batch augmentations on the device
-- ``models``: ViT, ResNet-18, a hybrid, with configs and labels; ``train``: the training loop and the recipes;
+- ``models``: ViT, ResNet-18, a hybrid, with configs and labels; ``recipes``: how to train; ``train``: the loop;
   ``drloc``: the DRLoc auxiliary task
 - ``hooks``: activations by layer name; ``rollout``: attention rollout; ``locality``: mean attention distance;
   ``cka``: centred kernel alignment

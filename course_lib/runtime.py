@@ -4,8 +4,8 @@
 - :func:`precision`: bfloat16 only on GPUs that compute it natively (compute capability 8.0 or newer: A100, H100,
   L4, ...); float16 with a gradient scaler on older ones (a Colab T4 is 7.5: ``torch.cuda.is_bf16_supported()``
   says True there because it counts emulation, and cuDNN has no bf16 convolutions below 8.0); float32 on the CPU.
-- :func:`eval_mode`: a context manager that puts models in eval mode and restores their modes afterwards, also when
-  an exception passes.
+- :func:`eval_mode` / :func:`train_mode`: context managers that put models in eval (or training) mode and restore
+  their modes afterwards, also when an exception passes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["get_device", "device_name", "seed_everything", "Precision", "precision", "eval_mode"]
+__all__ = ["get_device", "device_name", "seed_everything", "Precision", "precision", "eval_mode", "train_mode"]
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -96,6 +96,19 @@ def eval_mode(*models: nn.Module | None) -> Iterator[None]:
             m.eval()
         with torch.no_grad():
             yield
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+
+
+@contextmanager
+def train_mode(*models: nn.Module) -> Iterator[None]:
+    """Put ``models`` in training mode for the block; restore each one's mode afterwards, also on an exception."""
+    modes = [(m, m.training) for m in dict.fromkeys(models)]
+    try:
+        for m, _ in modes:
+            m.train()
+        yield
     finally:
         for m, was_training in modes:
             m.train(was_training)

@@ -1,4 +1,4 @@
-"""One training loop for every notebook, :func:`fit`, and the recipes it follows (:data:`RECIPES`).
+"""One training loop for every notebook, :func:`fit` (the recipes it follows are in :mod:`course_lib.recipes`).
 
 What it does, and why:
 - AdamW (or Adam/SGD) with a linear warm-up and a cosine decay, stepped every batch: transformers trained from
@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,160 +38,17 @@ from . import augment as aug
 from .data import GPULoader, Preprocessing
 from .files import atomic_torch_save, safe_torch_load
 from .models import config_dict
-from .runtime import eval_mode, get_device, precision
+from .recipes import RECIPES, TrainConfig, lr_factor  # TrainConfig and RECIPES are re-exported
+from .runtime import eval_mode, get_device, precision, train_mode
 from .settings import plain_progress
 
 if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
     from .runtime import Precision
 
-__all__ = ["TrainConfig", "RECIPES", "History", "AuxiliaryLoss", "CheckpointMismatchError", "fit", "evaluate",
-           "predict_correct", "model_signature", "load_weights", "lr_factor", "steps_per_epoch", "data_fingerprint",
-           "fit_identity", "pack_bits", "unpack_bits"]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The recipe
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Build from a recipe and override fields: ``replace(RECIPES["course"], epochs=5)``.
-
-    ``lr`` and ``min_lr`` are given for a batch of ``lr_reference_batch`` images when that is set (the learning
-    rate is then scaled linearly to ``batch_size``, as the official DRLoc code does), else used as they are.
-    ``schedule_epochs``: the epochs over which the cosine runs (default ``epochs``); larger means training stops
-    before the learning rate has decayed. ``hflip``: None follows the data set (no flips for SVHN's digits).
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adamw"          # "adamw" | "adam" | "sgd"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9             # SGD only
-    schedule: str = "cosine"          # "cosine" | "constant"
-    warmup_epochs: float = 1.0
-    schedule_epochs: float | None = None
-    min_lr: float = 1e-5
-    lr_reference_batch: int | None = None
-    label_smoothing: float = 0.1
-    grad_clip: float | None = 1.0
-    augment: bool = True              # random crop (pad 4) + horizontal flip (see hflip)
-    hflip: bool | None = None
-    randaugment: str | None = None    # e.g. "rand-m9-mstd0.5-inc1"
-    random_erasing: float = 0.0       # probability per image
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    drop_path: float | None = None    # stochastic depth of the model (set when it is built; None: the model's own)
-    normalize: bool = True            # standardise pixels with the data set's mean/std
-    amp: bool | None = None           # None: mixed precision on CUDA, float32 elsewhere
-    eval_batch_size: int = 500
-    eval_every: int = 1               # evaluate every n epochs (and always after the last one)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _validate_config(self)
-
-    @property
-    def peak_lr(self) -> float:
-        """The learning rate after warm-up, scaled to the batch size when ``lr_reference_batch`` is set."""
-        return self.lr * self._lr_scale
-
-    @property
-    def final_lr(self) -> float:
-        return self.min_lr * self._lr_scale
-
-    @property
-    def _lr_scale(self) -> float:
-        return self.batch_size / self.lr_reference_batch if self.lr_reference_batch else 1.0
-
-    def with_epochs(self, epochs: int) -> "TrainConfig":
-        """The same recipe for ``epochs`` epochs: warm-up and schedule length scale in proportion."""
-        factor = epochs / self.epochs
-        horizon = None if self.schedule_epochs is None else self.schedule_epochs * factor
-        return replace(self, epochs=epochs, warmup_epochs=self.warmup_epochs * factor, schedule_epochs=horizon)
-
-
-def _whole(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"TrainConfig.{name} must be a whole number >= {minimum}, got {value!r}.")
-
-
-def _number(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (low_open and value == low) or value > high:
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
-        raise ValueError(f"TrainConfig.{name} must be a finite number {bound}, got {value!r}.")
-
-
-def _validate_config(c: TrainConfig) -> None:
-    """Every field that could train garbage is refused here, before any data moves."""
-    if c.optimizer not in ("adamw", "adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', not {c.optimizer!r}.")
-    if c.schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', not {c.schedule!r}.")
-    for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-        _whole(name, getattr(c, name))
-    _whole("seed", c.seed, 0)
-    if c.lr_reference_batch is not None:
-        _whole("lr_reference_batch", c.lr_reference_batch)
-    _number("lr", c.lr, 0.0, low_open=True)
-    _number("min_lr", c.min_lr, 0.0)
-    if c.min_lr > c.lr:
-        raise ValueError(f"TrainConfig.min_lr={c.min_lr:g} is above lr={c.lr:g}: the decay would raise the learning "
-                         f"rate. Pass a min_lr no larger than lr (e.g. min_lr={c.lr / 100:g}).")
-    _number("weight_decay", c.weight_decay, 0.0)
-    _number("warmup_epochs", c.warmup_epochs, 0.0, c.schedule_epochs or c.epochs)
-    if c.schedule_epochs is not None:
-        _number("schedule_epochs", c.schedule_epochs, c.epochs)
-    for name in ("label_smoothing", "random_erasing", "momentum"):
-        _number(name, getattr(c, name), 0.0, 1.0)
-    for name in ("mixup_alpha", "cutmix_alpha"):
-        _number(name, getattr(c, name), 0.0)
-    if len(c.betas) != 2:
-        raise ValueError(f"TrainConfig.betas needs two values, got {c.betas!r}.")
-    for beta in c.betas:
-        _number("betas", beta, 0.0, 1.0)
-    if c.grad_clip is not None:
-        _number("grad_clip", c.grad_clip, 0.0, low_open=True)
-    if c.drop_path is not None:
-        _number("drop_path", c.drop_path, 0.0, 0.99)
-
-
-RECIPES: dict[str, TrainConfig] = {
-    # The course's recipe, the same for the ViT and ResNet-18: AdamW, warm-up + cosine, label smoothing.
-    "course": TrainConfig(epochs=10, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-                          warmup_epochs=1.0, label_smoothing=0.1, grad_clip=1.0),
-    # Zhu, Chen & Yang (2023) as published: Adam 1e-4, batch 100, 500 epochs, random crop + flip on all three
-    # data sets (SVHN too), no pixel normalisation, nothing else.
-    "zhu2023": TrainConfig(epochs=500, batch_size=100, optimizer="adam", lr=1e-4, weight_decay=0.0,
-                           schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, grad_clip=None,
-                           hflip=True, normalize=False),
-    # Liu et al. (2021), the official Swin-based code: base LR 5e-4 per 512 images, 20 warm-up epochs, a cosine laid
-    # out over 300 epochs of which 100 are trained, drop-path 0.1, RandAugment m9, random erasing 0.25, mixup 0.8,
-    # CutMix 1.0, label smoothing 0.1, gradient clipping 5.
-    "liu2021": TrainConfig(epochs=100, batch_size=128, optimizer="adamw", lr=5e-4, weight_decay=0.05,
-                           warmup_epochs=20.0, schedule_epochs=300.0, min_lr=5e-6, lr_reference_batch=512,
-                           label_smoothing=0.1, grad_clip=5.0, randaugment="rand-m9-mstd0.5-inc1",
-                           random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, drop_path=0.1),
-}
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up to 1, then constant or cosine down to ``min_ratio``
-    at ``total_steps`` (the schedule's length, which may exceed the steps trained)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def steps_per_epoch(n_images: int, batch_size: int) -> int:
-    """Optimiser steps per epoch for :class:`GPULoader`'s training rule (drop a ragged batch when > 2 batches)."""
-    return n_images // batch_size if n_images > 2 * batch_size else -(-n_images // batch_size)
+__all__ = ["fit", "History", "AuxiliaryLoss", "CheckpointMismatchError", "evaluate", "predict_correct",
+           "model_signature", "load_weights", "data_fingerprint", "fit_identity", "pack_bits", "unpack_bits",
+           "TrainConfig", "RECIPES"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -558,7 +415,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
     totals = torch.zeros(steps, device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
-    with _train_mode(run.aux), _train_mode(run.model):
+    with train_mode(run.aux, run.model):
         for step, (x, y) in enumerate(run.train_loader):
             loss, values[step], logits = _loss(run, x, y, weights, mixer)
             _optimizer_step(run, loss)
@@ -572,17 +429,6 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{totals[step].item():.3f}")
     return {"loss": totals.mean().item(), "acc": 100.0 * correct.item() / max(1, seen), "weights": weights,
             "extra": values[:, 1:].mean(dim=0).tolist(), "seconds": time.perf_counter() - start, "images": seen}
-
-
-@contextmanager
-def _train_mode(model: nn.Module) -> Iterator[None]:
-    """Training mode for the block, the previous mode restored afterwards (also on an exception)."""
-    was_training = model.training
-    model.train()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluation) -> None:

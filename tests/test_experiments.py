@@ -16,7 +16,7 @@ from course_lib.drloc import official_weight
 from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, of_record, queue, records, runs
 from course_lib.files import atomic_write_json
 from course_lib.profiles import PROFILES
-from course_lib.train import steps_per_epoch
+from course_lib.recipes import steps_per_epoch
 
 CPU, GPU, PAPER, SMOKE = (PROFILES[n] for n in ("cpu", "gpu", "paper", "smoke"))
 TINY = replace(SMOKE, test_images=40)          # the smoke budget, evaluated on 40 test images: fast tests

@@ -7,8 +7,9 @@ import torch.nn as nn
 
 from course_lib.data import ImageSet, load_dataset, subset
 from course_lib.models import ResNetCIFAR, ViT
-from course_lib.train import (RECIPES, AuxiliaryLoss, CheckpointMismatchError, TrainConfig, evaluate, fit,
-                              load_weights, lr_factor, pack_bits, predict_correct, unpack_bits)
+from course_lib.recipes import RECIPES, TrainConfig, lr_factor
+from course_lib.train import (AuxiliaryLoss, CheckpointMismatchError, evaluate, fit, load_weights, pack_bits,
+                              predict_correct, unpack_bits)
 
 
 def tiny_vit(num_classes=10, seed=0) -> ViT:

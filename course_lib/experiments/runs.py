@@ -26,14 +26,15 @@ from ..models import MODELS, accepts, count_parameters, create_model, model_labe
 from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
-from ..train import RECIPES, History, data_fingerprint, fit, steps_per_epoch
+from ..recipes import RECIPES, steps_per_epoch
+from ..train import History, data_fingerprint, fit
 from .provenance import environment_summary
 from .of_record import load_fp16
 from .records import find_record, write_record
 
 if TYPE_CHECKING:     # names used only in annotations
     from ..data import ImageSet
-    from ..train import TrainConfig
+    from ..recipes import TrainConfig
 
 __all__ = ["RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
            "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
