@@ -36,7 +36,8 @@ found md5-identical in anyscale/templates#927). An archive is trusted only when 
 
 **The checks** (:func:`verify`), all of which a copy must pass before it is used or cached: the row count of the
 split; the class histogram (CIFAR-10: 5,000/1,000 per class, CIFAR-100: 500/100, SVHN: the official counts
-below); every image decodes to 32x32 RGB; the order (CIFAR-10: all labels equal the official ones); and every
+below); every image decodes to 32x32 RGB; the order (CIFAR-10 and CIFAR-100: every label equals the official one,
+all of which are committed); and every
 committed sample image equal pixel for pixel, with its label, at its official index. SVHN's committed "test"
 samples are training images, so an SVHN test copy is checked by size and class counts, and by containing none of
 the committed training images. A copy that fails is refused with :class:`CopyRefusedError`, naming what differed.
