@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SettingError", "env_flag", "offline", "plain_progress", "folder_setting", "data_root", "workdir"]
+__all__ = ["SettingError", "env_flag", "offline", "plain_progress", "folder_setting", "data_root", "workdir",
+           "check_all"]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -74,3 +75,11 @@ def workdir() -> Path:
     if here.name == "notebooks" and (here.parent / "_config.yml").exists():
         return here.parent
     return here
+
+
+def check_all() -> None:
+    """Read every setting once, so a bad value is refused when a command starts, not after an epoch of training."""
+    offline()
+    plain_progress()
+    data_root()
+    workdir()

@@ -240,6 +240,14 @@ def test_priority_queue_order():
     assert seeds == sorted(seeds)                                                  # seed 0 first, then 1, then 2
 
 
+def test_cli_rejects_bad_settings_at_start(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--profile", "smoke", "--only", "ch4"])
+    assert "COURSE_WORKDIR points at" in capsys.readouterr().err and not (tmp_path / "checkpoints").exists()
+
+
 def test_cli_rejects_unknown_data_sets_and_chapters(capsys):
     for argv, message in [(["list", "--datasets", "mnist"], "unknown data set"),
                           (["list", "--only", "ch9"], "unknown chapter"),

@@ -17,6 +17,7 @@ import time
 
 from ..data import DATASETS
 from ..profiles import PROFILES, get_profile
+from ..settings import SettingError, check_all
 from .plan import CHAPTERS, NOTEBOOKS as NOTEBOOK_NAMES, plan
 from .queue import priority_queue, run_queue
 from .runs import train_run
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     start = time.monotonic()
+    try:
+        check_all()
+    except SettingError as error:
+        parser.error(str(error))
     profile = get_profile(args.profile)
     datasets = tuple(_choices(args.datasets, list(DATASETS), "data set", parser))
     only = _choices(args.only, CHAPTERS, "chapter", parser) if args.only else list(CHAPTERS)
