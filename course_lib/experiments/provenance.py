@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -19,14 +20,24 @@ if TYPE_CHECKING:     # names used only in annotations
 __all__ = ["git_commit", "environment_summary", "describe_setting", "describe_scale"]
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The short commit of the course's repository (None outside a git checkout, e.g. a pip install)."""
+    """The short commit of the course's repository when this process first asked, with "+modified" when tracked
+    files differed from it (None outside a git checkout, e.g. a pip install).
+
+    Read once per process: a long run records the commit of the code it loaded, even if the repository moves on
+    while it trains.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
+        commit = git("rev-parse", "--short", "HEAD")
+        modified = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return None
+    return (commit + ("+modified" if modified else "")) or None
 
 
 def environment_summary(device: str | torch.device | None = None) -> dict:
