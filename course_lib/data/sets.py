@@ -1,6 +1,7 @@
 """What a data set is (:class:`DatasetInfo`, :class:`ImageSet`) and how to cut small-data subsets from one."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +76,7 @@ class ImageSet:
     class_names: list[str]
     source: str
     indices: torch.Tensor | None = None
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)   # not copied by select
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
@@ -108,6 +110,15 @@ class ImageSet:
         return replace(self, images=self.images[index], labels=self.labels[index],
                        indices=None if self.indices is None else self.indices[index],
                        source=self.source + (f"; {note}" if note else ""))
+
+    def fingerprint(self) -> str:
+        """A short hash of the pixels and labels, ``"<N>:<16 hex digits>"``: two sets agree only if every image and
+        label does. Computed once (the tensors are not expected to change in place afterwards)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.images.contiguous().cpu().numpy().tobytes())
+            digest.update(self.labels.cpu().numpy().astype("int64").tobytes())
+            self._fingerprint = f"{len(self)}:{digest.hexdigest()[:16]}"
+        return self._fingerprint
 
     def describe(self) -> str:
         return f"{self.info.title} {self.split}: {len(self):,} images ({self.source})"
