@@ -7,8 +7,9 @@ Three situations, three estimators:
   d_i = correct_A(i) - correct_B(i) in {-1, 0, 1}; the difference in accuracy is the mean of d and its standard
   error is sd(d)/sqrt(n). Pairing uses the fact that both models saw the same images, so it is much tighter than two
   independent binomial intervals when the models agree on most images. Without per-image results it falls back on
-  the unpaired interval (two binomial variances), which is conservative. When the two models agree on every image
-  the interval is ±3/n (the "rule of three" bound on the share of images they could disagree on);
+  the unpaired interval (two binomial variances), which is conservative. When every d_i is the same (the models
+  agree on every image, or one is right wherever the other is wrong) the interval comes from the "rule of three":
+  the share of images that could break the pattern is at most 3/n;
 - **several seeds per side**: the spread over seeds (a t interval on the per-seed differences when the seeds are
   paired, Welch's otherwise). This includes the run-to-run variation that a single test set cannot show.
 
@@ -100,8 +101,13 @@ def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, label_a:
     d = correct_a.double() - correct_b.double()
     mean, se = d.mean().item(), d.std(unbiased=True).item() / math.sqrt(len(d))
     method = f"paired over {len(d):,} test images"
-    if se == 0:      # the models agree on every image: the rule of three bounds the share of disagreements
-        return Comparison(label_a, label_b, 0.0, -300 / len(d), 300 / len(d), method + ", identical predictions")
+    if se == 0:      # every d_i is the same: the Wald interval is empty, the rule of three bounds the exceptions
+        bound = 300 / len(d)
+        if mean == 0:
+            return Comparison(label_a, label_b, 0.0, -bound, bound, method + ", identical predictions")
+        # d_i = +1 (or -1) everywhere: one model right on every image the other gets wrong.
+        low, high = (100 - bound, 100.0) if mean > 0 else (-100.0, bound - 100)
+        return Comparison(label_a, label_b, 100 * mean, low, high, method + ", one model right on every image")
     return Comparison(label_a, label_b, 100 * mean, 100 * (mean - Z95 * se), 100 * (mean + Z95 * se), method)
 
 

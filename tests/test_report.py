@@ -50,6 +50,16 @@ def test_identical_predictions_give_the_rule_of_three_interval():
     assert (c.difference, c.low, c.high) == (0.0, -1.5, 1.5) and "identical predictions" in c.words()
 
 
+def test_one_model_right_on_every_image_is_a_100_point_lead_not_a_tie():
+    right, wrong = torch.ones(50, dtype=torch.bool), torch.zeros(50, dtype=torch.bool)
+    c = stats.paired_difference(right, wrong, "ResNet-18", "ViT")
+    assert (c.difference, c.low, c.high) == (100.0, 94.0, 100.0) and c.significant
+    assert c.words().startswith("ResNet-18 ahead of ViT by 100.0 points")
+    c = stats.paired_difference(wrong, right, "ViT", "ResNet-18")
+    assert (c.difference, c.low, c.high) == (-100.0, -100.0, -94.0)
+    assert c.words().startswith("ResNet-18 ahead of ViT by 100.0 points (95 % CI 94.0 to 100.0")
+
+
 def test_verdicts_in_words():
     ahead = stats.Comparison("ResNet-18", "ViT", 13.5, 9.8, 17.2, "paired over 870 test images")
     assert ahead.significant and ahead.words().startswith("ResNet-18 ahead of ViT by 13.5 points (95 % CI 9.8 to 17.2")
