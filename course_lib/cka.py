@@ -367,7 +367,8 @@ class MinibatchCKA:
         acts_a, acts_b = self._batch(acts_a, acts_b)
         Ka = self._stacked_grams(acts_a)
         Lb = Ka if self.symmetric else self._stacked_grams(acts_b)
-        self._accumulate(self._pair_terms(Ka, Lb), self._self_terms(Ka), self._self_terms(Lb))
+        aa = self._self_terms(Ka)
+        self._accumulate(self._pair_terms(Ka, Lb), aa, aa if self.symmetric else self._self_terms(Lb))
 
     def compute(self) -> torch.Tensor:
         """The CKA matrix (n_a, n_b) (n_a, n_a when symmetric), float64 on the CPU: mean HSIC over batches, then the

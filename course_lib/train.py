@@ -255,7 +255,7 @@ class _Run:
 
 
 def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
-                  extra_losses: Sequence[AuxiliaryLoss]) -> None:
+                  extra_losses: Sequence[AuxiliaryLoss], cfg: TrainConfig) -> None:
     if any(not isinstance(t, AuxiliaryLoss) for t in extra_losses):
         raise TypeError("extra_losses must be AuxiliaryLoss instances (e.g. course_lib.drloc.DRLocLoss).")
     if extra_losses and not hasattr(model, "forward_features"):
@@ -265,6 +265,12 @@ def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | 
         if not (isinstance(t.weight, (int, float)) and math.isfinite(t.weight) and t.weight >= 0):
             raise ValueError(f"The weight of the extra loss {t.name!r} must be a finite number >= 0, got "
                              f"{t.weight!r}.")
+    # drop-path is built into the model, so a recipe's value must already be there (the record says it was used).
+    built = getattr(getattr(model, "config", None), "drop_path", None)
+    if cfg.drop_path is not None and built is not None and built != cfg.drop_path:
+        raise ValueError(f"The recipe asks for drop_path={cfg.drop_path} but the model was built with "
+                         f"drop_path={built}. Build it with create_model(name, drop_path={cfg.drop_path}) (or "
+                         f"pass drop_path={built} to fit).")
     outputs = getattr(model, "num_classes", None)
     for data in (train_data, test_data):
         if data is not None and outputs is not None and data.num_classes > outputs:
@@ -376,16 +382,17 @@ def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
     run.scheduler.step()
 
 
-def _check_finite(run: _Run, values: torch.Tensor, epoch: int, upto: int) -> None:
-    """One host sync: raise FloatingPointError naming the term and step where a loss or the weights went bad."""
-    finite = torch.isfinite(values[:upto]).all(dim=1)
+def _check_finite(run: _Run, values: torch.Tensor, epoch: int, since: int, upto: int) -> None:
+    """One host sync: raise FloatingPointError naming the term and step (of ``since..upto``) where a loss or the
+    weights went bad."""
+    finite = torch.isfinite(values[since:upto]).all(dim=1)
     weights_ok = torch.stack([torch.isfinite(p).all() for p in run.params]).all()
-    if bool(finite.all()) and bool(weights_ok):
+    if bool(finite.all() & weights_ok):
         return
     steps = len(run.train_loader)
     names = ["the cross-entropy"] + [f"the {t.name} term" for t in run.terms]
     if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0])
+        bad = since + int((~finite).nonzero()[0])
         term = int((~torch.isfinite(values[bad])).nonzero()[0])
         what = f"{names[term]} became {values[bad, term].item()} at epoch {epoch + 1}, step {bad + 1} of {steps}"
     else:
@@ -417,7 +424,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
             correct += (logits.argmax(dim=1) == y).sum()
             seen += len(y)
             if step % 20 == 19 or step == steps - 1:      # one host sync every 20 steps
-                _check_finite(run, values, epoch, step + 1)
+                _check_finite(run, values, epoch, step - step % 20, step + 1)
                 if bar is not None:
                     bar.update(epoch * steps + step + 1 - bar.n)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{totals[step].item():.3f}")
@@ -510,11 +517,13 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
         ValueError: a bad setting (every field of the recipe is checked before any training).
     """
     cfg = replace(config or RECIPES["course"], **overrides)
-    _check_inputs(model, train_data, test_data, extra_losses)
+    _check_inputs(model, train_data, test_data, extra_losses, cfg)
     run = _prepare(model, train_data, test_data, cfg, extra_losses, get_device(device))
     identity = fit_identity(model, train_data, test_data, cfg, extra_losses)
     path = Path(checkpoint) if checkpoint is not None else None
     history, start_epoch = _resume(run, path, identity, progress) if resume else (History(), 0)
+    if start_epoch and on_epoch_end is not None and on_epoch_end(history):
+        return history    # a run stopped early and saved: running it again must not add an epoch
     with _progress_bar(run, start_epoch, progress) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             stats = _train_epoch(run, epoch, bar)

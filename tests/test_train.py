@@ -12,9 +12,9 @@ from course_lib.train import (AuxiliaryLoss, CheckpointMismatchError, evaluate, 
                               predict_correct, unpack_bits)
 
 
-def tiny_vit(num_classes=10, seed=0) -> ViT:
+def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
     torch.manual_seed(seed)
-    return ViT(dim=32, depth=2, heads=2, num_classes=num_classes)
+    return ViT(dim=32, depth=2, heads=2, num_classes=num_classes, **overrides)
 
 
 @pytest.fixture
@@ -322,12 +322,30 @@ def test_on_epoch_end_can_stop_training(tiny):
     assert seen == [1, 2] and h.epoch == [1, 2]
 
 
+def test_a_run_stopped_early_stays_stopped_when_run_again(tiny, tmp_path):
+    """Running a finished time-to-accuracy run again returns its history; it must not train one more epoch."""
+    train, test = tiny
+    stop_at_two = lambda h: len(h) == 2   # noqa: E731
+    first = fit(tiny_vit(), train, test, epochs=5, progress=False, on_epoch_end=stop_at_two,
+                checkpoint=tmp_path / "run.pt", **QUICK)
+    again = fit(tiny_vit(), train, test, epochs=5, progress=False, on_epoch_end=stop_at_two,
+                checkpoint=tmp_path / "run.pt", **QUICK)
+    assert first.epoch == again.epoch == [1, 2] and again.train_loss == first.train_loss
+
+
+def test_a_recipe_drop_path_the_model_was_not_built_with_is_refused(tiny):
+    """Stochastic depth lives in the model: fit cannot apply liu2021's 0.1 to a model built with 0.0."""
+    train, test = tiny
+    with pytest.raises(ValueError, match=r"drop_path=0.1 .*built with drop_path=0.0.*create_model"):
+        fit(tiny_vit(), train, test, RECIPES["liu2021"], progress=False)
+
+
 def test_the_liu2021_augmentations_run_in_fit_and_stay_reproducible(tiny):
     """RandAugment, random erasing and mixup/CutMix on the batch: finite losses, same result for the same seed."""
     train, test = tiny
     cfg = replace(RECIPES["liu2021"], epochs=2, batch_size=8, warmup_epochs=0.5, schedule_epochs=6.0)
-    runs = [fit(tiny_vit(), train, test, cfg, progress=False) for _ in range(2)]
+    runs = [fit(tiny_vit(drop_path=0.1), train, test, cfg, progress=False) for _ in range(2)]
     assert runs[0].train_loss == runs[1].train_loss and all(math.isfinite(v) for v in runs[0].train_loss)
-    plain = fit(tiny_vit(), train, test, replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
+    plain = fit(tiny_vit(drop_path=0.1), train, test, replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
                                                  cutmix_alpha=0.0), progress=False)
     assert plain.train_loss != runs[0].train_loss
