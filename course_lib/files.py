@@ -66,8 +66,8 @@ def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600 files; keep the usual permissions
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:          # owns fd from here on: closed whatever happens
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)    # mkstemp makes 0600 files; keep the usual permissions
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -91,6 +91,8 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
+    except torch.cuda.OutOfMemoryError:   # (torch.OutOfMemoryError from torch 2.5)
+        raise                                   # a RuntimeError too, but the file is fine: never quarantine it
     except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as error:
         raise CorruptFileError(path, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
                                f"It is probably a checkpoint cut short by an interruption: delete {path} (the run "

@@ -4,7 +4,8 @@
 ``COURSE_PROFILE``         the training budget (``smoke``, ``cpu``, ``gpu``, ``paper``); see :mod:`.profiles`
 ``COURSE_OFFLINE``         ``1``/``true``/``yes``/``on`` forbids downloads; ``0``/``false``/``no``/``off`` or unset
                            allows them
-``COURSE_DATA_ROOT``       the data folder (default ``./data``); must be a folder, or not exist yet
+``COURSE_DATA_ROOT``       the data folder (default ``data/`` in the work folder below); must be a folder, or not
+                           exist yet
 ``COURSE_WORKDIR``         where ``checkpoints/`` and ``results/`` go; must be a folder, or not exist yet
 ``COURSE_PLAIN_PROGRESS``  ``1`` prints text progress (logs, CI) instead of a notebook progress bar
 =========================  =====================================================================================
@@ -62,8 +63,11 @@ def folder_setting(name: str, default: str | Path) -> Path:
 
 
 def data_root() -> Path:
-    """``$COURSE_DATA_ROOT``, else ``./data``."""
-    return folder_setting("COURSE_DATA_ROOT", "data")
+    """``$COURSE_DATA_ROOT``, else ``data/`` in :func:`workdir`: a notebook run from ``notebooks/`` finds the data
+    that the command line downloaded at the repository root."""
+    if os.environ.get("COURSE_DATA_ROOT"):
+        return folder_setting("COURSE_DATA_ROOT", "data")
+    return workdir() / "data"
 
 
 def workdir() -> Path:
@@ -79,7 +83,13 @@ def workdir() -> Path:
 
 def check_all() -> None:
     """Read every setting once, so a bad value is refused when a command starts, not after an epoch of training."""
+    from .profiles import get_profile    # profiles needs torch; settings stays importable without it
+
     offline()
     plain_progress()
     data_root()
     workdir()
+    try:
+        get_profile()
+    except ValueError as error:
+        raise SettingError(f"COURSE_PROFILE: {error}") from None

@@ -248,10 +248,19 @@ def test_cli_rejects_bad_settings_at_start(capsys, monkeypatch, tmp_path):
     assert "COURSE_WORKDIR points at" in capsys.readouterr().err and not (tmp_path / "checkpoints").exists()
 
 
+def test_cli_rejects_an_unknown_profile_in_the_environment_without_a_trace(capsys, monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "bogus")
+    with pytest.raises(SystemExit):
+        cli.main(["list"])
+    err = capsys.readouterr().err
+    assert "COURSE_PROFILE: Unknown profile 'bogus'" in err and "Traceback" not in err
+
+
 def test_cli_rejects_unknown_data_sets_and_chapters(capsys):
     for argv, message in [(["list", "--datasets", "mnist"], "unknown data set"),
                           (["list", "--only", "ch9"], "unknown chapter"),
-                          (["run", "--deadline-s", "10"], "needs --out")]:
+                          (["run", "--deadline-s", "10"], "needs --out"),
+                          (["run", "--deadline-s", "10", "--out", "o", "--only", "ch1"], "drop --only")]:
         with pytest.raises(SystemExit):
             cli.main(argv)
         assert message in capsys.readouterr().err
@@ -273,6 +282,10 @@ def test_run_notebooks_passes_the_budget_through_an_explicit_environment(monkeyp
     assert env1["COURSE_PROFILE"] == "gpu" and env1["COURSE_DATA_ROOT"] == str(tmp_path.resolve())
     assert cmd1[cmd1.index("-y") + 1] == json.dumps({"datasets": ["cifar10"]}) and "-y" not in cmd2
     assert "profile" not in " ".join(cmd1)
+    monkeypatch.delenv("COURSE_DATA_ROOT", raising=False)        # no --data-root: this process's folder, resolved
+    monkeypatch.chdir(tmp_path)
+    nb_runner.run_notebooks("cpu", ["01_vit_vs_resnet"])
+    assert calls[-1][1]["COURSE_DATA_ROOT"] == str((tmp_path / "data").resolve())
 
 
 def test_clean_notebook_drops_widget_state_and_local_paths(tmp_path):

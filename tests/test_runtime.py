@@ -64,6 +64,17 @@ def test_unclear_flags_and_file_folders_are_refused(monkeypatch, tmp_path):
         assert read() == tmp_path / "new"                  # a folder that does not exist yet is fine
 
 
+def test_notebooks_find_the_data_the_command_line_downloaded(monkeypatch, tmp_path):
+    """Run from the repository's notebooks/ folder, the data folder is the root's data/, like the work folder."""
+    (tmp_path / "_config.yml").write_text("title: x")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("COURSE_DATA_ROOT", raising=False)
+    monkeypatch.delenv("COURSE_WORKDIR", raising=False)
+    for here in (tmp_path, tmp_path / "notebooks"):
+        monkeypatch.chdir(here)
+        assert settings.workdir().resolve() == tmp_path and settings.data_root().resolve() == tmp_path / "data"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Files: atomic writes, named corrupt files, locks
 

@@ -146,7 +146,7 @@ def _open(url: str, offset: int, timeout: float):
         if error.code == 416 and offset:
             raise _CannotResume() from None
         raise DownloadError(f"{url}: the server answered HTTP {error.code} {error.reason}.") from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"{url}: cannot connect ({type(reason).__name__}: {reason}). Check the internet "
                             "connection.") from None

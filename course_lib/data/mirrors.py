@@ -125,7 +125,7 @@ class Reference:
         size: the official number of images.
         class_names: the course's names of the classes (the label convention).
         counts: (num_classes,) exact images per class, or None.
-        labels: (size,) every official label in the official order (CIFAR-10), or None.
+        labels: (size,) every official label in the official order (CIFAR-10, CIFAR-100), or None.
         block: the split was published as files of this many images, which a copy may have put in another order
             (CIFAR-10 train: five batches of 10,000); None if it was one file.
         samples: committed images (exact pixels) with their official ``indices``, or None.

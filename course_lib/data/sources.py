@@ -78,19 +78,26 @@ def _read_jpeg_files(path: Path, split: str) -> dict[tuple[int, int], bytes]:
     if path.is_dir():
         for c, cname in enumerate(CIFAR10_CLASSES):
             for f in (path / split / cname).glob("*.jpg"):
-                files[c, int(f.stem)] = f.read_bytes()
+                if f.stem.isdigit():                 # skip stray files such as macOS's ._3.jpg
+                    files[c, int(f.stem)] = f.read_bytes()
         return files
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 parts = member.name.strip("./").split("/")
-                if member.isfile() and len(parts) == 3 and parts[0] == split and parts[1] in CIFAR10_CLASSES:
+                if (member.isfile() and len(parts) == 3 and parts[0] == split and parts[1] in CIFAR10_CLASSES
+                        and Path(parts[2]).stem.isdigit() and parts[2].endswith(".jpg")):
                     files[CIFAR10_CLASSES.index(parts[1]), int(Path(parts[2]).stem)] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise DataUnavailableError(f"The CIFAR-10 JPEG archive {path} cannot be read ({type(error).__name__}: "
                                    f"{first_line}). Copy it again; it is probably cut short.") from None
     return files
+
+
+def _jpeg_names(keys: list[tuple[int, int]]) -> str:
+    """The first few (class, k) keys as the copy's file names."""
+    return ", ".join(f"{CIFAR10_CLASSES[c]}/{k}.jpg" for c, k in keys[:3]) or "none"
 
 
 def load_cifar10_jpeg(path: str | Path, split: str = "train") -> ImageSet:
@@ -103,14 +110,21 @@ def load_cifar10_jpeg(path: str | Path, split: str = "train") -> ImageSet:
     check_dataset_name("cifar10", split)
     official = _official_labels("cifar10", split)
     files = _read_jpeg_files(path, split)
-    expected = DATASETS["cifar10"].sizes[split]
-    if len(files) != expected:
-        raise DataUnavailableError(f"The CIFAR-10 JPEG copy at {path} has {len(files)} {split} images, expected "
-                                   f"{expected}. Unpack the whole archive again.")
+    expected = {(c, k) for c in range(10) for k in range(int((official == c).sum()))}
+    if files.keys() != expected:
+        missing, extra = sorted(expected - files.keys()), sorted(files.keys() - expected)
+        raise DataUnavailableError(
+            f"The CIFAR-10 JPEG copy at {path} has {len(files)} {split} images, expected {len(expected)} "
+            f"({len(missing)} missing, e.g. {_jpeg_names(missing)}; {len(extra)} unexpected, e.g. "
+            f"{_jpeg_names(extra)}). Unpack the whole archive again.")
     images = np.empty((len(official), 32, 32, 3), np.uint8)
     for c in range(10):
         for k, pos in enumerate(np.flatnonzero(official == c)):       # official indices of class c, in order
-            images[pos] = np.asarray(Image.open(io.BytesIO(files[c, k])).convert("RGB"))
+            try:
+                images[pos] = np.asarray(Image.open(io.BytesIO(files[c, k])).convert("RGB"))
+            except (OSError, ValueError) as error:                    # PIL's UnidentifiedImageError is an OSError
+                raise DataUnavailableError(f"The CIFAR-10 JPEG copy at {path}: {_jpeg_names([(c, k)])} cannot "
+                                           f"be decoded ({error}). Unpack the archive again.") from None
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(official).long(),
                     "cifar10", split, CIFAR10_CLASSES, f"CIFAR-10 JPEG copy, quality 75 ({path.name})",
                     torch.arange(len(official)))

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     names = _choices(args.notebook_names, NOTEBOOK_NAMES, "notebook", parser)
     if args.deadline_s is not None and (args.command != "run" or not args.out):
         parser.error("--deadline-s goes with `run` and needs --out (the folder that comes back).")
+    if args.deadline_s is not None and (args.only or args.results_dir):
+        parser.error("--deadline-s runs the whole priority queue into --out; drop --only and --results-dir "
+                     "(or drop --deadline-s to run chosen chapters into a results folder).")
     chapters = {c: specs for c, specs in plan(profile, datasets).items() if c in only}
     if args.command == "list":
         for chapter, specs in chapters.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 
+from .. import settings
 from ..data import DATASETS
 
 __all__ = ["NOTEBOOK_DIR", "run_notebooks", "clean_notebook"]
@@ -48,8 +49,8 @@ def run_notebooks(profile: str, names: list[str], data_root: str | None = None,
     """Execute the notebooks ``names`` in place with the budget ``profile`` (see the module docstring)."""
     env = {**os.environ, "COURSE_PROFILE": profile, "COURSE_PLAIN_PROGRESS": os.environ.get(
         "COURSE_PLAIN_PROGRESS", "1")}
-    if data_root:
-        env["COURSE_DATA_ROOT"] = str(Path(data_root).resolve())
+    # The kernels run in notebooks/: give them this process's data folder, resolved, so they reuse its downloads.
+    env["COURSE_DATA_ROOT"] = str(Path(data_root or settings.data_root()).resolve())
     for name in names:
         path = folder / f"{name}.ipynb"
         params = {}

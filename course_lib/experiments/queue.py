@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..files import atomic_write_bytes
+from ..runtime import get_device
 from .of_record import export_fp16
 from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
 from .records import find_record, results_dir
@@ -92,8 +93,7 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
             continue
         run = prepare(spec, data_root, root)
         ips = report.throughput.get(spec.label) or measure_throughput(
-            run.model, run.extra, run.cfg, run.train, torch.device(device or ("cuda" if torch.cuda.is_available()
-                                                                              else "cpu")))
+            run.model, run.extra, run.cfg, run.train, get_device(device))
         report.throughput[spec.label] = ips
         need, left = run.estimate_seconds(ips), deadline_s - (clock() - start)
         print(f"[queue] {spec.key}: {ips:,.0f} img/s, needs ~{need:.0f} s, {left:.0f} s left", flush=True)
