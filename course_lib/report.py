@@ -27,7 +27,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from .stats import Comparison
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
-           "small_data_table", "curve_verdicts", "drloc_learned", "ablation_table", "concentration_verdict",
+           "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table", "concentration_verdict",
            "locality_verdict",
            "layer_correspondence", "profiles_with_records", "provenance"]
 
@@ -159,7 +159,8 @@ def small_data_table(points: dict[str, list[tuple]], caption: str = "") -> Table
 
 
 def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False) -> list[str]:
-    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals."""
+    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals; then whether
+    ResNet-18's lead changes between the smallest and the largest size (:func:`gap_change`)."""
     records = _curve_records(profile, data_root, train_missing)
     vit_label = next(iter(comparison_specs(profile, "cifar10")))
     lines = []
@@ -167,7 +168,44 @@ def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_
         for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]:
             if n in records.get(a, {}) and n in records.get(b, {}):
                 lines.append(f"{n:>5} per class: " + compare_groups(records[a][n], records[b][n]).words())
+    sizes = sorted(set(records.get("ResNet-18", {})) & set(records.get(vit_label, {})))
+    if len(sizes) >= 2:
+        lines.append(gap_change(records["ResNet-18"], records[vit_label], sizes[0], sizes[-1]))
     return lines
+
+
+def _gaps(a: Sequence[dict], b: Sequence[dict]) -> tuple[list[float], str] | None:
+    """A - B in points: per test image (one seed, same test set: 100 * (correct_A - correct_B)), else per seed."""
+    if len(a) >= 2 and len(a) == len(b):
+        return [x["final_test_acc"] - y["final_test_acc"] for x, y in zip(a, b)], "seeds"
+    x, y = a[0], b[0]
+    if x.get("test_correct") and y.get("test_correct") and x.get("test_fingerprint") == y.get("test_fingerprint"):
+        n = x["test_images"]
+        d = unpack_bits(x["test_correct"], n).double() - unpack_bits(y["test_correct"], n).double()
+        return (100 * d).tolist(), "test images"
+    return None
+
+
+def gap_change(a: dict[int, list[dict]], b: dict[int, list[dict]], small: int, large: int) -> str:
+    """Does A's lead over B grow or shrink with data? The lead at ``large`` images per class minus the lead at
+    ``small``, with a 95 % interval: paired over the same test images (one seed), or over seeds (several).
+
+    ``a``/``b``: {images per class: records}. The papers' account predicts that a CNN's lead over a ViT is largest
+    when data is scarcest, so it should shrink as the data grow.
+    """
+    la, lb = a[small][0]["label"], b[small][0]["label"]
+    gaps_small, gaps_large = _gaps(a[small], b[small]), _gaps(a[large], b[large])
+    lead = (f"{la}'s lead over {lb}: {compare_groups(a[small], b[small]).difference:+.1f} points at {small} per "
+            f"class, {compare_groups(a[large], b[large]).difference:+.1f} at {large}")
+    if gaps_small is None or gaps_large is None or gaps_small[1] != gaps_large[1] or \
+            len(gaps_small[0]) != len(gaps_large[0]):
+        return lead + " (no interval: the runs do not share their test images or seeds)"
+    c = seed_difference(gaps_large[0], gaps_small[0], paired=True, items=gaps_small[1])
+    if not c.significant:
+        return (f"{lead}; no change that this test can detect ({c.difference:+.1f} ± {c.half_width:.1f} points, "
+                f"{c.method})")
+    return (f"{lead}; it {'widened' if c.difference > 0 else 'narrowed'} by {abs(c.difference):.1f} points "
+            f"(95 % CI {min(abs(c.low), abs(c.high)):.1f} to {max(abs(c.low), abs(c.high)):.1f}, {c.method})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,8 +214,8 @@ def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_
 def drloc_learned(record: dict) -> str:
     """Did the DRLoc head learn to localise? Final DRLoc loss against the constant-prediction baseline.
 
-    Thresholds (stated so the verdict can be checked): below 90 % of the baseline the embeddings carry position
-    information the head uses; above 97 % the head does no better than a constant guess; in between, barely.
+    Thresholds (stated so the verdict can be checked): below 90 % of the baseline the embeddings carry relative-
+    position information that the head reads (from the position embeddings or from content: the loss cannot say); above 97 % the head does no better than a constant guess; in between, barely.
     The loss is the mean over the last epoch's training batches; the runs use the paper's targets |delta| / k on
     the ViT's k x k grid.
     """
@@ -187,7 +225,7 @@ def drloc_learned(record: dict) -> str:
     model = record["identity"]["model"]
     baseline = constant_baseline(model["img_size"] // model["patch_size"])
     ratio = losses[-1] / baseline
-    verdict = ("learned: the embeddings tell the head where they are" if ratio < 0.9 else
+    verdict = ("learned: the embeddings carry relative-position information the head reads" if ratio < 0.9 else
                "not learned: no better than predicting a constant offset" if ratio > 0.97 else
                "barely learned: only slightly better than a constant offset")
     title = DATASETS[record["spec"]["dataset"]].title

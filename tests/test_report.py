@@ -154,6 +154,27 @@ def test_the_curve_with_seeds_and_its_verdicts(tmp_path, monkeypatch):
     assert table.rows[0][0] == 25 and "[" in table.rows[0][1]
 
 
+def test_gap_change_is_the_paired_difference_of_the_two_leads_per_test_image():
+    spec = comparison_specs(CPU, "cifar10")
+    rng = np.random.default_rng(3)
+    vit_s, vit_l = rng.random(870) < 0.27, rng.random(870) < 0.31
+    cnn_s = vit_s | (rng.random(870) < 0.12)
+    cnn_l = vit_l | (rng.random(870) < 0.35)
+    a = {25: [fake_record(spec["ResNet-18"], 0, cnn_s)], 200: [fake_record(spec["ResNet-18"], 0, cnn_l)]}
+    b = {25: [fake_record(spec["ViT"], 0, vit_s)], 200: [fake_record(spec["ViT"], 0, vit_l)]}
+    # Independent reference: a t interval on d_i = (lead at 200)_i - (lead at 25)_i over the 870 images.
+    d = 100 * ((cnn_l.astype(float) - vit_l) - (cnn_s.astype(float) - vit_s))
+    half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    line = report.gap_change(a, b, 25, 200)
+    assert d.mean() - half > 0 and f"it widened by {d.mean():.1f} points (95 % CI {d.mean() - half:.1f} to " \
+        f"{d.mean() + half:.1f}, over 870 paired test images)" in line
+    assert line.startswith(f"ResNet-18's lead over ViT: {100 * (cnn_s.mean() - vit_s.mean()):+.1f} points at 25")
+    same = report.gap_change({25: a[25], 200: a[25]}, {25: b[25], 200: b[25]}, 25, 200)
+    assert "no change that this test can detect (+0.0 ± 0.0 points" in same     # the same lead, image by image
+    narrowed = report.gap_change({25: a[200], 200: a[25]}, {25: b[200], 200: b[25]}, 25, 200)
+    assert f"it narrowed by {d.mean():.1f} points" in narrowed
+
+
 def test_drloc_learned_against_the_constant_baseline():
     spec = drloc_specs(CPU, "cifar10")["ViT+DRLoc"]
     base = constant_baseline(8)
