@@ -18,8 +18,10 @@ class Published:
     source: str
     setting: str
 
+    approximate: bool = False     # the source gives "about" this number
+
     def cite(self) -> str:
-        return f"{self.value:.2f} ({self.source})"
+        return f"{'≈' if self.approximate else ''}{self.value:g} ({self.source})"
 
 
 ZHU2023 = {
@@ -28,15 +30,18 @@ ZHU2023 = {
     # Zhu et al. print their accuracies in a table we could not obtain; these two reference numbers come from the
     # repository whose ViT they train, and from a public reproduction of that ViT. Neither is printed in the paper.
     "reference": {
-        ("vit", "cifar10"): Published(81.36, "public reproduction of the kentaroy47 ViT, not Zhu et al.",
+        ("vit", "cifar10"): Published(81.36, "500 epochs, quoted by a public reproduction of the kentaroy47 ViT; "
+                                      "not Zhu et al.",
                                       "kentaroy47/vision-transformers-cifar10 ViT, 500 epochs, Adam 1e-4"),
         ("resnet18", "cifar10"): Published(93.0, "kentaroy47 repository table, not Zhu et al.",
-                                           "kentaroy47/vision-transformers-cifar10 README, ResNet-18, ~93 %"),
+                                           "kentaroy47/vision-transformers-cifar10 README, ResNet-18, ~93 %",
+                                           approximate=True),
     },
     "notes": ("Zhu et al. report the ViT clearly below ResNet-18 on CIFAR-10 and CIFAR-100 and close to it on SVHN "
               "after 500 epochs; their exact cells were not available to us. The CIFAR-10 reference numbers shown "
-              "(ViT 81.36 %, ResNet-18 about 93 %) come from the kentaroy47/vision-transformers-cifar10 repository "
-              "whose ViT they train (its table) and from a public reproduction of that ViT, not from the paper."),
+              "(ResNet-18 about 93 %, ViT 81.36 %) come, respectively, from the table of the "
+              "kentaroy47/vision-transformers-cifar10 repository whose ViT they train and from a public reproduction "
+              "of that ViT (a 500-epoch figure it quotes; it reached 79.2 % in 200 epochs), not from the paper."),
 }
 
 LIU2021 = {

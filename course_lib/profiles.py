@@ -69,7 +69,7 @@ PROFILES: dict[str, Profile] = {
                      description="CPU/CI smoke run: ~200 images, 1 epoch; numbers are meaningless",
                      curve_sizes=(5, 10), drloc_subset=5),
     "cpu": Profile("cpu", epochs=15, train_images=1000, test_images=None, batch_size=64, eval_images=256,
-                   description="best CPU run: committed real samples (<=100 per class), 15 epochs",
+                   description="best CPU run: committed real samples (100 per class, the curve up to 200), 15 epochs",
                    curve_sizes=(25, 50, 100, 200), drloc_subset=25),
     "gpu": Profile("gpu", epochs=10, train_images=None, test_images=None, batch_size=256, eval_images=1000,
                    description="GPU run: full data sets, 10 epochs per model", curve_seeds=(0, 1, 2)),

@@ -198,7 +198,7 @@ def test_setting_and_scale_descriptions(tmp_path):
     record = ex.train_run(spec, root=tmp_path, progress=False).record
     box = ex.describe_scale([record])
     assert "1 training run(s)" in box and "2 training images per class" in box and "40 test images" in box
-    assert "larger than about 15 points" in box
+    assert "known to about ±15 points on 40 test images" in box
 
 
 def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):

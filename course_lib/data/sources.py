@@ -22,6 +22,7 @@ mirror copy. Every :class:`ImageSet` says in ``source`` which copy it is.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import warnings
 import zipfile
@@ -179,7 +180,7 @@ def _warn_offline_once(name: str, split: str, reason: str, n: int, root: Path) -
     message = (f"\n*** {DATASETS[name].title} {split} is not available ({reason}). Using the SMALL committed sample "
                f"instead ({n:,} images), and the same for every other data set this session loads. Accuracies are "
                f"not comparable with full-data results; each data set's printed source says which copy it is. To "
-               f"get the full sets, run with internet access (e.g. on Colab) or put them in {root}. ***")
+               f"get the full sets, run with internet access (e.g. on Colab) or put them in {_shown(root)}. ***")
     # warn_explicit: the message is the point, not this file's path and line (shown in notebooks and the book).
     warnings.warn_explicit(message, OfflineSamplesWarning, filename="course_lib", lineno=0)
 
@@ -274,6 +275,15 @@ def _download(name: str, split: str, root: Path, source: str) -> tuple[ImageSet 
 
 # --------------------------------------------------------------------------------------------------------------
 # load_dataset
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when that is shorter (``../data`` from notebooks/), else as given."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:       # another drive on Windows
+        return str(path)
+    return relative if len(relative) < len(str(path)) else str(path)
+
 
 def _data_folder(root: str | Path | None) -> Path:
     root = Path(root) if root is not None else data_root()

@@ -69,16 +69,20 @@ def describe_scale(records: list[dict], missing: int = 0) -> str:
     tests = sorted({r["test_images"] for r in records})
     devices = sorted({r["environment"]["device"] for r in records})
     commits = sorted({str(r["environment"].get("git_commit")) for r in records})
-    smallest = min(tests)
-    # Half-width of a 95 % interval for an accuracy near 50 % on the smallest test set, in points.
-    noise = 100 * 1.96 * (0.25 / smallest) ** 0.5
-    can = ("differences of a few points are real" if noise < 1.5 else
-           f"only differences larger than about {noise:.0f} points can be told apart from test-set noise")
+    # Half-width of a 95 % interval for one accuracy near 50 %, in points, on the smallest and largest test set.
+    noise = [f"±{_half_width(n)} points on {n:,} test images" for n in sorted({min(tests), max(tests)})]
     return (f"> **Scale of these outputs.** {len(records)} training run(s): {_span(steps)} optimiser steps, "
             f"{_span(per_class)} training images per class, {_span(tests)} test images; trained on "
-            f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale {can}; each comparison below "
-            "prints its 95 % confidence interval." + (f" {missing} more run(s) are not recorded yet and will be "
+            f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale one run's accuracy is known to about "
+            f"{' and '.join(noise)}; a difference between two models tested on the same images is usually known "
+            "more tightly. Each comparison below prints its own 95 % confidence interval." + (f" {missing} more run(s) are not recorded yet and will be "
                                                       "trained below." if missing else ""))
+
+
+def _half_width(n: int) -> str:
+    """The 95 % half-width of an accuracy near 50 % on ``n`` test images, in points, to a sensible precision."""
+    half = 100 * 1.96 * (0.25 / n) ** 0.5
+    return f"{half:.1f}" if half < 2 else f"{half:.0f}"
 
 
 def _span(values: list[int]) -> str:
