@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-__all__ = ["TrainConfig", "RECIPES", "lr_factor", "steps_per_epoch"]
+__all__ = ["TrainConfig", "RECIPES", "lr_factor", "steps_per_epoch", "drops_ragged_batch"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,12 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def drops_ragged_batch(n_images: int, batch_size: int) -> bool:
+    """The training rule of :class:`~course_lib.data.GPULoader`: drop a ragged last batch only when there are more
+    than two batches (tiny sets keep every image)."""
+    return n_images > 2 * batch_size
+
+
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
-    """Optimiser steps per epoch for :class:`GPULoader`'s training rule (drop a ragged batch when > 2 batches)."""
-    return n_images // batch_size if n_images > 2 * batch_size else -(-n_images // batch_size)
+    """Optimiser steps per epoch under :func:`drops_ragged_batch`."""
+    return n_images // batch_size if drops_ragged_batch(n_images, batch_size) else -(-n_images // batch_size)

@@ -340,6 +340,17 @@ def test_an_interrupted_download_resumes_from_the_part_file(site, tmp_path, caps
     assert not part.exists()
 
 
+def test_two_processes_loading_the_same_split_download_it_once(site, tmp_path):
+    """The second loader waits on the first one's download (a lock per split), then reads its verified cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = site.hub("cifar10", "test", good_cifar10_test(), rate=2_000_000)   # slow enough to overlap
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: load_dataset("cifar10", "test", root=tmp_path), range(2))
+    assert len(site.asked(path)) == 1 and torch.equal(a.images, b.images)
+    assert not list(tmp_path.rglob("*.part"))
+
+
 @pytest.mark.parametrize("damage", ["flip a byte", "cut short", "no sidecar"])
 def test_a_damaged_cache_is_reported_deleted_and_rebuilt(site, tmp_path, capsys, damage):
     path = site.hub("cifar10", "test", good_cifar10_test())

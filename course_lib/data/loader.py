@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from .. import augment as aug
+from ..recipes import drops_ragged_batch
 from .preprocess import Preprocessing
 
 if TYPE_CHECKING:     # names used only in annotations
@@ -61,8 +62,7 @@ class GPULoader:
         self.randaugment = randaugment if self.augment else None
         self.random_erasing = random_erasing if self.augment else 0.0
         self.preprocess = preprocess if preprocess is not None else Preprocessing.for_dataset(data.dataset)
-        # Drop a ragged last training batch only when there are several batches (tiny sets keep everything).
-        self.drop_last = (train and len(data) > 2 * batch_size) if drop_last is None else drop_last
+        self.drop_last = (train and drops_ragged_batch(len(data), batch_size)) if drop_last is None else drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

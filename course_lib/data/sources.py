@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..files import file_lock
 from ..settings import data_root, offline
 from . import cache, mirrors
 from .download import fetch, notify
@@ -351,7 +352,11 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         return data
     reason = "COURSE_OFFLINE is set" if offline() else "download=False"
     if download and not offline():
-        data, reason = _download(name, split, root, source)                  # 4-5. mirrors, official
+        # One download per split at a time: a second process waits, then finds the first one's verified cache.
+        with file_lock(cache.paths(root, name, split)["sidecar"], f"Downloading {DATASETS[name].title} {split}"):
+            data = _on_disk(name, split, root, source)
+            if data is None:
+                data, reason = _download(name, split, root, source)          # 4-5. mirrors, official
         if data is not None:
             return data
     if source != "auto":
