@@ -283,6 +283,7 @@ def test_run_notebooks_passes_the_budget_through_an_explicit_environment(monkeyp
     assert cmd1[cmd1.index("-y") + 1] == json.dumps({"datasets": ["cifar10"]}) and "-y" not in cmd2
     assert "profile" not in " ".join(cmd1)
     monkeypatch.delenv("COURSE_DATA_ROOT", raising=False)        # no --data-root: this process's folder, resolved
+    monkeypatch.delenv("COURSE_WORKDIR", raising=False)
     monkeypatch.chdir(tmp_path)
     nb_runner.run_notebooks("cpu", ["01_vit_vs_resnet"])
     assert calls[-1][1]["COURSE_DATA_ROOT"] == str((tmp_path / "data").resolve())
