@@ -353,7 +353,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     reason = "COURSE_OFFLINE is set" if offline() else "download=False"
     if download and not offline():
         # One download per split at a time: a second process waits, then finds the first one's verified cache.
-        with file_lock(cache.paths(root, name, split)["sidecar"], f"Downloading {DATASETS[name].title} {split}"):
+        # (the lock file stays, in its own folder: deleting a flock file while another process waits on it races)
+        lock = cache.cache_dir(root) / "locks" / f"{name}-{split}"
+        with file_lock(lock, f"Downloading {DATASETS[name].title} {split}"):
             data = _on_disk(name, split, root, source)
             if data is None:
                 data, reason = _download(name, split, root, source)          # 4-5. mirrors, official
