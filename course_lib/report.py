@@ -27,9 +27,9 @@ if TYPE_CHECKING:     # names used only in annotations
     from .stats import Comparison
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
-           "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table", "concentration_verdict",
-           "locality_verdict",
-           "layer_correspondence", "profiles_with_records", "provenance"]
+           "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
+           "concentration_verdict", "locality_verdict", "layer_correspondence", "profiles_with_records",
+           "provenance"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -40,14 +40,22 @@ def _wilson(record: dict) -> tuple[float, float]:
     return wilson_interval(round(record["final_test_acc"] * record["test_images"] / 100), record["test_images"])
 
 
+def _per_image(a: dict, b: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-image correctness (bool (n,)) of two records on the same test set, or None if either lacks it."""
+    same_test = a.get("test_fingerprint") and a.get("test_fingerprint") == b.get("test_fingerprint")
+    if not (same_test and a.get("test_correct") and b.get("test_correct")):
+        return None
+    n = a["test_images"]
+    return unpack_bits(a["test_correct"], n), unpack_bits(b["test_correct"], n)
+
+
 def compare(a: dict, b: dict, label_a: str | None = None, label_b: str | None = None) -> Comparison:
     """A - B in top-1 points for two records: paired over the test images when both kept them and saw the same
     test set, else unpaired. Labels default to the records' own."""
     la, lb = label_a or a["label"], label_b or b["label"]
-    same_test = a.get("test_fingerprint") and a.get("test_fingerprint") == b.get("test_fingerprint")
-    if same_test and a.get("test_correct") and b.get("test_correct"):
-        n = a["test_images"]
-        return paired_difference(unpack_bits(a["test_correct"], n), unpack_bits(b["test_correct"], n), la, lb)
+    pair = _per_image(a, b)
+    if pair is not None:
+        return paired_difference(*pair, la, lb)
     return unpaired_difference(a["final_test_acc"], b["final_test_acc"], a["test_images"], b["test_images"], la, lb)
 
 
@@ -178,12 +186,10 @@ def _gaps(a: Sequence[dict], b: Sequence[dict]) -> tuple[list[float], str] | Non
     """A - B in points: per test image (one seed, same test set: 100 * (correct_A - correct_B)), else per seed."""
     if len(a) >= 2 and len(a) == len(b):
         return [x["final_test_acc"] - y["final_test_acc"] for x, y in zip(a, b)], "seeds"
-    x, y = a[0], b[0]
-    if x.get("test_correct") and y.get("test_correct") and x.get("test_fingerprint") == y.get("test_fingerprint"):
-        n = x["test_images"]
-        d = unpack_bits(x["test_correct"], n).double() - unpack_bits(y["test_correct"], n).double()
-        return (100 * d).tolist(), "test images"
-    return None
+    pair = _per_image(a[0], b[0])
+    if pair is None:
+        return None
+    return (100 * (pair[0].double() - pair[1].double())).tolist(), "test images"
 
 
 def gap_change(a: dict[int, list[dict]], b: dict[int, list[dict]], small: int, large: int) -> str:
@@ -215,7 +221,8 @@ def drloc_learned(record: dict) -> str:
     """Did the DRLoc head learn to localise? Final DRLoc loss against the constant-prediction baseline.
 
     Thresholds (stated so the verdict can be checked): below 90 % of the baseline the embeddings carry relative-
-    position information that the head reads (from the position embeddings or from content: the loss cannot say); above 97 % the head does no better than a constant guess; in between, barely.
+    position information that the head reads (from the position embeddings or from content: the loss cannot say);
+    above 97 % the head does no better than a constant guess; in between, barely.
     The loss is the mean over the last epoch's training batches; the runs use the paper's targets |delta| / k on
     the ViT's k x k grid.
     """

@@ -346,6 +346,6 @@ def test_the_liu2021_augmentations_run_in_fit_and_stay_reproducible(tiny):
     cfg = replace(RECIPES["liu2021"], epochs=2, batch_size=8, warmup_epochs=0.5, schedule_epochs=6.0)
     runs = [fit(tiny_vit(drop_path=0.1), train, test, cfg, progress=False) for _ in range(2)]
     assert runs[0].train_loss == runs[1].train_loss and all(math.isfinite(v) for v in runs[0].train_loss)
-    plain = fit(tiny_vit(drop_path=0.1), train, test, replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
-                                                 cutmix_alpha=0.0), progress=False)
+    plain = fit(tiny_vit(drop_path=0.1), train, test,
+                replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0), progress=False)
     assert plain.train_loss != runs[0].train_loss

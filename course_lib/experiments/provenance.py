@@ -75,8 +75,8 @@ def describe_scale(records: list[dict], missing: int = 0) -> str:
             f"{_span(per_class)} training images per class, {_span(tests)} test images; trained on "
             f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale one run's accuracy is known to about "
             f"{' and '.join(noise)}; a difference between two models tested on the same images is usually known "
-            "more tightly. Each comparison below prints its own 95 % confidence interval." + (f" {missing} more run(s) are not recorded yet and will be "
-                                                      "trained below." if missing else ""))
+            "more tightly. Each comparison below prints its own 95 % confidence interval."
+            + (f" {missing} more run(s) are not recorded yet and will be trained below." if missing else ""))
 
 
 def _half_width(n: int) -> str:
