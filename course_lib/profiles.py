@@ -12,6 +12,9 @@ in seconds in CI and for real on a GPU.
            before each run starts).
 ``paper``  The papers' own models and recipes: Zhu et al.'s ViT and Adam schedule for the comparison (500
            epochs), Liu et al.'s recipe for every DRLoc comparison (100 epochs). Hours to days.
+``study``  The CPU study of record (:mod:`course_lib.experiments.study`): CIFAR-10's JPEG copy, 500 images
+           per class, tested on all 10,000 test images; 16 epochs, the most ResNet-18 fits in an hour on
+           2 cores, chosen with a pilot run (the book's results chapter shows the rule and the curve).
 =========  ==========================================================================================
 
 Choose with ``get_profile(name)``, the ``COURSE_PROFILE`` environment variable, or a notebook's papermill
@@ -41,6 +44,9 @@ class Profile:
             (both sides: with and without DRLoc).
         curve_sizes, curve_seeds: images per class and seeds of the small-data curve.
         drloc_subset: images per class of the small CIFAR-10 subset of the DRLoc chapter.
+        evaluations: test-set evaluations per run (spread evenly, always one after the last epoch).
+        drloc_schedule: lambda's schedule on the DRLoc side (None: "official" under Liu et al.'s recipe, else
+            "constant").
     """
 
     name: str
@@ -56,6 +62,8 @@ class Profile:
     curve_sizes: tuple[int, ...] = (50, 100, 250, 500, 1000, 5000)
     curve_seeds: tuple[int, ...] = (0,)
     drloc_subset: int = 500
+    evaluations: int = 15
+    drloc_schedule: str | None = None
 
     def train_per_class(self, num_classes: int) -> int | None:
         """Images per class that ``train_images`` allows, at least 1 (``None``: all)."""
@@ -76,6 +84,12 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile("paper", epochs=None, train_images=None, test_images=None, batch_size=128, eval_images=1000,
                      description="the papers' models and recipes (hundreds of epochs)", vit_model="vit_paper",
                      comparison_recipe="zhu2023", drloc_recipe="liu2021", curve_seeds=(0, 1, 2)),
+    # 16 epochs x 78 steps of 64: ResNet-18's hour on 2 cores (about 30 img/s); the same steps for every model.
+    # 4 test evaluations: one pass over 10,000 test images costs ResNet-18 about 2 minutes here.
+    "study": Profile("study", epochs=16, train_images=5000, test_images=None, batch_size=64, eval_images=1000,
+                     description="CPU study of record: CIFAR-10 JPEG copy, 500 per class, all 10,000 test images, "
+                                 "16 epochs", curve_sizes=(100, 250, 500, 1000), curve_seeds=(0, 1),
+                     drloc_subset=500, evaluations=4, drloc_schedule="official"),
 }
 
 

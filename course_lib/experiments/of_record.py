@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..files import CorruptFileError, atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["OF_RECORD_DIR", "MAX_FILE_BYTES", "export_fp16", "load_fp16"]
+__all__ = ["OF_RECORD_DIR", "MAX_FILE_BYTES", "export_fp16", "load_fp16", "manifest_entry"]
 
 OF_RECORD_DIR = Path(__file__).resolve().parents[2] / "checkpoints_of_record"
 MAX_FILE_BYTES = 15 * 2**20      # files that come back from the device: at most 16 MiB each (kept with a margin)
@@ -40,6 +40,17 @@ def export_fp16(model: nn.Module, record: dict, out: str | Path) -> list[Path]:
                                "parts": [p.name for p in paths], "bytes": len(data)}
     atomic_write_json(out / MANIFEST, manifest)
     return paths
+
+
+def manifest_entry(key: str, identity_hash: str, folder: str | Path | None = None) -> dict | None:
+    """The manifest's entry for ``key`` if it is for this identity and every part is on disk, else None."""
+    folder = Path(folder if folder is not None else OF_RECORD_DIR)
+    if not (folder / MANIFEST).exists():
+        return None
+    entry = read_json(folder / MANIFEST).get(key)
+    if not isinstance(entry, dict) or entry.get("identity_hash") != identity_hash:
+        return None
+    return entry if all((folder / name).exists() for name in entry.get("parts", [])) else None
 
 
 def load_fp16(model: nn.Module, key: str, identity_hash: str, folder: str | Path | None = None) -> bool:

@@ -41,7 +41,7 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
     the schedule defaults to the official one under Liu et al.'s recipe.
     """
     recipe = profile.drloc_recipe
-    drloc.setdefault("drloc_schedule", "official" if recipe == "liu2021" else "constant")
+    drloc.setdefault("drloc_schedule", profile.drloc_schedule or ("official" if recipe == "liu2021" else "constant"))
     base = RunSpec("vit", dataset, profile, recipe=recipe, train_per_class=train_per_class, seed=seed)
     with_drloc = RunSpec("vit", dataset, profile, drloc=True, recipe=recipe, train_per_class=train_per_class,
                          seed=seed, **drloc)

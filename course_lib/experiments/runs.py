@@ -144,9 +144,10 @@ def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
         full_steps = epochs * steps_per_epoch(_default_per_class(spec) * classes, batch)
         n = n_train if n_train is not None else spec.train_per_class * classes
         epochs = max(1, round(full_steps / steps_per_epoch(n, batch)))
-    # About 15 evaluations per run, whatever its length: evaluation is a large part of a CPU run.
+    # About 15 evaluations per run (the profile's number), whatever its length: evaluation is a large part of a
+    # CPU run.
     return replace(recipe.with_epochs(epochs), batch_size=batch, seed=spec.seed,
-                   eval_every=max(1, round(epochs / 15)))
+                   eval_every=max(1, round(epochs / spec.profile.evaluations)))
 
 
 def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
