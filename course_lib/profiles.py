@@ -47,6 +47,10 @@ class Profile:
         evaluations: test-set evaluations per run (spread evenly, always one after the last epoch).
         drloc_schedule: lambda's schedule on the DRLoc side (None: "official" under Liu et al.'s recipe, else
             "constant").
+        data_source: which copy of the data its runs load ("auto": the best on disk or downloadable; "samples":
+            the committed samples; "jpeg": CIFAR-10's JPEG copy), so a run never changes data behind its name.
+        covers: the data sets this profile trains (None: all); ``fallback``: the profile whose runs stand in for
+            the rest, for its DRLoc ablation (with ``ablation=False``), and where a notebook asks for them.
     """
 
     name: str
@@ -64,6 +68,20 @@ class Profile:
     drloc_subset: int = 500
     evaluations: int = 15
     drloc_schedule: str | None = None
+    data_source: str = "auto"
+    covers: tuple[str, ...] | None = None
+    fallback: str | None = None
+    ablation: bool = True
+
+    def for_dataset(self, dataset: str) -> "Profile":
+        """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
+        if self.covers is None or dataset in self.covers:
+            return self
+        return PROFILES[self.fallback]
+
+    def for_ablation(self) -> "Profile":
+        """The profile whose DRLoc ablation the notebooks show: this one, or its fallback."""
+        return self if self.ablation or self.fallback is None else PROFILES[self.fallback]
 
     def train_per_class(self, num_classes: int) -> int | None:
         """Images per class that ``train_images`` allows, at least 1 (``None``: all)."""
@@ -78,7 +96,7 @@ PROFILES: dict[str, Profile] = {
                      curve_sizes=(5, 10), drloc_subset=5),
     "cpu": Profile("cpu", epochs=15, train_images=1000, test_images=None, batch_size=64, eval_images=256,
                    description="best CPU run: committed real samples (100 per class, the curve up to 200), 15 epochs",
-                   curve_sizes=(25, 50, 100, 200), drloc_subset=25),
+                   curve_sizes=(25, 50, 100, 200), drloc_subset=25, data_source="samples"),
     "gpu": Profile("gpu", epochs=10, train_images=None, test_images=None, batch_size=256, eval_images=1000,
                    description="GPU run: full data sets, 10 epochs per model", curve_seeds=(0, 1, 2)),
     "paper": Profile("paper", epochs=None, train_images=None, test_images=None, batch_size=128, eval_images=1000,
@@ -89,7 +107,8 @@ PROFILES: dict[str, Profile] = {
     "study": Profile("study", epochs=16, train_images=5000, test_images=None, batch_size=64, eval_images=1000,
                      description="CPU study of record: CIFAR-10 JPEG copy, 500 per class, all 10,000 test images, "
                                  "16 epochs", curve_sizes=(100, 250, 500, 1000), curve_seeds=(0, 1),
-                     drloc_subset=500, evaluations=4, drloc_schedule="official"),
+                     drloc_subset=500, evaluations=4, drloc_schedule="official", data_source="jpeg",
+                     covers=("cifar10",), fallback="cpu", ablation=False),
 }
 
 

@@ -37,3 +37,29 @@ def test_each_profile_names_its_models_and_recipes():
     paper = PROFILES["paper"]
     assert (paper.vit_model, paper.comparison_recipe, paper.drloc_recipe) == ("vit_paper", "zhu2023", "liu2021")
     assert PROFILES["gpu"].curve_sizes == (50, 100, 250, 500, 1000, 5000) and PROFILES["gpu"].curve_seeds == (0, 1, 2)
+
+
+def test_study_profile_covers_cifar10_and_falls_back_to_cpu_for_the_rest():
+    from course_lib.experiments.plan import comparison_specs, drloc_ablation, drloc_specs
+
+    study = PROFILES["study"]
+    assert study.for_dataset("cifar10") is study
+    assert study.for_dataset("svhn") is PROFILES["cpu"] and study.for_ablation() is PROFILES["cpu"]
+    assert {s.profile.name for s in comparison_specs(study, "cifar100").values()} == {"cpu"}
+    assert {s.profile.name for s in drloc_specs(study, "cifar10").values()} == {"study"}
+    assert drloc_specs(study, "cifar10")["ViT+DRLoc"].drloc_schedule == "official"
+    assert {s.profile.name for s in drloc_ablation(study).values()} == {"cpu"}
+    assert PROFILES["gpu"].for_dataset("svhn") is PROFILES["gpu"]
+
+
+def test_a_run_loads_its_profiles_copy_of_the_data(monkeypatch):
+    """The cpu profile's runs are defined on the committed samples: a JPEG copy on disk must not change them."""
+    from course_lib.experiments import runs
+
+    asked = []
+    real = runs.load_dataset
+    monkeypatch.setattr(runs, "load_dataset", lambda *a, **k: asked.append(k.get("source")) or real(
+        *a, **{**k, "source": "samples"}))
+    runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["cpu"]))
+    runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["study"]))
+    assert asked == ["samples", "samples", "jpeg", "jpeg"]

@@ -28,6 +28,7 @@ DRLOC_PAIRS = (16, 32, 64)          # the ablation on m (64: the official runs)
 def comparison_specs(profile: Profile, dataset: str, train_per_class: int | None = None,
                      seed: int = 0) -> dict[str, RunSpec]:
     """Zhu et al.'s comparison on one data set: {"ViT": ..., "ResNet-18": ...} with the profile's ViT and recipe."""
+    profile = profile.for_dataset(dataset)
     specs = [RunSpec(m, dataset, profile, train_per_class=train_per_class, seed=seed)
              for m in (profile.vit_model, "resnet18")]
     return {s.label: s for s in specs}
@@ -40,6 +41,7 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
     ``drloc`` sets the DRLoc side's options (``drloc_weight``, ``drloc_pairs``, ``drloc_schedule``, ``drloc_tokens``);
     the schedule defaults to the official one under Liu et al.'s recipe.
     """
+    profile = profile.for_dataset(dataset)
     recipe = profile.drloc_recipe
     drloc.setdefault("drloc_schedule", profile.drloc_schedule or ("official" if recipe == "liu2021" else "constant"))
     base = RunSpec("vit", dataset, profile, recipe=recipe, train_per_class=train_per_class, seed=seed)
@@ -51,6 +53,7 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
 def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
     """The DRLoc ablation on the CIFAR-10 subset, one setting changed at a time from the default
     (lambda 0.5, m 64, the recipe's schedule, tokens before the final norm): {row label: spec}."""
+    profile = profile.for_ablation()
     n = profile.drloc_subset
     default = drloc_specs(profile, "cifar10", n)
     rows = {"no DRLoc": default["ViT"], "default": default["ViT+DRLoc"]}

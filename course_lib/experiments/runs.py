@@ -151,12 +151,14 @@ def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
 
 
 def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
-    """Train and test splits of a run within its profile's budget (train: per class, stratified; test: random).
+    """Train and test splits of a run within its profile's budget (train: per class, stratified; test: random),
+    from the profile's copy of the data (``Profile.data_source``).
 
     With fewer images per class than the budget asks (the committed samples), every image of that class is used.
     """
-    train = load_dataset(spec.dataset, "train", root=data_root)
-    test = load_dataset(spec.dataset, "test", root=data_root)
+    source = spec.profile.data_source
+    train = load_dataset(spec.dataset, "train", root=data_root, source=source)
+    test = load_dataset(spec.dataset, "test", root=data_root, source=source)
     per_class = spec.train_per_class or spec.profile.train_per_class(DATASETS[spec.dataset].num_classes)
     if per_class is not None:
         train = subset(train, per_class, seed=spec.seed, allow_fewer=True)
