@@ -2,23 +2,25 @@
 
 Every number comes from a record that :func:`course_lib.experiments.train_run` wrote (your ``results/`` first,
 then the course's records of record); the papers' numbers come from :mod:`course_lib.papers`, credited to the
-source that printed them. Comparisons carry 95 % intervals (:mod:`course_lib.stats`): paired over the test images
-for one seed, over seeds when there are several.
+source that printed them. Comparisons carry 95 % intervals and exact tests (:mod:`course_lib.stats`): McNemar's,
+paired over the test images, for one seed; over seeds plus the sampling of test images when there are several.
+Families of comparisons (the ablation, the curve) are Holm-adjusted.
 """
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from scipy import stats as _scipy_stats
 
 from .data import DATASETS
-from .drloc import constant_baseline
+from .drloc import constant_baseline, relative_targets
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
 from .papers import LIU2021, reference_number
-from .stats import (accuracy_verdict, mean_interval, paired_difference, seed_difference, unpaired_difference,
-                    wilson_interval)
+from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
+                    mean_interval, paired_difference, seed_difference, spearman, unpaired_difference)
 from .tables import Table
 from .train import unpack_bits
 
@@ -29,15 +31,17 @@ if TYPE_CHECKING:     # names used only in annotations
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
            "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
            "concentration_verdict", "locality_verdict", "layer_correspondence", "profiles_with_records",
-           "provenance"]
+           "provenance", "identical_cells_baseline"]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Comparisons
 
-def _wilson(record: dict) -> tuple[float, float]:
-    """The 95 % interval of one run's accuracy on its test set."""
-    return wilson_interval(round(record["final_test_acc"] * record["test_images"] / 100), record["test_images"])
+def _interval(record: dict) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) 95 % interval of one run's accuracy on its test set, the interval that
+    :func:`course_lib.stats.accuracy_verdict` prints."""
+    return clopper_pearson_interval(round(record["final_test_acc"] * record["test_images"] / 100),
+                                    record["test_images"])
 
 
 def _per_image(a: dict, b: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -60,11 +64,13 @@ def compare(a: dict, b: dict, label_a: str | None = None, label_b: str | None = 
 
 
 def compare_groups(a: Sequence[dict], b: Sequence[dict]) -> Comparison:
-    """A - B over seeds when both sides have two or more (paired by seed), else :func:`compare` of the first."""
+    """A - B over seeds when both sides have two or more (paired by seed), with the sampling of their test images
+    added; else :func:`compare` of the first."""
     if len(a) >= 2 and len(b) >= 2:
         seeds_a, seeds_b = [r["spec"]["seed"] for r in a], [r["spec"]["seed"] for r in b]
         return seed_difference([r["final_test_acc"] for r in a], [r["final_test_acc"] for r in b],
-                               a[0]["label"], b[0]["label"], paired=seeds_a == seeds_b)
+                               a[0]["label"], b[0]["label"], paired=seeds_a == seeds_b,
+                               test_images=(a[0]["test_images"], b[0]["test_images"]))
     return compare(a[0], b[0])
 
 
@@ -103,7 +109,7 @@ def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None =
         if rec is None:
             rows.append([label, None, "not run yet", _paper_column(label, rec, dataset), None, None, None, None])
             continue
-        low, high = _wilson(rec)
+        low, high = _interval(rec)
         rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", _paper_column(label, rec, dataset),
                      f"{rec['steps']:,}", f"{rec['images_per_class']:,}", f"{rec['train_seconds'] / 60:.1f} min",
                      rec["environment"]["device"]])
@@ -112,11 +118,16 @@ def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None =
 
 
 def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | None = None,
-                     train_missing: bool = False, include_drloc: bool = True) -> list[str]:
-    """Plain-words verdicts for one data set: each model against chance, ResNet-18 vs ViT, ViT+DRLoc vs its ViT."""
+                     train_missing: bool = False, include_drloc: bool = True,
+                     class_counts: Sequence[int] | None = None) -> list[str]:
+    """Plain-words verdicts for one data set: each model against chance, ResNet-18 vs ViT, ViT+DRLoc vs its ViT.
+
+    ``class_counts``: the test set's per-class counts, so that chance is the majority-class share (else 1/classes,
+    which the words say assumes balanced classes).
+    """
     runs = dataset_runs(dataset, profile, data_root, train_missing, include_drloc)
     classes = DATASETS[dataset].num_classes
-    lines = [accuracy_verdict(label, r["final_test_acc"], r["test_images"], classes)
+    lines = [accuracy_verdict(label, r["final_test_acc"], r["test_images"], classes, class_counts)
              for label, r in runs.items() if r is not None]
     vit_label = next(iter(comparison_specs(profile, dataset)))
     pairs = [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT (DRLoc recipe)" if "ViT (DRLoc recipe)" in runs else "ViT")]
@@ -143,17 +154,18 @@ def small_data_points(profile: Profile, data_root: str | Path | None = None,
                       train_missing: bool = False) -> dict[str, list[tuple[int, float, float, float]]]:
     """{model label: [(images per class, mean accuracy, 95 % low, 95 % high), ...]} on CIFAR-10.
 
-    The interval is over seeds (a t interval of the mean) when there are several, else the Wilson interval of the
-    single run on its test set. Sizes whose runs are missing are left out.
+    The interval is over seeds and the sampling of the test images (a t interval of the mean, widened by the
+    binomial variance of the test set) when there are several, else the exact interval of the single run on its test
+    set. Sizes whose runs are missing are left out.
     """
     points: dict[str, list[tuple[int, float, float, float]]] = {}
     for label, by_n in _curve_records(profile, data_root, train_missing).items():
         for n, records in sorted(by_n.items()):
             accs = [r["final_test_acc"] for r in records]
             if len(accs) >= 2:
-                mean, low, high = mean_interval(accs)
+                mean, low, high = mean_interval(accs, test_images=records[0]["test_images"])
             else:
-                mean, (low, high) = accs[0], _wilson(records[0])
+                mean, (low, high) = accs[0], _interval(records[0])
             points.setdefault(label, []).append((n, mean, low, high))
     return points
 
@@ -166,98 +178,169 @@ def small_data_table(points: dict[str, list[tuple]], caption: str = "") -> Table
                  caption=caption)
 
 
-def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False) -> list[str]:
-    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals; then whether
-    ResNet-18's lead changes between the smallest and the largest size (:func:`gap_change`)."""
+def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False,
+                   holm: bool = True) -> list[str]:
+    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals, as one family
+    Holm-adjusted over all the sizes' comparisons (``holm=False``: each on its own); then whether ResNet-18's lead
+    changes between the smallest and the largest size (:func:`gap_change`)."""
     records = _curve_records(profile, data_root, train_missing)
     vit_label = next(iter(comparison_specs(profile, "cifar10")))
-    lines = []
-    for n in profile.curve_sizes:
-        for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]:
-            if n in records.get(a, {}) and n in records.get(b, {}):
-                lines.append(f"{n:>5} per class: " + compare_groups(records[a][n], records[b][n]).words())
+    found = [(n, compare_groups(records[a][n], records[b][n])) for n in profile.curve_sizes
+             for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]
+             if n in records.get(a, {}) and n in records.get(b, {})]
+    comparisons = [c for _, c in found]
+    if holm and len(comparisons) > 1:
+        comparisons = holm_verdicts(comparisons)
+    lines = [f"{n:>5} per class: " + c.words() for (n, _), c in zip(found, comparisons)]
     sizes = sorted(set(records.get("ResNet-18", {})) & set(records.get(vit_label, {})))
     if len(sizes) >= 2:
         lines.append(gap_change(records["ResNet-18"], records[vit_label], sizes[0], sizes[-1]))
     return lines
 
 
-def _gaps(a: Sequence[dict], b: Sequence[dict]) -> tuple[list[float], str] | None:
-    """A - B in points: per test image (one seed, same test set: 100 * (correct_A - correct_B)), else per seed."""
+def _gaps(a: Sequence[dict], b: Sequence[dict]) -> tuple[list[float], str, str | None, float] | None:
+    """A - B in points: per seed, else per test image (one seed, same test set: 100 * (correct_A - correct_B)).
+
+    Returns (gaps, "seeds" or "test images", the test set's fingerprint, the test-set sampling variance of the
+    mean gap in points squared: conservative, two binomial variances, for seeds; 0 per image, where the spread over
+    the images is that sampling), or None when neither pairing is possible.
+    """
     if len(a) >= 2 and len(a) == len(b):
-        return [x["final_test_acc"] - y["final_test_acc"] for x, y in zip(a, b)], "seeds"
+        var = sum(accuracy_variance(sum(r["final_test_acc"] for r in side) / len(side), side[0]["test_images"])
+                  for side in (a, b))
+        return ([x["final_test_acc"] - y["final_test_acc"] for x, y in zip(a, b)], "seeds",
+                a[0].get("test_fingerprint"), var)
     pair = _per_image(a[0], b[0])
     if pair is None:
         return None
-    return (100 * (pair[0].double() - pair[1].double())).tolist(), "test images"
+    return (100 * (pair[0].double() - pair[1].double())).tolist(), "test images", a[0]["test_fingerprint"], 0.0
 
 
 def gap_change(a: dict[int, list[dict]], b: dict[int, list[dict]], small: int, large: int) -> str:
     """Does A's lead over B grow or shrink with data? The lead at ``large`` images per class minus the lead at
-    ``small``, with a 95 % interval: paired over the same test images (one seed), or over seeds (several).
+    ``small``, with a 95 % interval: paired over the same test images (one seed; both sizes must have been scored
+    on the same test set), or over seeds plus the sampling of the test images (several).
 
-    ``a``/``b``: {images per class: records}. The papers' account predicts that a CNN's lead over a ViT is largest
-    when data is scarcest, so it should shrink as the data grow.
+    ``a``/``b``: {images per class: records}. Neither Zhu et al. nor Liu et al. measure data-size curves; the
+    question comes from Dosovitskiy et al. (2021), who find CNNs ahead after pre-training on ImageNet (1.3 M
+    images) and ViTs ahead after ImageNet-21k or JFT-300M, a scale far above this course's.
     """
     la, lb = a[small][0]["label"], b[small][0]["label"]
-    gaps_small, gaps_large = _gaps(a[small], b[small]), _gaps(a[large], b[large])
+    gs, gl = _gaps(a[small], b[small]), _gaps(a[large], b[large])
     lead = (f"{la}'s lead over {lb}: {compare_groups(a[small], b[small]).difference:+.1f} points at {small} per "
             f"class, {compare_groups(a[large], b[large]).difference:+.1f} at {large}")
-    if gaps_small is None or gaps_large is None or gaps_small[1] != gaps_large[1] or \
-            len(gaps_small[0]) != len(gaps_large[0]):
+    if gs is None or gl is None or gs[1] != gl[1] or len(gs[0]) != len(gl[0]):
         return lead + " (no interval: the runs do not share their test images or seeds)"
-    c = seed_difference(gaps_large[0], gaps_small[0], paired=True, items=gaps_small[1])
+    if gs[1] == "test images" and gs[2] != gl[2]:
+        return lead + (" (no paired interval: the two sizes were scored on different test images, so their "
+                       "per-image results cannot be paired; score both sizes on the same test set)")
+    c = seed_difference(gl[0], gs[0], paired=True, items=gs[1], sampling_variance=gs[3] + gl[3])
+    tail = f"; {ONE_SEED}" if gs[1] == "test images" else f"; {c.covers}"
     if not c.significant:
-        return (f"{lead}; no change that this test can detect ({c.difference:+.1f} ± {c.half_width:.1f} points, "
-                f"{c.method})")
+        head = c.undecided or "no change that this test can detect"
+        return f"{lead}; {head} ({c.numbers()}, {c.details()}){tail}"
     return (f"{lead}; it {'widened' if c.difference > 0 else 'narrowed'} by {abs(c.difference):.1f} points "
-            f"(95 % CI {min(abs(c.low), abs(c.high)):.1f} to {max(abs(c.low), abs(c.high)):.1f}, {c.method})")
+            f"(95 % CI {min(abs(c.low), abs(c.high)):.1f} to {max(abs(c.low), abs(c.high)):.1f}, {c.details()}){tail}")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # DRLoc and provenance
 
-def drloc_learned(record: dict) -> str:
-    """Did the DRLoc head learn to localise? Final DRLoc loss against the constant-prediction baseline.
+def _drloc_settings(record: dict) -> tuple[str, str]:
+    """(loss, target) of a record's DRLoc term, read from its identity; the course's defaults (l1, paper) if absent."""
+    for term in record.get("identity", {}).get("extra_losses", []):
+        if term.get("class") == "DRLocLoss":
+            found = {key: re.search(rf"{key}='(\w+)'", term.get("settings", "")) for key in ("loss", "target")}
+            return (found["loss"].group(1) if found["loss"] else "l1",
+                    found["target"].group(1) if found["target"] else "paper")
+    return "l1", "paper"
 
-    Thresholds (stated so the verdict can be checked): below 90 % of the baseline the embeddings carry relative-
-    position information that the head reads (from the position embeddings or from content: the loss cannot say);
-    above 97 % the head does no better than a constant guess; in between, barely.
-    The loss is the mean over the last epoch's training batches; the runs use the paper's targets |delta| / k on
-    the ViT's k x k grid.
+
+def identical_cells_baseline(k: int, target: str = "paper") -> float:
+    """The L1 loss (per axis, as ``F.l1_loss`` averages it) of the best head that reads nothing from the embeddings
+    except whether the two are the same cell (then they are equal and the target is 0).
+
+    It predicts exactly 0 for a pair of identical cells (probability 1/k^2) and, for the other pairs, the best
+    constant: the median of their target. Exact, by enumeration of all k^4 pairs of cells on the k x k grid, the two
+    positions independent and uniform (as DRLoc samples them). Below :func:`course_lib.drloc.constant_baseline`.
+    """
+    cells = torch.cartesian_prod(torch.arange(k), torch.arange(k))                   # (k^2, 2): (row, column)
+    pos1, pos2 = cells.repeat_interleave(k * k, dim=0), cells.repeat(k * k, 1)       # all k^4 ordered pairs
+    t = relative_targets(pos1, pos2, k, target)[:, 0].double()                        # one axis (both alike)
+    other = t[(pos1 != pos2).any(dim=-1)]
+    if len(other) == 0:
+        return 0.0
+    return min((other - c).abs().sum().item() for c in other.unique()) / len(t)
+
+
+def _drloc_baselines(record: dict) -> tuple[float, float]:
+    """(constant baseline, identical-cells baseline) for a record's grid and target."""
+    loss, target = _drloc_settings(record)
+    model = record["identity"]["model"]
+    k = model["img_size"] // model["patch_size"]
+    if loss != "l1" or k < 2:
+        raise ValueError(f"{record['key']}: the baselines are for the L1 DRLoc loss on a grid of 2 x 2 cells or more; "
+                         f"this run used loss {loss!r} on {k} x {k}.")
+    return constant_baseline(k, target), identical_cells_baseline(k, target)
+
+
+def drloc_learned(record: dict) -> str:
+    """Did the DRLoc head learn to localise? Final DRLoc loss against two baselines that read no position: a constant
+    prediction, and the stronger one that also spots a pair of identical cells (:func:`identical_cells_baseline`).
+
+    Thresholds (stated so the verdict can be checked): above 97 % of the constant baseline, not learned; above 97 %
+    of the identical-cells baseline, not learned beyond spotting identical cells; from 90 % to 97 % of it, barely;
+    below 90 %, the embeddings carry relative-position information that the head reads (from the position
+    embeddings or from content: the loss cannot say). The loss is the mean over the last epoch's training batches;
+    a loss that is not finite (a diverged run) gets no verdict.
     """
     losses = record["history"]["extra"].get("drloc")
     if not losses:
         raise ValueError(f"{record['key']} was trained without DRLoc.")
-    model = record["identity"]["model"]
-    baseline = constant_baseline(model["img_size"] // model["patch_size"])
-    ratio = losses[-1] / baseline
-    verdict = ("learned: the embeddings carry relative-position information the head reads" if ratio < 0.9 else
-               "not learned: no better than predicting a constant offset" if ratio > 0.97 else
-               "barely learned: only slightly better than a constant offset")
     title = DATASETS[record["spec"]["dataset"]].title
-    return (f"{record['label']} on {title} ({record['images_per_class']:,} images per class): final DRLoc loss "
-            f"{losses[-1]:.4f} = {100 * ratio:.0f} % of the constant-prediction baseline {baseline:.4f}; {verdict}")
+    head = f"{record['label']} on {title} ({record['images_per_class']:,} images per class): final DRLoc loss"
+    loss = float(losses[-1])
+    if not math.isfinite(loss):
+        return (f"{head} {loss}: the loss is not finite (training diverged), so whether the head learned cannot be "
+                "judged")
+    constant, identical = _drloc_baselines(record)
+    r0, r1 = loss / constant, loss / identical
+    verdict = ("not learned: no better than predicting a constant offset" if r0 > 0.97 else
+               "not learned beyond spotting identical cells: no better than a head that only tells a pair of the "
+               "same cell (target 0) and otherwise predicts a constant offset" if r1 > 0.97 else
+               "barely learned: only slightly better than a head that only spots identical cells" if r1 >= 0.9 else
+               "learned: the embeddings carry relative-position information the head reads")
+    return (f"{head} {loss:.4f} = {100 * r0:.0f} % of the constant-prediction baseline {constant:.4f} and "
+            f"{100 * r1:.0f} % of the baseline that also spots identical cells {identical:.4f}; {verdict}")
 
 
-def ablation_table(records: dict[str, dict], reference: str = "no DRLoc", caption: str = "") -> tuple[Table, list]:
+def _drloc_ratio(record: dict) -> str | None:
+    """The final DRLoc loss over the constant baseline, as the ablation table shows it (None without DRLoc)."""
+    losses = record["history"]["extra"].get("drloc")
+    if not losses:
+        return None
+    if not math.isfinite(losses[-1]):
+        return "not finite"
+    return f"{losses[-1] / _drloc_baselines(record)[0]:.2f}"
+
+
+def ablation_table(records: dict[str, dict], reference: str = "no DRLoc", caption: str = "",
+                   holm: bool = True) -> tuple[Table, list]:
     """(table, verdict lines) of a DRLoc ablation: each setting's accuracy and final DRLoc loss against the
-    constant baseline, and its difference from the ``reference`` run with a 95 % interval."""
+    constant baseline, and its difference from the ``reference`` run with a 95 % interval; the differences are one
+    family, Holm-adjusted over their number (``holm=False``: each on its own)."""
     base = records[reference]
-    rows, lines = [], []
+    rows, comparisons = [], []
     for label, rec in records.items():
-        losses = rec["history"]["extra"].get("drloc")
-        ratio = None
-        if losses:
-            model = rec["identity"]["model"]
-            ratio = f"{losses[-1] / constant_baseline(model['img_size'] // model['patch_size']):.2f}"
-        low, high = _wilson(rec)
-        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", ratio])
+        low, high = _interval(rec)
+        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", _drloc_ratio(rec)])
         if label != reference:
-            lines.append(compare(rec, base, label, reference).words())
+            comparisons.append(compare(rec, base, label, reference))
+    if holm and len(comparisons) > 1:
+        comparisons = holm_verdicts(comparisons)
     table = Table(["setting", "test acc (%)", "95 % CI", "final DRLoc loss / constant baseline"], rows,
                   caption=caption)
-    return table, lines
+    return table, [c.words() for c in comparisons]
 
 
 def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str:
@@ -273,6 +356,13 @@ def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trai
                      share: float = 0.8) -> str:
     """How many heads of the lower third of the blocks attend locally: mean attention distance below ``share`` of
     the distance under uniform attention (``distances``: (blocks, heads), in pixels)."""
+    distances = torch.as_tensor(distances, dtype=torch.float64)
+    if distances.dim() != 2 or distances.numel() == 0:
+        raise ValueError(f"locality_verdict needs mean attention distances of shape (blocks, heads), got "
+                         f"{tuple(distances.shape)}: measure them with course_lib.locality.mean_attention_distance.")
+    if not torch.isfinite(distances).all() or not (math.isfinite(uniform) and uniform > 0):
+        raise ValueError(f"locality_verdict: the distances or the uniform distance ({uniform}) are not finite and "
+                         "positive; recompute them from attention maps that sum to 1.")
     lower = distances[: max(1, len(distances) // 3)]
     local = int((lower < share * uniform).sum())
     return (f"{label}: {local} of {lower.numel()} heads in blocks 1-{len(lower)} attend locally (mean distance "
@@ -282,15 +372,35 @@ def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trai
 
 def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
     """Do the ViT's blocks line up with the ResNet's layers? Spearman's rank correlation between each block's index
-    and the index of its most similar ResNet layer (rows: ViT blocks, columns: ResNet layers in depth order)."""
-    best = matrix.argmax(dim=1).tolist()
+    and the index of its most similar ResNet layer (rows: ViT blocks, columns: ResNet layers in depth order), with
+    the exact permutation p for up to 10 blocks.
+
+    NaN entries (a layer with constant features gives CKA 0/0) are ignored and counted in the words; a block whose
+    row is all NaN is left out.
+    """
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.dim() != 2 or m.numel() == 0:
+        raise ValueError(f"layer_correspondence needs a (ViT blocks, ResNet layers) CKA matrix, got {tuple(m.shape)}.")
+    nan = torch.isnan(m)
+    blocks = [i for i in range(len(m)) if not nan[i].all()]
+    best = m.masked_fill(nan, float("-inf")).argmax(dim=1)[blocks].tolist()
+    note = ""
+    if nan.any():
+        left_out = [i for i in range(len(m)) if i not in blocks]
+        count = int(nan.sum())
+        note = (f" ({count} NaN {'entry' if count == 1 else 'entries'} of the CKA matrix ignored" +
+                (f"; blocks {left_out} have no finite entry and are left out)" if left_out else ")"))
+    if len(blocks) < 3:
+        return f"{label}only {len(blocks)} ViT block(s) with finite CKA: too few to judge a layer-wise order{note}."
     if len(set(best)) == 1:       # a constant sequence has no rank correlation
-        return f"{label}every ViT block is most similar to the same ResNet layer ({best[0]}): no layer-wise order."
-    rho, p = _scipy_stats.spearmanr(range(len(best)), best)
+        return (f"{label}every ViT block is most similar to the same ResNet layer ({best[0]}): no layer-wise "
+                f"order{note}.")
+    rho, p = spearman(blocks, best)
+    kind = "exact p" if len(blocks) <= 10 else "p"
     verdict = ("an increasing correspondence" if rho > 0 and p < 0.05 else
                "no correspondence that these blocks can show (p >= 0.05)" if p >= 0.05 else "a reversed order")
-    return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} (p = {p:.2g}), "
-            f"{verdict}.")
+    return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} ({kind} = {p:.2g}), "
+            f"{verdict}{note}.")
 
 
 def profiles_with_records() -> list[str]:

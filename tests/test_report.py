@@ -1,4 +1,5 @@
-"""Verdicts with intervals (course_lib.stats) and the results' tables and words built from records (course_lib.report)."""
+"""The results' tables and words built from records (course_lib.report); the statistics themselves are tested in
+test_stats.py."""
 import json
 import math
 from dataclasses import replace
@@ -18,85 +19,14 @@ CPU = PROFILES["cpu"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# stats, against independent formulas
-
-def test_wilson_interval_against_the_formula():
-    for k, n in [(0, 10), (5, 10), (290, 870), (870, 870)]:
-        p, z = k / n, scipy_stats.norm.ppf(0.975)
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        assert stats.wilson_interval(k, n) == pytest.approx((100 * (centre - half), 100 * (centre + half)))
-    with pytest.raises(ValueError):
-        stats.wilson_interval(11, 10)
-
-
-def test_paired_difference_is_the_paired_t_on_the_per_image_differences():
-    rng = np.random.default_rng(0)
-    a = rng.random(870) < 0.47
-    b = np.where(rng.random(870) < 0.8, a, rng.random(870) < 0.33)       # mostly agrees with a
-    c = stats.paired_difference(torch.from_numpy(a), torch.from_numpy(b), "ResNet-18", "ViT")
-    d = a.astype(float) - b.astype(float)
-    se = d.std(ddof=1) / math.sqrt(len(d))
-    assert c.difference == pytest.approx(100 * d.mean())
-    assert (c.low, c.high) == pytest.approx((100 * (d.mean() - 1.959964 * se), 100 * (d.mean() + 1.959964 * se)))
-    # Pairing is tighter than treating the two runs as independent samples.
-    unpaired = stats.unpaired_difference(100 * a.mean(), 100 * b.mean(), 870, 870)
-    assert c.half_width < unpaired.half_width
-
-
-def test_identical_predictions_give_the_rule_of_three_interval():
-    same = torch.rand(200) < 0.4
-    c = stats.paired_difference(same, same.clone(), "ViT+DRLoc", "ViT")
-    assert (c.difference, c.low, c.high) == (0.0, -1.5, 1.5) and "identical predictions" in c.words()
-
-
-def test_one_model_right_on_every_image_is_a_100_point_lead_not_a_tie():
-    right, wrong = torch.ones(50, dtype=torch.bool), torch.zeros(50, dtype=torch.bool)
-    c = stats.paired_difference(right, wrong, "ResNet-18", "ViT")
-    assert (c.difference, c.low, c.high) == (100.0, 94.0, 100.0) and c.significant
-    assert c.words().startswith("ResNet-18 ahead of ViT by 100.0 points")
-    c = stats.paired_difference(wrong, right, "ViT", "ResNet-18")
-    assert (c.difference, c.low, c.high) == (-100.0, -100.0, -94.0)
-    assert c.words().startswith("ResNet-18 ahead of ViT by 100.0 points (95 % CI 94.0 to 100.0")
-
-
-def test_verdicts_in_words():
-    ahead = stats.Comparison("ResNet-18", "ViT", 13.5, 9.8, 17.2, "paired over 870 test images")
-    assert ahead.significant and ahead.words().startswith("ResNet-18 ahead of ViT by 13.5 points (95 % CI 9.8 to 17.2")
-    behind = stats.Comparison("ViT+DRLoc", "ViT", -4.0, -6.0, -2.0, "x")
-    assert behind.words().startswith("ViT ahead of ViT+DRLoc by 4.0 points (95 % CI 2.0 to 6.0")
-    none = stats.Comparison("ViT+DRLoc", "ViT", -1.3, -4.2, 1.6, "paired over 870 test images")
-    assert not none.significant and "no difference that this test can detect (-1.3 ± 2.9 points" in none.words()
-
-
-def test_seed_intervals_against_scipy():
-    a, b = [70.1, 71.3, 69.8], [60.2, 62.0, 61.1]
-    c = stats.seed_difference(a, b, "A", "B", paired=True)
-    d = np.subtract(a, b)
-    low, high = scipy_stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=scipy_stats.sem(d))
-    assert (c.low, c.high) == pytest.approx((low, high))
-    welch = stats.seed_difference(a, b, paired=False)
-    t = scipy_stats.ttest_ind(a, b, equal_var=False)
-    assert welch.difference / ((welch.high - welch.difference) / scipy_stats.t.ppf(0.975, t.df)) == \
-        pytest.approx(t.statistic)
-    mean, lo, hi = stats.mean_interval(a)
-    assert (lo, hi) == pytest.approx(scipy_stats.t.interval(0.95, 2, loc=np.mean(a), scale=scipy_stats.sem(a)))
-
-
-def test_a_model_at_chance_is_called_so():
-    assert "not distinguishable from chance (10 %)" in stats.accuracy_verdict("ViT", 11.5, 200, 10)
-    assert "chance" not in stats.accuracy_verdict("ResNet-18", 57.5, 200, 10)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # report, from records written to a temporary work folder
 
-def fake_record(spec, acc, correct=None, drloc=None):
+def fake_record(spec, acc, correct=None, drloc=None, fingerprint="870:abc"):
     n = 870
     correct = correct if correct is not None else np.arange(n) < round(acc * n / 100)
     return {"key": spec.key, "spec": spec.to_dict(), "label": spec.label, "final_test_acc": 100 * correct.mean(),
             "epochs": 3, "steps": 45, "train_images": 1000, "images_per_class": 100, "num_classes": 10,
-            "test_images": n, "test_fingerprint": "870:abc", "test_correct": pack_bits(torch.from_numpy(correct)),
+            "test_images": n, "test_fingerprint": fingerprint, "test_correct": pack_bits(torch.from_numpy(correct)),
             "train_seconds": 120.0, "train_source": "src-train", "test_source": "src-test",
             "history": {"extra": {"drloc": drloc or []}},
             "identity": {"model": {"img_size": 32, "patch_size": 4}},
@@ -123,8 +53,13 @@ def test_tables_and_verdicts_come_from_the_records(tmp_path, monkeypatch):
     assert [row[0] for row in table.rows] == ["ViT", "ResNet-18", "ViT+DRLoc"]
     assert "71.60 → 94.23" in table.rows[2][3] and table.rows[0][3] == "—"          # no SVHN reference for the ViT
     words = report.dataset_verdicts("svhn", CPU)
-    assert any(w.startswith("ResNet-18 ahead of ViT by") and "paired over 870" in w for w in words)
-    assert any("no difference that this test can detect" in w for w in words)
+    assert any(w.startswith("ResNet-18 ahead of ViT by") and "paired over 870" in w and "exact McNemar" in w
+               and w.endswith(stats.ONE_SEED) for w in words)
+    assert any("no difference that this test can detect" in w and "p = 1" in w for w in words)
+    counts = [435, 51] + [48] * 8                                   # half the test images are of class 0
+    words = report.dataset_verdicts("svhn", CPU, class_counts=counts)
+    assert any(w.startswith("ViT: ") and "below chance as the class balance sets it (50 %, always answering the "
+               "most common class, class 0)" in w for w in words)
 
 
 def test_missing_runs_are_shown_not_trained(tmp_path, monkeypatch):
@@ -148,8 +83,16 @@ def test_the_curve_with_seeds_and_its_verdicts(tmp_path, monkeypatch):
     points = report.small_data_points(CPU)
     n0, mean, low, high = points["ViT"][0]
     assert (n0, mean) == (25, pytest.approx(31.0, abs=0.2)) and low < mean < high
+    accs = [round((30 + s) * 8.7) / 8.7 for s in range(3)]           # the three seeds' accuracies on 870 images
+    p = (np.mean(accs) / 100 * 870 + 1) / 872
+    v_seed, v_test = np.var(accs, ddof=1) / 3, 1e4 * p * (1 - p) / 870
+    half = scipy_stats.t.ppf(0.975, (v_seed + v_test) ** 2 / (v_seed ** 2 / 2)) * math.sqrt(v_seed + v_test)
+    assert (low, high) == pytest.approx((np.mean(accs) - half, np.mean(accs) + half))
     lines = report.curve_verdicts(CPU)
+    family = 2 * len(profile.curve_sizes)
     assert any("ResNet-18 ahead of ViT by" in line and "paired seeds" in line for line in lines)
+    assert sum(f"Holm-adjusted over {family} comparisons" in line for line in lines) == family
+    assert all("the sampling of test images" in line for line in lines[:family])
     table = report.small_data_table(points)
     assert table.rows[0][0] == 25 and "[" in table.rows[0][1]
 
@@ -167,10 +110,11 @@ def test_gap_change_is_the_paired_difference_of_the_two_leads_per_test_image():
     half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     line = report.gap_change(a, b, 25, 200)
     assert d.mean() - half > 0 and f"it widened by {d.mean():.1f} points (95 % CI {d.mean() - half:.1f} to " \
-        f"{d.mean() + half:.1f}, over 870 paired test images)" in line
+        f"{d.mean() + half:.1f}, over 870 paired test images, t-test p < 0.0001)" in line
+    assert line.endswith(stats.ONE_SEED)
     assert line.startswith(f"ResNet-18's lead over ViT: {100 * (cnn_s.mean() - vit_s.mean()):+.1f} points at 25")
     same = report.gap_change({25: a[25], 200: a[25]}, {25: b[25], 200: b[25]}, 25, 200)
-    assert "no change that this test can detect (+0.0 ± 0.0 points" in same     # the same lead, image by image
+    assert "cannot tell: every one of the test images gives the same difference" in same    # the same lead, per image
     narrowed = report.gap_change({25: a[200], 200: a[25]}, {25: b[200], 200: b[25]}, 25, 200)
     assert f"it narrowed by {d.mean():.1f} points" in narrowed
 
@@ -193,3 +137,102 @@ def test_provenance_lists_sources_devices_and_time():
     spec = RunSpec("vit", "svhn", CPU)
     text = report.provenance([fake_record(spec, 1.0)] * 2)
     assert "2 runs." in text and "src-train" in text and "commit abc" in text and "0.07 h" in text
+
+
+def test_gap_change_does_not_pair_two_different_test_sets():
+    spec = comparison_specs(CPU, "cifar10")
+    rng = np.random.default_rng(4)
+    runs = {size: [fake_record(spec[m], 0, rng.random(870) < 0.3, fingerprint=f"870:{size}")
+                   for m in ("ResNet-18", "ViT")] for size in (25, 200)}
+    line = report.gap_change({n: [r[0]] for n, r in runs.items()}, {n: [r[1]] for n, r in runs.items()}, 25, 200)
+    assert "no paired interval: the two sizes were scored on different test images" in line
+    assert "paired test images" not in line
+
+
+def test_gap_change_over_seeds_adds_the_test_set_variance():
+    spec = comparison_specs(CPU, "cifar10")
+    accs = {("ResNet-18", 25): [50, 51, 52], ("ViT", 25): [30, 31, 32], ("ResNet-18", 200): [60, 61, 62],
+            ("ViT", 200): [50, 51, 52]}                      # the lead is 20 then 10 points, on every seed
+    a, b = ({n: [fake_record(spec[m], x) for x in accs[m, n]] for n in (25, 200)} for m in ("ResNet-18", "ViT"))
+    line = report.gap_change(a, b, 25, 200)
+    real = {k: [round(x * 8.7) / 8.7 for x in v] for k, v in accs.items()}
+    gaps = [(rl - vl) - (rs - vs) for rl, vl, rs, vs in zip(real["ResNet-18", 200], real["ViT", 200],
+                                                          real["ResNet-18", 25], real["ViT", 25])]
+    variances = [1e4 * p * (1 - p) / 870 for p in ((np.mean(v) / 100 * 870 + 1) / 872 for v in real.values())]
+    v_seed, v_test = np.var(gaps, ddof=1) / 3, sum(variances)
+    half = scipy_stats.t.ppf(0.975, (v_seed + v_test) ** 2 / (v_seed ** 2 / 2)) * math.sqrt(v_seed + v_test)
+    assert f"it narrowed by {-np.mean(gaps):.1f} points (95 % CI {-np.mean(gaps) - half:.1f} to " \
+        f"{-np.mean(gaps) + half:.1f}, over 3 paired seeds" in line
+    assert line.endswith("this interval covers seed-to-seed variation and the sampling of test images")
+
+
+def identical_cells_baseline_by_loops(k):
+    """Enumerate all k^4 pairs; 0 for identical cells, the best constant (tried at every target value) otherwise."""
+    targets = [(abs(i - p) / k, (i, j) == (p, h)) for i in range(k) for j in range(k) for p in range(k)
+               for h in range(k)]
+    other = [t for t, same in targets if not same]
+    return min(sum(abs(t - c) for t in other) for c in set(other)) / len(targets)
+
+
+def test_drloc_learned_against_both_baselines():
+    spec = drloc_specs(CPU, "cifar10")["ViT+DRLoc"]
+    base = constant_baseline(8)
+    assert "not learned: no better than predicting a constant" in \
+        report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.99 * base]))
+    assert "learned: the embeddings" in report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.5 * base]))
+    assert "barely" in report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.94 * base]))
+    for k in (2, 3, 4, 8):
+        assert report.identical_cells_baseline(k) == pytest.approx(identical_cells_baseline_by_loops(k))
+    stronger = identical_cells_baseline_by_loops(8)              # 0.98 of the constant baseline on 8 x 8
+    words = report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.96 * base]))
+    assert 0.96 * base > 0.97 * stronger and "not learned beyond spotting identical cells" in words
+    assert f"{stronger:.4f}" in words
+    words = report.drloc_learned(fake_record(spec, 30, drloc=[0.3, float("nan")]))
+    assert "the loss is not finite" in words and "learned:" not in words and "barely" not in words
+
+
+def test_the_ablation_is_holm_adjusted_over_its_comparisons():
+    specs = dict(list(drloc_specs(CPU, "cifar10").items()))
+    rng = np.random.default_rng(5)
+    base = rng.random(870) < 0.4
+    runs = {"no DRLoc": fake_record(specs["ViT"], 0, base)}
+    for i in range(7):
+        other = base.copy()
+        other[np.flatnonzero(~base)[:14]] = True                 # 14 to 4 disagreements: p = 0.031 on its own
+        other[np.flatnonzero(base)[:4]] = False
+        runs[f"setting {i}"] = fake_record(specs["ViT+DRLoc"], 0, other, drloc=[0.1])
+    table, lines = report.ablation_table(runs)
+    assert len(lines) == 7 and all("Holm-adjusted over 7 comparisons" in line for line in lines)
+    assert all("no difference that this test can detect" in line for line in lines)
+    _, alone = report.ablation_table(runs, holm=False)
+    assert all(line.startswith("setting") and "ahead of no DRLoc" in line for line in alone)
+
+
+def test_locality_verdict_refuses_empty_or_nan_distances():
+    with pytest.raises(ValueError, match="blocks, heads"):
+        report.locality_verdict(torch.zeros(0, 4), 10.0)
+    with pytest.raises(ValueError, match="not finite"):
+        report.locality_verdict(torch.full((3, 4), float("nan")), 10.0)
+    assert "4 of 4 heads in blocks 1-1" in report.locality_verdict(torch.ones(3, 4), 10.0)
+
+
+def test_layer_correspondence_uses_the_exact_p_and_ignores_nan():
+    best = [1, 0, 3, 2, 5, 4]                                      # rho = 0.83: t approximation p = 0.042, exact 0.058
+    words = report.layer_correspondence(torch.eye(6)[best])
+    assert "rho = 0.83 (exact p = 0.058), no correspondence" in words
+    m = torch.eye(6)
+    m[2, 5] = float("nan")                                         # torch's argmax would take the NaN as the best
+    words = report.layer_correspondence(m)
+    assert "[0, 1, 2, 3, 4, 5]" in words and "1 NaN entry of the CKA matrix ignored" in words
+    m[4] = float("nan")
+    assert "blocks [4] have no finite entry" in report.layer_correspondence(m)
+
+
+def test_scale_box_with_a_record_without_steps():
+    from course_lib.experiments import describe_scale
+    spec = RunSpec("vit", "svhn", CPU)
+    with_steps, without = fake_record(spec, 50.0), fake_record(spec, 50.0)
+    del without["steps"]
+    box = describe_scale([with_steps, without])
+    assert "0-45" not in box and "45 optimiser steps (1 run(s) do not record theirs)" in box
+    assert "optimiser steps not recorded" in describe_scale([without])

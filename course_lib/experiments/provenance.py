@@ -64,14 +64,17 @@ def describe_scale(records: list[dict], missing: int = 0) -> str:
     if not records:
         return ("> **Scale of these outputs:** no run of this notebook is recorded yet for this profile; the cells "
                 "below train what they need (each run says so first, with an estimate of its time).")
-    steps = sorted({r.get("steps", 0) for r in records})
+    steps = sorted({r["steps"] for r in records if r.get("steps") is not None})
+    unrecorded = sum(r.get("steps") is None for r in records)
+    steps_words = (f"{_span(steps)} optimiser steps" if steps else "optimiser steps not recorded") + \
+        (f" ({unrecorded} run(s) do not record theirs)" if steps and unrecorded else "")
     per_class = sorted({r["train_images"] // r.get("num_classes", 10) for r in records})
     tests = sorted({r["test_images"] for r in records})
     devices = sorted({r["environment"]["device"] for r in records})
     commits = sorted({str(r["environment"].get("git_commit")) for r in records})
     # Half-width of a 95 % interval for one accuracy near 50 %, in points, on the smallest and largest test set.
     noise = [f"±{_half_width(n)} points on {n:,} test images" for n in sorted({min(tests), max(tests)})]
-    return (f"> **Scale of these outputs.** {len(records)} training run(s): {_span(steps)} optimiser steps, "
+    return (f"> **Scale of these outputs.** {len(records)} training run(s): {steps_words}, "
             f"{_span(per_class)} training images per class, {_span(tests)} test images; trained on "
             f"{', '.join(devices)} (commit {', '.join(commits)}). At this scale one run's accuracy is known to about "
             f"{' and '.join(noise)}; a difference between two models tested on the same images is usually known "
