@@ -10,8 +10,8 @@ in seconds in CI and for real on a GPU.
            samples (up to 100 images per class), 15 epochs.
 ``gpu``    A Colab T4 or better: the full data sets, 10 epochs per model (estimates of the time are printed
            before each run starts).
-``paper``  The papers' own models and recipes: Zhu et al.'s ViT and Adam schedule for the comparison (500
-           epochs), Liu et al.'s recipe for every DRLoc comparison (100 epochs). Hours to days.
+``paper``  The papers' own models and recipes: Zhu et al.'s ViT with Adam at 1e-4 for the comparison (500
+           epochs; the constant rate is the course's reading, see ``recipes.py``), Liu et al.'s recipe for every DRLoc comparison (100 epochs). Hours to days.
 ``study``  The CPU study of record (:mod:`course_lib.experiments.study`): CIFAR-10's JPEG copy, 500 images
            per class, tested on all 10,000 test images; 16 epochs, the most ResNet-18 fits in an hour on
            2 cores, chosen with a pilot run (the book's results chapter shows the rule and the curve).
