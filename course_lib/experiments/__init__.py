@@ -5,6 +5,8 @@
 ``records``        the JSON records (your ``results/`` and the course's records of record), written atomically
 ``plan``           which runs each chapter needs under each profile
 ``provenance``     hardware, software and commit of a result; the scale of a notebook's outputs
+``budget``         what a notebook will train and how long that takes, said before anything trains
+``study``          the CPU study of record (500 CIFAR-10 images per class, all 10,000 test images) and its pilot
 ``queue``          runs in priority order against a deadline, results written out at once (GPU loans)
 ``notebooks``      papermill re-execution of the notebooks
 ``__main__``       the command line: ``python -m course_lib.experiments list|run|notebooks``
@@ -12,6 +14,7 @@
 """
 from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_specs, curve_specs, drloc_ablation,
                    drloc_specs, notebook_specs, plan, scale_box)
+from .budget import training_plan
 from .provenance import describe_scale, describe_setting, environment_summary
 from .records import RECORDS_OF_RECORD, find_record, load_results, results_dir
 from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run, training_config
@@ -20,5 +23,5 @@ from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run,
 __all__ = ["RunSpec", "RunResult", "train_run", "get_record", "prepare", "load_data", "training_config",
            "load_results", "find_record", "results_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
            "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
-           "DRLOC_WEIGHTS", "DRLOC_PAIRS",
+           "DRLOC_WEIGHTS", "DRLOC_PAIRS", "training_plan",
            "environment_summary", "describe_setting", "describe_scale"]

@@ -1,0 +1,42 @@
+"""What a notebook will train, said before it trains: which runs are at hand, which are trained, how long."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.experiments import budget
+from course_lib.experiments.runs import RunSpec
+from course_lib.profiles import PROFILES
+
+
+def test_expected_seconds_counts_steps_evaluations_and_the_drloc_slowdown():
+    spec = RunSpec("vit", "cifar10", PROFILES["study"])          # 5,000 images, 16 epochs of 78 steps of 64
+    images = 16 * (5000 // 64) * 64
+    evaluations = 4                                               # every 4th epoch on 10,000 test images
+    expected = 1.2 * (images + evaluations * 10_000 / 3) / 60.0
+    assert abs(budget.expected_seconds(spec, torch.device("cpu")) - expected) < 1e-6
+    with_drloc = RunSpec("vit", "cifar10", PROFILES["study"], drloc=True)
+    assert budget.expected_seconds(with_drloc, torch.device("cpu")) > expected
+    assert budget.expected_seconds(spec, torch.device("cuda")) < expected / 10
+
+
+def test_the_plan_lists_what_is_trained_and_what_is_at_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
+    smoke = PROFILES["smoke"]
+    text = budget.training_plan("02_attention_rollout", smoke, device="cpu")
+    key = RunSpec("vit", "cifar10", smoke).key
+    assert "1 to train now" in text and key in text and "0 at hand" in text
+    record = {"identity_hash": "abc123"}
+    monkeypatch.setattr(budget, "find_record", lambda k: (record, tmp_path / f"{k}.json") if k == key else None)
+    assert "1 to train now" in budget.training_plan("02_attention_rollout", smoke, device="cpu")  # no weights
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / f"{key}-abc123.pt").write_bytes(b"")
+    text = budget.training_plan("02_attention_rollout", smoke, device="cpu")
+    assert "nothing to train" in text and "1 at hand" in text
+
+
+def test_a_record_without_weights_is_enough_for_a_notebook_that_reads_records_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
+    monkeypatch.setattr(budget, "find_record", lambda k: ({"identity_hash": "x"}, tmp_path / f"{k}.json"))
+    assert "nothing to train" in budget.training_plan("06_results", PROFILES["smoke"], device="cpu",
+                                                      needs_models=False)
+    assert "to train now" in budget.training_plan("06_results", PROFILES["smoke"], device="cpu")
