@@ -51,6 +51,8 @@ class Profile:
             the committed samples; "jpeg": CIFAR-10's JPEG copy), so a run never changes data behind its name.
         covers: the data sets this profile trains (None: all); ``fallback``: the profile whose runs stand in for
             the rest, for its DRLoc ablation (with ``ablation=False``), and where a notebook asks for them.
+        notebooks_train: notebooks may train this profile's missing runs (False: its own driver trains them, and a
+            notebook leaves out what is not trained yet).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Profile:
     covers: tuple[str, ...] | None = None
     fallback: str | None = None
     ablation: bool = True
+    notebooks_train: bool = True
 
     def for_dataset(self, dataset: str) -> "Profile":
         """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
@@ -108,7 +111,7 @@ PROFILES: dict[str, Profile] = {
                      description="CPU study of record: CIFAR-10 JPEG copy, 500 per class, all 10,000 test images, "
                                  "16 epochs", curve_sizes=(100, 250, 500, 1000), curve_seeds=(0, 1),
                      drloc_subset=500, evaluations=4, drloc_schedule="official", data_source="jpeg",
-                     covers=("cifar10",), fallback="cpu", ablation=False),
+                     covers=("cifar10",), fallback="cpu", ablation=False, notebooks_train=False),
 }
 
 

@@ -14,7 +14,7 @@
 """
 from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_specs, curve_specs, drloc_ablation,
                    drloc_specs, notebook_specs, plan, scale_box)
-from .budget import training_plan
+from .budget import at_hand, training_plan
 from .provenance import describe_scale, describe_setting, environment_summary
 from .records import RECORDS_OF_RECORD, find_record, load_results, results_dir
 from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run, training_config
@@ -23,5 +23,5 @@ from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run,
 __all__ = ["RunSpec", "RunResult", "train_run", "get_record", "prepare", "load_data", "training_config",
            "load_results", "find_record", "results_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
            "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
-           "DRLOC_WEIGHTS", "DRLOC_PAIRS", "training_plan",
+           "DRLOC_WEIGHTS", "DRLOC_PAIRS", "training_plan", "at_hand",
            "environment_summary", "describe_setting", "describe_scale"]

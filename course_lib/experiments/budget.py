@@ -26,7 +26,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from ..profiles import Profile
     from .runs import RunSpec
 
-__all__ = ["CONSERVATIVE_IMAGES_PER_SECOND", "expected_seconds", "has_weights", "training_plan"]
+__all__ = ["CONSERVATIVE_IMAGES_PER_SECOND", "expected_seconds", "has_weights", "at_hand", "training_plan"]
 
 # Training images per second, conservative. Measured on the course's machines: a 2-core CPU (fp32) runs ViT-Lite at
 # 110-140, ViT-Lite + DRLoc at 110, ResNet-18 at 90-118 img/s (benchmarks/ and the study's records); a T4 runs
@@ -66,6 +66,11 @@ def has_weights(spec: RunSpec, record: dict) -> bool:
     digest = record.get("identity_hash", "")
     return (manifest_entry(spec.key, digest) is not None
             or (workdir() / "checkpoints" / f"{spec.key}-{digest}.pt").exists())
+
+
+def at_hand(spec: RunSpec) -> bool:
+    """Whether ``spec`` is recorded with its trained weights, so opening it trains nothing."""
+    return _ready(spec, needs_models=True)
 
 
 def _ready(spec: RunSpec, needs_models: bool) -> bool:
