@@ -6,10 +6,12 @@
 - :func:`read_json` / :func:`safe_torch_load`: a damaged file raises :class:`CorruptFileError`, which names the
   file and what to do, instead of a bare ``JSONDecodeError`` or ``EOFError``. :func:`quarantine` moves it aside.
 - :func:`file_lock`: an exclusive lock on ``<path>.lock`` (``fcntl.flock``), so two processes never train the same
-  run at once; the second one waits and says why.
+  run at once; the second one waits and says why. :func:`outside_lock_path` puts that lock file outside a folder
+  that must hold only its own files.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -31,7 +33,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["CorruptFileError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "read_json", "safe_torch_load", "quarantine", "file_lock"]
+           "read_json", "safe_torch_load", "quarantine", "file_lock", "outside_lock_path"]
 
 
 class CorruptFileError(RuntimeError):
@@ -131,3 +133,14 @@ def file_lock(path: str | Path, what: str = "this run") -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def outside_lock_path(path: str | Path) -> Path:
+    """Where to lock ``path`` when its folder must hold only its own files (an ``--out`` folder that comes back from
+    a lent machine with at most 8 files, ``checkpoints_of_record/`` under git): ``<temp>/course_lib-locks-<user>/
+    <name>-<hash of the resolved path>``. Pass it to :func:`file_lock`. It excludes the processes of one user on one
+    machine, which is where two exports into one folder race."""
+    path = Path(path).resolve()
+    user = getattr(os, "getuid", lambda: "user")()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"course_lib-locks-{user}" / f"{path.name}-{digest}"

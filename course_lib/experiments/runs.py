@@ -27,7 +27,7 @@ from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
 from ..recipes import RECIPES, steps_per_epoch
-from ..train import History, data_fingerprint, fit
+from ..train import CheckpointMismatchError, History, data_fingerprint, fit
 from .provenance import environment_summary
 from .of_record import load_fp16
 from .records import find_record, write_record
@@ -301,9 +301,20 @@ def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path
     return PreparedRun(spec, train, test, cfg, model, extra, identity, checkpoint)
 
 
+def _set_aside(run: PreparedRun, error: Exception) -> None:
+    """Move the unusable checkpoint at the run's path aside, say why and where, and rebuild the model afresh.
+
+    fit()'s advice for a checkpoint of another run ("Pass resume=False ...") is for callers of fit(); here the
+    file is simply moved aside, as a damaged one is."""
+    why = str(error).split(" Pass resume=False")[0]
+    print(f"{why}\nMoved it to {quarantine(run.checkpoint).name}; training {run.spec.key} afresh.", flush=True)
+    run.model, run.extra = _build(run.spec, run.cfg)
+
+
 def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
          images_per_second: float | None) -> History:
-    """fit(); a damaged checkpoint is moved aside (and named) and the run trained afresh."""
+    """fit(); a damaged checkpoint, or one that holds another run, is moved aside (and named) and the run trained
+    afresh."""
     if not finished and progress:
         ips = images_per_second
         if ips is None and run.cfg.epochs * len(run.train) > 20 * run.cfg.batch_size:
@@ -312,9 +323,8 @@ def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
     try:
         return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
                    device=device, progress=progress)
-    except CorruptFileError as error:
-        print(f"{error}\nMoved it to {quarantine(run.checkpoint).name}; training {run.spec.key} afresh.", flush=True)
-        run.model, run.extra = _build(run.spec, run.cfg)
+    except (CorruptFileError, CheckpointMismatchError) as error:
+        _set_aside(run, error)
         return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
                    device=device, progress=progress)
 
