@@ -123,12 +123,18 @@ def _commit(paths: list[Path], message: str) -> None:
 
 
 def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR, commit: bool = False,
-              device: str | None = None) -> None:
-    """Work down :func:`study_queue`: a run is done when a record of record with its identity exists (and, for the
-    runs of record, its fp16 weights with that identity); a run starts only if its estimate fits both the hour
-    and the time left."""
+              device: str | None = None, only: list[str] | None = None) -> None:
+    """Work down :func:`study_queue` (or the runs whose keys are in ``only``, e.g. to train two at once, one per
+    core): a run is done when a record of record with its identity exists (and, for the runs of record, its fp16
+    weights with that identity); a run starts only if its estimate fits both the hour and the time left."""
     start = time.monotonic()
     specs, of_record = study_queue()
+    if only:
+        unknown = sorted(set(only) - {s.key for s in specs})
+        if unknown:
+            raise SystemExit(f"--only names runs that are not in the study's queue: {unknown}. Choose from "
+                             f"{[s.key for s in specs]}.")
+        specs = [s for s in specs if s.key in only]
     dev = get_device(device)
     for spec in specs:
         run = prepare(spec, data_root)
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=40, help="the pilot's epochs")
     parser.add_argument("--deadline-s", type=float, default=10 * HOUR)
     parser.add_argument("--commit", action="store_true", help="git-commit each record and checkpoint as it lands")
+    parser.add_argument("--only", default=None, help="comma-separated run keys (default: the whole queue)")
     args = parser.parse_args(argv)
     if args.command == "pilot":
         record = pilot(args.data_root, args.epochs)
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             _commit([PILOT_DIR / f"{record['key']}.json"], f"Study pilot: held-out accuracy plateaus at epoch "
                     f"{record['plateau_epoch']} of {args.epochs} (python -m course_lib.experiments.study pilot)")
     else:
-        run_study(args.data_root, args.deadline_s, args.commit)
+        run_study(args.data_root, args.deadline_s, args.commit, only=args.only.split(",") if args.only else None)
 
 
 if __name__ == "__main__":
