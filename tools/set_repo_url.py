@@ -4,7 +4,11 @@ The URL lives in ``_config.yml`` (``repository.url``, used by the launch buttons
 pip-install ``course_lib`` on Colab, where ``_config.yml`` is not available, from the same repository **at the
 release the notebooks were written for**: the tag ``v<version>`` with the version of ``pyproject.toml``. This script
 rewrites both from those two values: run it after forking (with the new URL) and after bumping the version (without
-arguments), and push the tag. ``tests/test_notebooks.py`` checks that they agree.
+arguments), and push the tag. ``tests/test_notebooks.py`` and ``tests/test_install.py`` check that they agree.
+
+In a notebook the install line is ``COURSE_LIB = "course_lib @ git+<URL>@v<version>"``; when pip cannot install it
+(no such repository or tag, no network) the cell stops with a paragraph that names the URL and the tag and points
+here, or to ``pip install -e`` from a local copy.
 """
 from __future__ import annotations
 
@@ -48,17 +52,22 @@ def set_url(url: str | None = None) -> None:
     url = (url or old).rstrip("/")
     cfg = ROOT / "_config.yml"
     cfg.write_text(cfg.read_text().replace(old, url))
-    target = f"course_lib @ git+{url}@{release_tag()}"
+    tag = release_tag()
+    target = f"course_lib @ git+{url}@{tag}"
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         data = json.loads(nb.read_text())
+        changed = False
         for cell in data["cells"]:
             if cell["cell_type"] == "code":
                 src = "".join(cell["source"])
                 new = INSTALL.sub(target, src)
                 if new != src:
                     cell["source"] = new.splitlines(keepends=True)
-        nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    print(f"repository URL: {old} -> {url}; notebooks install {target}")
+                    changed = True
+        if changed:     # written as nbformat writes notebooks, so that only the install line shows in a diff
+            nb.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    print(f"repository URL: {old} -> {url}; notebooks install {target}\n"
+          f"Commit and push, then publish the release the notebooks install: git tag {tag} && git push origin {tag}")
 
 
 if __name__ == "__main__":
