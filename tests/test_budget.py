@@ -10,8 +10,8 @@ from course_lib.profiles import PROFILES
 
 def test_expected_seconds_counts_steps_evaluations_and_the_drloc_slowdown():
     spec = RunSpec("vit", "cifar10", PROFILES["study"])          # 5,000 images, 16 epochs of 78 steps of 64
-    images = 16 * (5000 // 64) * 64
-    evaluations = 4                                               # every 4th epoch on 10,000 test images
+    images = 29 * (5000 // 64) * 64
+    evaluations = 5                                               # epochs 7, 14, 21, 28 and the last
     expected = 1.2 * (images + evaluations * 10_000 / 3) / 60.0
     assert abs(budget.expected_seconds(spec, torch.device("cpu")) - expected) < 1e-6
     with_drloc = RunSpec("vit", "cifar10", PROFILES["study"], drloc=True)
