@@ -2,11 +2,14 @@
 
 Each ``check_*`` calls the student's function on fresh random inputs, compares the answer with an independent
 computation, prints what is right or wrong, and returns True/False. It never raises, so a notebook with an unsolved
-exercise still runs from top to bottom; a function that returns ``None`` counts as "not attempted yet".
+exercise still runs from top to bottom; a function that returns ``None`` counts as "not attempted yet". An answer
+that holds NaN or infinite values (which compare False with any tolerance), or is not the kind of value asked for
+(a tensor of several numbers where one is asked for, a string), is wrong, with a message that says why.
 """
 from __future__ import annotations
 
 import functools
+import math
 import traceback
 from typing import Callable
 
@@ -36,18 +39,44 @@ def _run_each(fn: Callable, inputs) -> tuple[dict, str | None]:
 
 
 def _verdict(name: str, result, error: str | None, compare: Callable[[object], str | None]) -> bool:
+    """Print the verdict on ``result`` and return True only for a correct answer; never raises."""
     if error is not None:
         print(f"✗ {name}: your function raised {error}")
         return False
     if result is None:
         print(f"… {name}: not attempted yet (the function returned None). Fill it in and run this cell again.")
         return False
-    problem = compare(result)
+    try:
+        problem = compare(result)
+    except Exception as error:  # noqa: BLE001 - an answer of an unexpected kind is wrong, never a crash
+        problem = (f"your answer could not be checked ({type(error).__name__}: {error}). Return the kind of value "
+                   "the exercise asks for.")
     if problem:
-        print(f"✗ {name}: {problem}")
+        hint = f" {_NAN_HINT}" if "NaN or infinite" in problem else ""
+        print(f"✗ {name}: {problem}{hint}")
         return False
     print(f"✓ {name}: correct!")
     return True
+
+
+_NAN_HINT = ("Look for a division by zero (e.g. a norm or a sum that is 0), or a square root or log of a number "
+             "<= 0.")
+
+
+def _first_problem(problems: list[str]) -> str | None:
+    """The first of several answers' problems, and how many more inputs had one (None if there were none)."""
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} other input(s) like it)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _non_finite(values: torch.Tensor, what: str) -> str | None:
+    """A message when ``values`` holds NaN or infinite entries (NaN compares False with any tolerance)."""
+    bad = int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+    if not bad:
+        return None
+    return f"the {what} holds NaN or infinite values ({bad} of {values.numel()} entries), so it cannot be right."
 
 
 def _close(got, expected: torch.Tensor, atol: float = 1e-5, what: str = "result") -> str | None:
@@ -55,10 +84,36 @@ def _close(got, expected: torch.Tensor, atol: float = 1e-5, what: str = "result"
         return f"expected a torch.Tensor, got {type(got).__name__}."
     if tuple(got.shape) != tuple(expected.shape):
         return f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
-    err = (got.double() - expected.double()).abs().max().item()
+    got = got.detach().cpu().double()
+    problem = _non_finite(got, what)
+    if problem:
+        return problem
+    err = (got - expected.double()).abs().max().item()
     if err > atol:
         return f"the {what} differs from the expected values by up to {err:.3g} (tolerance {atol:g})."
     return None
+
+
+def _scalar(got, what: str) -> tuple[float | None, str | None]:
+    """(the answer as one float, None), or (None, why it is not one finite number)."""
+    if got is None:
+        return None, f"the {what} is None: the function returned nothing for that input."
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            return None, f"the {what} should be one number, got a tensor of shape {tuple(got.shape)}."
+        got = got.detach().cpu().double().reshape(())
+    elif isinstance(got, (bool, str, bytes)) or not hasattr(got, "__float__"):
+        return None, f"the {what} should be one number (a float or a 0-d tensor), got {type(got).__name__}."
+    value = float(got)
+    if not math.isfinite(value):
+        return None, _non_finite(torch.tensor(value), what)
+    return value, None
+
+
+def _close_scalar(got, expected: torch.Tensor, atol: float, what: str) -> str | None:
+    """:func:`_close` for an answer that must be one number."""
+    value, problem = _scalar(got, what)
+    return problem or _close(torch.tensor(value, dtype=torch.float64), expected.reshape(()), atol, what)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,6 +131,9 @@ def check_patchify(fn: Callable) -> bool:
         if not isinstance(patches, torch.Tensor) or tuple(patches.shape) != expected_shape:
             shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
             return f"expected shape (B, N, C*p*p) = {expected_shape}, got {shape}."
+        patches = patches.detach().cpu()
+        if (problem := _non_finite(patches.double(), "patches")) is not None:
+            return problem
         w = model.patch_embed.weight.detach().flatten(1)               # (D, C*p*p), flattened (C, p, p)
         embedded = patches.float() @ w.T + model.patch_embed.bias.detach()
         expected = model.patch_embed(images).detach().flatten(2).transpose(1, 2)
@@ -121,12 +179,15 @@ def check_receptive_field(fn: Callable) -> bool:
         return _verdict("receptive field", None, error, lambda _: None)
 
     def compare(_):
-        wrong = []
+        wrong, problems = [], []
         for s in stages:
             expected = empirical_receptive_fields()[s]
-            if results[s] != expected:
+            value, problem = _scalar(results[s], f"receptive field of {s}")
+            if problem:
+                problems.append(problem)
+            elif value != expected:
                 wrong.append(f"{s}: you said {results[s]}, a gradient measurement says {expected}")
-        return "; ".join(wrong) or None
+        return _first_problem(problems) or "; ".join(wrong) or None
 
     return _verdict("receptive field", results, None, compare)
 
@@ -165,7 +226,7 @@ def check_linear_cka(fn: Callable) -> bool:
     Kc, Lc = _centre(X @ X.T), _centre(Y @ Y.T)
     expected = (Kc * Lc).sum() / ((Kc * Kc).sum().sqrt() * (Lc * Lc).sum().sqrt())
     return _verdict("linear CKA", result, error,
-                    lambda r: _close(torch.as_tensor(r, dtype=torch.float64).reshape(()), expected, 1e-6, "CKA"))
+                    lambda r: _close_scalar(r, expected, 1e-6, "CKA"))
 
 
 def check_hsic_unbiased(fn: Callable) -> bool:
@@ -181,7 +242,7 @@ def check_hsic_unbiased(fn: Callable) -> bool:
     expected = (torch.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
                 - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)) / (n * (n - 3))
     return _verdict("unbiased HSIC", result, error,
-                    lambda r: _close(torch.as_tensor(r, dtype=torch.float64).reshape(()), expected, 1e-8, "HSIC"))
+                    lambda r: _close_scalar(r, expected, 1e-8, "HSIC"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -217,12 +278,15 @@ def check_expected_target(fn: Callable) -> bool:
         return _verdict("expected target", None, error, lambda _: None)
 
     def compare(_):
-        wrong = []
+        wrong, problems = [], []
         for k, got in results.items():
             grid = torch.arange(k, dtype=torch.float64)
             expected = ((grid[:, None] - grid[None, :]).abs() / k).mean().item()
-            if got is None or abs(float(got) - expected) > 1e-9:
+            value, problem = _scalar(got, f"answer for k={k}")
+            if problem:
+                problems.append(problem)
+            elif abs(value - expected) > 1e-9:
                 wrong.append(f"k={k}: you said {got}, enumerating all pairs gives {expected:.6f}")
-        return "; ".join(wrong) or None
+        return _first_problem(problems) or "; ".join(wrong) or None
 
     return _verdict("expected target", results, None, compare)

@@ -5,8 +5,9 @@
 ``COURSE_OFFLINE``         ``1``/``true``/``yes``/``on`` forbids downloads; ``0``/``false``/``no``/``off`` or unset
                            allows them
 ``COURSE_DATA_ROOT``       the data folder (default ``data/`` in the work folder below); must be a folder, or not
-                           exist yet
-``COURSE_WORKDIR``         where ``checkpoints/`` and ``results/`` go; must be a folder, or not exist yet
+                           exist yet (not a file, nor a symbolic link to nothing); spaces and line breaks around
+                           the value are dropped (``"data\\n"`` means ``data``)
+``COURSE_WORKDIR``         where ``checkpoints/`` and ``results/`` go; the same rules
 ``COURSE_PLAIN_PROGRESS``  ``1`` prints text progress (logs, CI) instead of a notebook progress bar
 =========================  =====================================================================================
 
@@ -53,9 +54,18 @@ def plain_progress() -> bool:
     return env_flag("COURSE_PLAIN_PROGRESS")
 
 
+def _folder_value(name: str) -> str:
+    """The value of ``name`` without surrounding spaces or line breaks (a value pasted from a file ends in one)."""
+    return (os.environ.get(name) or "").strip()
+
+
 def folder_setting(name: str, default: str | Path) -> Path:
-    """The folder named by environment variable ``name`` (else ``default``). It must be a folder or not exist yet."""
-    path = Path(os.environ.get(name) or default).expanduser()
+    """The folder named by environment variable ``name`` (else ``default``), without surrounding whitespace. It must
+    be a folder or not exist yet; a file or a symbolic link that points at nothing is refused."""
+    path = Path(_folder_value(name) or default).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise SettingError(f"{name} points at {path}, a symbolic link to {os.readlink(path)}, which does not exist. "
+                           f"Create that folder, point {name} at an existing folder, or unset it.")
     if path.exists() and not path.is_dir():
         raise SettingError(f"{name} points at {path}, which is a file, not a folder. Point {name} at a folder "
                            f"(it is created if missing), or unset it.")
@@ -65,7 +75,7 @@ def folder_setting(name: str, default: str | Path) -> Path:
 def data_root() -> Path:
     """``$COURSE_DATA_ROOT``, else ``data/`` in :func:`workdir`: a notebook run from ``notebooks/`` finds the data
     that the command line downloaded at the repository root."""
-    if os.environ.get("COURSE_DATA_ROOT"):
+    if _folder_value("COURSE_DATA_ROOT"):
         return folder_setting("COURSE_DATA_ROOT", "data")
     return workdir() / "data"
 
@@ -73,7 +83,7 @@ def data_root() -> Path:
 def workdir() -> Path:
     """Where ``checkpoints/`` and ``results/`` live: ``$COURSE_WORKDIR``; else the repository root when run from its
     ``notebooks/`` folder; else the current folder (e.g. /content on Colab)."""
-    if os.environ.get("COURSE_WORKDIR"):
+    if _folder_value("COURSE_WORKDIR"):
         return folder_setting("COURSE_WORKDIR", ".")
     here = Path.cwd()
     if here.name == "notebooks" and (here.parent / "_config.yml").exists():

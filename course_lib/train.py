@@ -20,6 +20,7 @@ What it does, and why:
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -34,7 +35,7 @@ from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 from . import augment as aug
-from .data import GPULoader, Preprocessing
+from .data import GPULoader, OverlappingTestSetWarning, Preprocessing, check_test_set
 from .files import atomic_torch_save, safe_torch_load
 from .models import config_dict
 from .recipes import RECIPES, TrainConfig, lr_factor  # TrainConfig and RECIPES are re-exported
@@ -45,7 +46,8 @@ if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
     from .runtime import Precision
 
-__all__ = ["fit", "History", "AuxiliaryLoss", "CheckpointMismatchError", "evaluate", "predict_correct",
+__all__ = ["fit", "History", "AuxiliaryLoss", "CheckpointMismatchError", "CheckpointSaveError",
+           "OverlappingTestSetWarning", "evaluate", "predict_correct",
            "model_signature", "load_weights", "data_fingerprint", "fit_identity", "pack_bits", "unpack_bits",
            "TrainConfig", "RECIPES"]
 
@@ -114,6 +116,11 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was made by another model, recipe, data set or extra loss than the run that would resume it."""
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only folder); the message names the folder and its
+    free space."""
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Identity: what a checkpoint must match to be resumed
 
@@ -177,8 +184,20 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation
 
-def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision) -> tuple[float, float, torch.Tensor]:
-    """(mean cross-entropy, top-1 % , per-image correctness bool (N,) on the CPU) over a loader, in eval mode."""
+def _check_outputs(model: nn.Module, outputs: int, num_classes: int | None, what: str) -> None:
+    """Refuse a model with fewer outputs than the data has classes (the cross-entropy would fail with a bare
+    IndexError on the CPU and a device-side assert on a GPU)."""
+    if num_classes is not None and outputs < num_classes:
+        raise ValueError(f"{what} has {num_classes} classes but the model ({type(model).__name__}) has {outputs} "
+                         f"outputs. Evaluate a model built for this data set (num_classes={num_classes}), or the "
+                         "data set this model was trained on.")
+
+
+def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision, num_classes: int | None = None
+              ) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy, top-1 % , per-image correctness bool (N,) on the CPU) over a loader, in eval mode.
+
+    ``num_classes``: the data's classes, checked against the logits' width (a shape: no host sync)."""
     device = loader.device
     autocast = prec.autocast(device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -187,6 +206,8 @@ def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision) -> tuple[flo
         for x, y in loader:
             with autocast():
                 logits = model(x)
+            if not correct:
+                _check_outputs(model, logits.shape[-1], num_classes, "The data")
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct.append(logits.argmax(dim=1) == y)
     hits = torch.cat(correct).cpu()
@@ -200,23 +221,30 @@ def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.d
 
     ``preprocess``: how the model's inputs were made in training (default: the data set's standardisation).
     """
-    loader = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    loss, acc, _ = _evaluate(model, loader, precision(loader.device, amp))
+    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
+    loss, acc, _ = _evaluate(model, loader, precision(loader.device, amp), classes)
     return loss, acc
 
 
 def predict_correct(model: nn.Module, data: ImageSet, preprocess: Preprocessing | None = None,
                     device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
     """Whether each image of ``data`` is classified correctly: bool (N,), in the data's order."""
-    loader = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    return _evaluate(model, loader, precision(loader.device))[2]
+    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
+    return _evaluate(model, loader, precision(loader.device), classes)[2]
 
 
-def _eval_loader(model, data, device, batch_size, preprocess) -> GPULoader:
+def _eval_loader(model, data, device, batch_size, preprocess) -> tuple[GPULoader, int]:
+    """(a loader over ``data``, the number of classes its labels may take), the model's outputs checked first."""
     if isinstance(data, GPULoader):
-        return data
-    return GPULoader(data, batch_size, device, train=False, preprocess=preprocess,
-                     channels_last=getattr(model, "prefers_channels_last", False))
+        loader, classes, what = data, int(data.labels.max()) + 1, "The loader's data"
+    else:
+        loader = GPULoader(data, batch_size, device, train=False, preprocess=preprocess,
+                           channels_last=getattr(model, "prefers_channels_last", False))
+        classes, what = data.num_classes, f"{data.info.title} {data.split}"
+    outputs = getattr(model, "num_classes", None)
+    if isinstance(outputs, int):
+        _check_outputs(model, outputs, classes, what)
+    return loader, classes
 
 
 def pack_bits(hits: torch.Tensor) -> str:
@@ -276,6 +304,8 @@ def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | 
         if data is not None and outputs is not None and data.num_classes > outputs:
             raise ValueError(f"{data.info.title} {data.split} has {data.num_classes} classes but the model has "
                              f"{outputs} outputs. Build the model with num_classes={data.num_classes}.")
+    if test_data is not None:
+        check_test_set(train_data, test_data, stacklevel=3)
 
 
 def _param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -458,9 +488,31 @@ def _print_epoch(history: History, epochs: int, images: int) -> None:
           flush=True)
 
 
+def _free_space(folder: Path) -> str:
+    """The free space on the disk that holds ``folder`` (or its nearest existing parent), in words."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e9:,.2f} GB free"
+    except OSError:
+        return "free space unknown"
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: an interruption or a second writer never leaves a partial or mixed checkpoint."""
-    atomic_torch_save(state, path)
+    """Atomic: an interruption or a second writer never leaves a partial or mixed checkpoint. A failed write (a full
+    disk: torch says ``[enforce fail at inline_container.cc]``; a read-only folder) raises
+    :class:`CheckpointSaveError` naming the folder, its free space and the fixes; the old checkpoint is kept."""
+    try:
+        atomic_torch_save(state, path)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (OSError, RuntimeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointSaveError(
+            f"Could not save the checkpoint {path.name} in {path.parent} ({_free_space(path.parent)}): "
+            f"{type(error).__name__}: {first}. Free some space there (e.g. old checkpoints), point COURSE_WORKDIR "
+            "(or checkpoint=) at a folder on a disk with room, or pass checkpoint=None to train without one. "
+            "The previous checkpoint, if any, is intact.") from None
 
 
 def _checkpoint_state(run: _Run, history: History, epoch: int, identity: dict) -> dict:
@@ -497,6 +549,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
     Args:
         model: any module; ours expose ``forward_features``/``forward_head`` so extra losses can read features.
         train_data, test_data: :class:`~course_lib.data.ImageSet` (uint8 images); they are moved to the device once.
+            A test set that shares images with the training set is used but warned about
+            (:class:`OverlappingTestSetWarning`): its accuracy measures memorisation.
         config: a :class:`TrainConfig` (default ``RECIPES["course"]``); keyword ``overrides`` replace its fields,
             e.g. ``fit(model, train, test, epochs=5, lr=3e-4)``.
         extra_losses: :class:`AuxiliaryLoss` terms added to the cross-entropy (e.g. ``DRLocLoss``).
@@ -514,7 +568,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
     Raises:
         CheckpointMismatchError: ``checkpoint`` was made by another model, recipe, data or extra loss.
         FloatingPointError: a loss term or the weights became NaN or infinite; the message gives term and step.
-        ValueError: a bad setting (every field of the recipe is checked before any training).
+        ValueError: a bad setting (every field of the recipe is checked before any training), or a test set of
+            another data set than the training set.
+        CheckpointSaveError: a checkpoint could not be written (e.g. a full disk); the message names the folder.
     """
     cfg = replace(config or RECIPES["course"], **overrides)
     _check_inputs(model, train_data, test_data, extra_losses, cfg)

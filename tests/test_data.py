@@ -1,6 +1,12 @@
+import builtins
+import errno
 import io
+import os
 import tarfile
+import threading
+import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,8 +16,9 @@ from PIL import Image
 
 from course_lib import data
 from course_lib.augment import random_crop_flip
-from course_lib.data import (RAW, DataUnavailableError, GPULoader, ImageSet, OfflineSamplesWarning,
-                             first_of_each_class, load_cifar10_jpeg, load_dataset, normalize, sources, subset, take)
+from course_lib.data import (RAW, DataUnavailableError, GPULoader, ImageSet, OfflineSamplesWarning, cache, download,
+                             first_of_each_class, load_cifar10_jpeg, load_dataset, load_samples, normalize, sources,
+                             subset, take)
 
 
 @pytest.mark.parametrize("name,split,n,classes", [
@@ -56,6 +63,7 @@ def test_auto_falls_back_to_samples_loudly_when_offline(tmp_path, monkeypatch):
 def test_failed_download_falls_back(tmp_path, monkeypatch, network_guard):
     monkeypatch.setenv("COURSE_OFFLINE", "0")
     monkeypatch.setattr(sources, "_WARNED", set())
+    monkeypatch.setattr(download, "_FAILED", {})
     with pytest.warns(OfflineSamplesWarning, match="download failed"):
         d = load_dataset("cifar10", "test", root=tmp_path)
     assert network_guard, "the download was attempted (and blocked by the guard)"
@@ -124,6 +132,153 @@ def test_imageset_validates():
     with pytest.raises(ValueError, match=r"run from 0 to 10.*\[0, 10\)"):   # a label past the last class
         ImageSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 10]), "cifar10", "train",
                  [str(i) for i in range(10)], "x")
+
+
+@pytest.mark.expects_network_attempt
+def test_a_source_that_failed_is_not_asked_again_for_every_split(tmp_path, monkeypatch, network_guard, capsys):
+    """No connection: each host is tried once in the process and said once, not once per split and source."""
+    monkeypatch.setenv("COURSE_OFFLINE", "0")
+    monkeypatch.setattr(sources, "_WARNED", set())
+    monkeypatch.setattr(download, "_FAILED", {})
+    with pytest.warns(OfflineSamplesWarning, match="download failed"):
+        for name in ("cifar10", "cifar100", "svhn"):
+            for split in ("train", "test"):
+                assert "committed real samples" in load_dataset(name, split, root=tmp_path).source
+    hosts = {attempt.split("'")[1] for attempt in network_guard}
+    assert len(network_guard) == len(hosts) == 4, network_guard   # the Hub, Ray's bucket, two official hosts
+    err = capsys.readouterr().err
+    assert err.count("was not used") == 4 and err.count("Nothing more is asked of") == 4
+    with pytest.raises(DataUnavailableError, match="could not be downloaded.*cannot connect"):
+        load_dataset("svhn", "test", root=tmp_path, source="official")     # naming a source asks it again
+    assert len(network_guard) == 5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache: checked against the data set's facts and committed samples; never deleted by a reader without the lock
+
+def _official_like(name: str = "cifar10", split: str = "test") -> ImageSet:
+    """A whole split that passes every check the package can make: the committed samples at their official indices,
+    every official label, and blank images elsewhere."""
+    samples = load_samples(name, split)
+    labels = torch.from_numpy(np.load(data.SAMPLES_DIR / f"{name}_all_labels.npz")[split]).long()
+    images = torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8)
+    images[samples.indices] = samples.images
+    return ImageSet(images, labels, name, split, samples.class_names, "a verified copy", torch.arange(len(labels)))
+
+
+def test_a_reader_never_deletes_a_cache_entry_that_is_being_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "_WARNED", set())
+    entry, files = _official_like(), cache.paths(tmp_path, "cifar10", "test")
+    writing = threading.Event()
+
+    def writer():                                  # a download finishing in another process: it holds the lock
+        with cache.lock(tmp_path, "cifar10", "test", "Saving") as held:
+            assert held
+            cache.save(entry, tmp_path)
+            files["sidecar"].unlink()              # the arrays are written, the sidecar not yet
+            writing.set()
+            time.sleep(0.5)
+            cache.save(entry, tmp_path)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    writing.wait(10)
+    loaded = load_dataset("cifar10", "test", root=tmp_path)           # offline: the cache or the samples
+    thread.join()
+    assert loaded.source == "a verified copy" and torch.equal(loaded.images, entry.images)
+    assert "damaged" not in capsys.readouterr().err and all(path.exists() for path in files.values())
+
+
+def _wrong_pixel(entry):
+    index = int(load_samples("cifar10", "test").indices[7])
+    entry.images[index, 1, 5, 5] ^= 1
+    return entry, f"image {index} differs from the committed sample"
+
+
+def _labels_swapped(entry):
+    a = int((entry.labels == 0).nonzero()[0])
+    b = int((entry.labels == 1).nonzero()[0])
+    entry.labels[[a, b]] = entry.labels[[b, a]]                      # the class counts stay right
+    return entry, "labels are not in the official order"
+
+
+def _hundred_names(entry):
+    return replace(entry, class_names=[f"class {i}" for i in range(100)]), "lists 100 class names"
+
+
+@pytest.mark.parametrize("spoil", [_wrong_pixel, _labels_swapped, _hundred_names])
+def test_a_cache_entry_that_is_not_the_official_split_is_refused(tmp_path, capsys, spoil):
+    """Its own checksums match (it was written so), but it is not CIFAR-10's test split."""
+    entry, message = spoil(_official_like())
+    cache.save(entry, tmp_path)
+    with pytest.raises(DataUnavailableError, match="No cached copy"):
+        load_dataset("cifar10", "test", root=tmp_path, source="cache")
+    err = capsys.readouterr().err
+    assert "does not match the official data set" in err and message in err and "deleted" in err
+    assert not cache.exists(tmp_path, "cifar10", "test")
+    cache.save(_official_like(), tmp_path)
+    assert load_dataset("cifar10", "test", root=tmp_path, source="cache").source == "a verified copy"
+
+
+def _read_only(monkeypatch, root) -> None:
+    """Every write under ``root`` fails as on a read-only file system (the tests run as root, whom chmod does
+    not stop)."""
+    root = str(root)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def guard(real):
+        return lambda path, *a, **k: refuse(path) if str(path).startswith(root) else real(path, *a, **k)
+
+    for name in ("unlink", "mkdir", "replace", "rename", "rmdir"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name)))
+    real_open, real_os_open = builtins.open, os.open
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+    monkeypatch.setattr(os, "open", lambda path, flags, *a, **k: refuse(path) if str(path).startswith(root)
+                        and flags & writes else real_os_open(path, flags, *a, **k))
+    def open_(path, mode="r", *args, **kwargs):
+        if str(path).startswith(root) and set(mode) & set("wax+"):
+            refuse(path)
+        return real_open(path, mode, *args, **kwargs)
+
+    for module in (builtins, io):
+        monkeypatch.setattr(module, "open", open_)
+
+
+def test_a_damaged_cache_entry_in_a_read_only_folder_is_reported_not_a_trace(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "_WARNED", set())
+    cache.save(_official_like(), tmp_path)
+    files = cache.paths(tmp_path, "cifar10", "test")
+    raw = bytearray(files["images"].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    files["images"].write_bytes(bytes(raw))
+    _read_only(monkeypatch, tmp_path)
+    with pytest.warns(OfflineSamplesWarning):
+        loaded = load_dataset("cifar10", "test", root=tmp_path)
+    assert "committed real samples" in loaded.source
+    err = capsys.readouterr().err
+    assert "damaged or incomplete" in err and "read-only" in err and "delete its three files" in err
+    assert files["images"].exists()
+    monkeypatch.setenv("COURSE_OFFLINE", "0")                         # nor can anything be downloaded there
+    with pytest.raises(DataUnavailableError, match="read-only, so nothing can be downloaded"):
+        load_dataset("cifar10", "test", root=tmp_path, source="mirror")
+
+
+def test_a_damaged_torchvision_copy_is_named_not_blamed_on_offline_mode(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "_WARNED", set())
+    monkeypatch.setattr(sources, "_NOTED", set())
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(b"cut short")
+    with pytest.warns(OfflineSamplesWarning, match="(?s)files in .*cifar-10-batches-py are damaged.*md5 check: "
+                                                   "test_batch.*COURSE_OFFLINE is set"):
+        load_dataset("cifar10", "test", root=tmp_path)
+    err = capsys.readouterr().err
+    assert "missing: data_batch_1" in err and "failing torchvision's md5 check: test_batch" in err
+    assert "Fix: delete" in err
+    with pytest.raises(DataUnavailableError, match="damaged or incomplete.*Fix: delete"):
+        load_dataset("cifar10", "test", root=tmp_path, source="torchvision")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The exercise checks accept the solutions, reject plausible mistakes, and never raise."""
+import pytest
 import torch
 
 from course_lib import exercises as ex
@@ -89,3 +90,45 @@ def test_expected_target():
     assert ex.check_expected_target(lambda k: (k * k - 1) / (3 * k * k))
     assert not ex.check_expected_target(lambda k: 1 / 3)                  # the continuous limit is not exact
     assert not ex.check_expected_target(lambda k: (k * k - 1) / (3 * k))  # forgot to divide by k
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Answers that are NaN, or not the kind of value asked for: wrong, with a message, never a crash
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("check,answer", [
+    (ex.check_patchify, lambda images, p: torch.full((3, 16, 48), NAN)),
+    (ex.check_rollout_step, lambda a: torch.full((2, 5, 5), NAN)),
+    (ex.check_linear_cka, lambda X, Y: NAN),
+    (ex.check_hsic_unbiased, lambda K, L: torch.tensor(float("inf"))),
+    (ex.check_drloc_targets, lambda a, b, k: torch.full((3, 16, 2), NAN)),
+    (ex.check_expected_target, lambda k: NAN),
+    (ex.check_receptive_field, lambda stage: NAN),
+])
+def test_a_nan_answer_is_wrong_and_says_why(capsys, check, answer):
+    """NaN > tolerance is False: a check that only compares the error with the tolerance calls NaN correct."""
+    assert not check(answer)
+    out = capsys.readouterr().out
+    assert "✗" in out and "NaN or infinite" in out and "division by zero" in out and "correct!" not in out
+
+
+@pytest.mark.parametrize("check,answer,message", [
+    (ex.check_hsic_unbiased, lambda K, L: torch.tensor([1.0, 2.0]), "one number, got a tensor of shape (2,)"),
+    (ex.check_receptive_field, lambda stage: torch.tensor([3, 3]), "one number, got a tensor of shape (2,)"),
+    (ex.check_linear_cka, lambda X, Y: "0.9", "one number (a float or a 0-d tensor), got str"),
+    (ex.check_expected_target, lambda k: [k], "one number (a float or a 0-d tensor), got list"),
+    (ex.check_rollout_step, lambda a: a.mean(1).to("meta"), "could not be checked"),
+])
+def test_an_answer_of_the_wrong_kind_is_wrong_not_a_crash(capsys, check, answer, message):
+    assert not check(answer)
+    assert message in capsys.readouterr().out
+
+
+def test_one_element_tensors_and_numpy_numbers_are_numbers():
+    import numpy as np
+
+    theory = {"stem": 3, "layer1": 11, "layer2": 25, "layer3": 53, "layer4": 109}
+    assert ex.check_receptive_field(lambda stage: torch.tensor(theory[stage]))
+    assert ex.check_expected_target(lambda k: np.float64((k * k - 1) / (3 * k * k)))

@@ -15,7 +15,20 @@ Where a case is tested in the module of the code it concerns, it is named here r
 6. Corrupt inputs with traces that name nothing: below.
 7. ActivationRecorder order inside the ``with`` block: ``test_hooks.test_activations_in_layer_order_inside_the_with_block``.
 8. The command line and the environment: ``test_experiments.test_cli_rejects_unknown_data_sets_and_chapters``,
-   ``test_runtime.test_unclear_flags_and_file_folders_are_refused``, ``test_runtime.test_course_offline_values``.
+   ``test_runtime.test_unclear_flags_and_file_folders_are_refused``, ``test_runtime.test_course_offline_values``,
+   ``test_runtime.test_a_dangling_link_or_a_trailing_newline_in_a_folder_setting``; and below, bad options.
+9. Exercise checks that call NaN correct: ``test_exercises.test_a_nan_answer_is_wrong_and_says_why``.
+10. The cache and the sources: ``test_data.test_a_reader_never_deletes_a_cache_entry_that_is_being_written``,
+    ``test_data.test_a_cache_entry_that_is_not_the_official_split_is_refused``,
+    ``test_data.test_a_damaged_cache_entry_in_a_read_only_folder_is_reported_not_a_trace``,
+    ``test_data.test_a_damaged_torchvision_copy_is_named_not_blamed_on_offline_mode``,
+    ``test_data.test_a_source_that_failed_is_not_asked_again_for_every_split``,
+    ``test_sources.test_an_svhn_test_copy_sorted_by_class_is_refused``,
+    ``test_sources.test_decoding_the_hubs_pngs_shows_progress``.
+11. Misuse of fit and evaluate: ``test_train.test_a_test_set_of_another_data_set_is_refused``,
+    ``test_train.test_a_test_set_that_shares_images_with_the_training_set_is_warned_about``,
+    ``test_train.test_a_full_disk_while_saving_a_checkpoint_names_the_folder_and_free_space``,
+    ``test_train.test_evaluate_refuses_a_model_with_fewer_outputs_than_classes``; and below, float64 images.
 """
 import shutil
 import subprocess
@@ -27,11 +40,12 @@ import pytest
 import torch
 
 from course_lib import experiments as ex
+from course_lib.experiments import __main__ as cli
 from course_lib.cka import cka_matrix
 from course_lib.data import DataUnavailableError, load_dataset, sources, take
 from course_lib.experiments import RunSpec
 from course_lib.files import CorruptFileError
-from course_lib.models import ViT
+from course_lib.models import ViT, hybrid_vit, resnet18_cifar
 from course_lib.profiles import PROFILES
 from course_lib.rollout import attention_rollout, model_rollout
 from course_lib.train import fit, load_weights
@@ -43,6 +57,7 @@ TINY = replace(PROFILES["smoke"], test_images=40)
 # 1. The full data set appears after an offline run
 
 def test_a_samples_trained_run_is_retrained_when_the_full_data_appears(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DATA_ROOT", str(tmp_path / "data"))     # not the repository's data/ (it may hold data)
     spec = RunSpec("vit", "cifar10", TINY, train_per_class=2, epochs=1)
     offline = ex.train_run(spec, root=tmp_path, progress=False)
     assert "committed real samples" in offline.record["train_source"]
@@ -146,3 +161,40 @@ def test_raw_pixels_nan_attention_bad_sizes_and_wrong_class_counts(cifar10_sampl
     c100 = load_dataset("cifar100", "test", source="samples")
     with pytest.raises(ValueError, match="100 classes but the model has 10 outputs"):
         fit(model, c100, None, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("make", [lambda: ViT(dim=32, depth=1, heads=2), resnet18_cifar, hybrid_vit])
+def test_float64_or_float16_images_are_refused_by_name(make):
+    model = make()
+    for dtype in (torch.float64, torch.float16):
+        for mode in (model.train, model.eval):
+            mode()
+            with pytest.raises(ValueError, match=f"float32 weights but got {dtype} images.*x.to"):
+                model(torch.zeros(2, 3, 32, 32, dtype=dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):                    # autocast casts them itself: allowed
+        assert model(torch.zeros(2, 3, 32, 32, dtype=torch.bfloat16)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. Command-line options refused at start, before any training
+
+def test_bad_command_line_options_are_refused_at_start(tmp_path, capsys, monkeypatch):
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("training started before the options were checked")
+
+    monkeypatch.setattr(cli, "train_run", must_not_start)
+    monkeypatch.setattr(cli, "run_queue", must_not_start)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for argv, message in [
+            (["run", "--device", "gpu"], "--device 'gpu' is not a device name. Use cuda"),
+            (["run", "--deadline-s", "10", "--out", str(a_file)], "is a file, not a folder"),
+            (["run", "--results-dir", str(a_file)], "--results-dir " + str(a_file) + " is a file"),
+            (["run", "--deadline-s", "nan", "--out", str(tmp_path / "o")], "--deadline-s must be a number of seconds "
+                                                                            "above 0, got nan"),
+            (["run", "--deadline-s", "-5", "--out", str(tmp_path / "o")], "above 0, got -5.0")]:
+        with pytest.raises(SystemExit):
+            cli.main(argv + ["--profile", "smoke"])
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]       # nothing trained, nothing written

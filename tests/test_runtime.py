@@ -64,6 +64,21 @@ def test_unclear_flags_and_file_folders_are_refused(monkeypatch, tmp_path):
         assert read() == tmp_path / "new"                  # a folder that does not exist yet is fine
 
 
+def test_a_dangling_link_or_a_trailing_newline_in_a_folder_setting(monkeypatch, tmp_path):
+    link = tmp_path / "work"
+    link.symlink_to(tmp_path / "gone")
+    for name, read in [("COURSE_WORKDIR", settings.workdir), ("COURSE_DATA_ROOT", settings.data_root)]:
+        monkeypatch.setenv(name, str(link))
+        with pytest.raises(settings.SettingError, match=f"{name} points at .*work, a symbolic link to .*gone, which "
+                                                        "does not exist"):
+            read()
+        monkeypatch.setenv(name, f"{tmp_path / 'data'}\n")                # e.g. pasted from a file
+        assert read() == tmp_path / "data"
+    monkeypatch.setenv("COURSE_DATA_ROOT", " \n")                         # only whitespace: unset
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
+    assert settings.data_root() == tmp_path / "data"
+
+
 def test_notebooks_find_the_data_the_command_line_downloaded(monkeypatch, tmp_path):
     """Run from the repository's notebooks/ folder, the data folder is the root's data/, like the work folder."""
     (tmp_path / "_config.yml").write_text("title: x")

@@ -11,6 +11,7 @@ import hashlib
 import io
 import pickle
 import re
+import socket
 import tarfile
 import threading
 import time
@@ -130,6 +131,7 @@ def site(monkeypatch, tmp_path):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setattr(download, "LIMITS", download.Limits(timeout_s=5.0, min_rate=0))
     monkeypatch.setattr(sources, "_WARNED", set())
+    monkeypatch.setattr(download, "_FAILED", {})          # no source failed yet in this "process"
     yield s
     s.release.set()
     server.shutdown()
@@ -323,6 +325,41 @@ def test_a_too_slow_source_is_given_up_loudly(site, tmp_path, monkeypatch, capsy
     assert "cifar10-test.json" not in _leftovers(tmp_path)
 
 
+def test_decoding_the_hubs_pngs_shows_progress(site, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(download, "TEXT_EVERY_S", 0.0)
+    site.hub("cifar10", "test", good_cifar10_test())
+    load_dataset("cifar10", "test", root=tmp_path)
+    out = capsys.readouterr().out
+    what = "decoding uoft-cs/cifar10/plain_text/test-00000-of-00001.parquet"
+    assert re.search(rf"{what}: 5,000 of 10,000 images, \d+ s left", out)
+    assert re.search(rf"{what}: 10,000 images in [\d.]+ s", out)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_source_that_failed_is_not_asked_again_in_the_process(site, tmp_path, monkeypatch, capsys):
+    """The Hub cannot be reached (nothing more is asked of it), the archives answer 404 (each file is asked once):
+    four loads say four failures, not ten, and naming a source asks it again."""
+    monkeypatch.setitem(mirrors.BASE_URLS, "hub", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.warns(OfflineSamplesWarning):
+        for name in ("cifar10", "cifar100"):
+            for split in ("test", "train"):
+                load_dataset(name, split, root=tmp_path)
+    err = capsys.readouterr().err
+    assert err.count("was not used") == 4 and err.count("the Hugging Face Hub copy") == 1
+    assert "cannot connect" in err and "Nothing more is asked of 127.0.0.1:" in err
+    assert len(site.asked("/ray/cifar-10-python.tar.gz")) == 1
+    assert len(site.asked("/official/cifar-10-python.tar.gz")) == 1
+    assert len(site.asked("/official/cifar-100-python.tar.gz")) == 1
+    with pytest.raises(DataUnavailableError, match="cannot connect.*HTTP 404"):
+        load_dataset("cifar10", "test", root=tmp_path, source="mirror")
+    assert len(site.asked("/ray/cifar-10-python.tar.gz")) == 2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Resume, and a cache that is damaged
 
@@ -408,6 +445,15 @@ def test_svhn_gets_a_real_test_split_checked_without_test_samples(site, tmp_path
     assert "STAND-IN" not in data.source
 
 
+def test_an_svhn_test_copy_sorted_by_class_is_refused(site, tmp_path, small_svhn):
+    """No SVHN test images or labels are committed, so its order cannot be checked image by image; a copy grouped
+    by class (right size and counts) is still refused."""
+    labels = np.repeat(np.arange(10), 30)
+    site.hub("svhn", "test", parquet("svhn", [FILLERS[i % 8] for i in range(300)], labels))
+    with pytest.raises(DataUnavailableError, match="97% of neighbouring images share a label.*grouped or sorted"):
+        load_dataset("svhn", "test", root=tmp_path, source="mirror")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A byte-identical archive mirror: trusted by the official md5 only, then read by torchvision
 
@@ -437,7 +483,9 @@ def test_an_archive_mirror_is_used_only_with_the_official_md5(site, tmp_path, mo
     assert "it is not the official file. Deleted; this source is not used." in err
     assert not (tmp_path / "cifar-10-python.tar.gz").exists()
 
-    # Pretend this archive is the official one: its md5 (and its files') are torchvision's expected values.
+    # Pretend this archive is the official one: its md5 (and its files') are torchvision's expected values. (The
+    # refused URL is remembered for the process, so forget it, as a new session would.)
+    download.forget_failures()
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive).hexdigest())
     monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{b}", md5s[f"data_batch_{b}"]] for b in range(1, 6)])
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5s["test_batch"]]])

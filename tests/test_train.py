@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from course_lib.data import ImageSet, load_dataset, subset
+from course_lib.data import GPULoader, ImageSet, OverlappingTestSetWarning, load_dataset, subset, take
 from course_lib.models import ResNetCIFAR, ViT
 from course_lib.recipes import RECIPES, TrainConfig, lr_factor
-from course_lib.train import (AuxiliaryLoss, CheckpointMismatchError, evaluate, fit, load_weights, pack_bits,
-                              predict_correct, unpack_bits)
+from course_lib.train import (AuxiliaryLoss, CheckpointMismatchError, CheckpointSaveError, evaluate, fit,
+                              load_weights, pack_bits, predict_correct, unpack_bits)
 
 
 def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
@@ -41,8 +41,9 @@ def test_fit_can_overfit_a_tiny_set():
     labels = torch.arange(20) % 4
     data = ImageSet(images, labels, "cifar10", "train", ["a", "b", "c", "d"], "random")
     model = tiny_vit(num_classes=4)
-    h = fit(model, data, data, epochs=30, batch_size=10, lr=3e-3, warmup_epochs=1, augment=False,
-            label_smoothing=0.0, progress=False)
+    with pytest.warns(OverlappingTestSetWarning, match="IS the training set"):      # allowed, but said loudly
+        h = fit(model, data, data, epochs=30, batch_size=10, lr=3e-3, warmup_epochs=1, augment=False,
+                label_smoothing=0.0, progress=False)
     assert h.test_acc[-1] == 100.0 and h.train_loss[-1] < 0.3 * h.train_loss[0]
 
 
@@ -349,3 +350,58 @@ def test_the_liu2021_augmentations_run_in_fit_and_stay_reproducible(tiny):
     plain = fit(tiny_vit(drop_path=0.1), train, test,
                 replace(cfg, randaugment=None, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0), progress=False)
     assert plain.train_loss != runs[0].train_loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Misuse that must not pass silently
+
+def test_a_test_set_of_another_data_set_is_refused(tiny):
+    train, _ = tiny
+    svhn_test = take(load_dataset("svhn", "test", source="samples"), 10)
+    with pytest.raises(ValueError, match="test set is SVHN test but the model trains on CIFAR-10 train.*"
+                                         r"load_dataset\('cifar10', 'test'\)"):
+        fit(tiny_vit(), train, svhn_test, epochs=1, progress=False)
+
+
+def test_a_test_set_that_shares_images_with_the_training_set_is_warned_about(tiny):
+    train, test = tiny
+    with pytest.warns(OverlappingTestSetWarning, match="IS the training set.*memorisation"):
+        fit(tiny_vit(), train, train, epochs=1, progress=False, **QUICK)
+    part = train.select(torch.arange(10), "ten of them")                 # same official indices, other pixels hash
+    with pytest.warns(OverlappingTestSetWarning, match="shares 10 of its 10 images with the training set"):
+        fit(tiny_vit(), train, part, epochs=1, progress=False, **QUICK)
+    stand_in = load_dataset("svhn", "test", source="samples")          # official *training* images
+    full_train = replace(stand_in.select(torch.arange(50)), split="train", source="official SVHN (stand-in)")
+    with pytest.warns(OverlappingTestSetWarning, match="shares 50 of its 200 images"):
+        fit(tiny_vit(), full_train, stand_in, epochs=1, progress=False, **QUICK)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                     # a proper test split: not a word
+        fit(tiny_vit(), train, test, epochs=1, progress=False, **QUICK)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_folder_and_free_space(tiny, tmp_path, monkeypatch):
+    train, test = tiny
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointSaveError, match=f"Could not save the checkpoint run.pt in {tmp_path} "
+                                                  r"\([\d,.]+ GB free\).*inline_container.*Free some space"):
+        fit(tiny_vit(), train, test, epochs=1, checkpoint=tmp_path / "run.pt", progress=False, **QUICK)
+    assert list(tmp_path.iterdir()) == []                                  # no temporary file left behind
+
+
+def test_evaluate_refuses_a_model_with_fewer_outputs_than_classes():
+    c100 = take(load_dataset("cifar100", "test", source="samples"), 50)
+    with pytest.raises(ValueError, match="CIFAR-100 test has 100 classes but the model.*has 10 outputs"):
+        evaluate(tiny_vit(), c100)
+    with pytest.raises(ValueError, match="has 100 classes but the model.*has 10 outputs"):
+        predict_correct(tiny_vit(), c100)
+    foreign = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))    # no num_classes: the logits say it
+    with pytest.raises(ValueError, match="The data has 100 classes but the model \\(Sequential\\) has 10 outputs"):
+        evaluate(foreign, c100)
+    with pytest.raises(ValueError, match="The loader's data has .* classes but the model"):
+        evaluate(tiny_vit(), GPULoader(c100, 25))

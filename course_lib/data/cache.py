@@ -11,24 +11,31 @@ Each split is three files in ``<root>/course_cache/``:
 
 Every file is written atomically (a temporary file, then ``os.replace``), the arrays first and the sidecar last,
 so an interrupted write leaves no sidecar or an old one whose checksums no longer match. :func:`load` trusts
-nothing it has not checked: a missing sidecar, a wrong size or a wrong checksum is reported, the entry deleted and
-``None`` returned, so the caller rebuilds it from a source. Only copies that passed verification are cached.
+nothing it has not checked: a missing sidecar, a wrong size or a wrong checksum, or an entry that fails the caller's
+``check`` (the data set's facts and its committed samples), is reported, the entry deleted and ``None`` returned, so
+the caller rebuilds it from a source. Only copies that passed verification are cached.
+
+Writers hold the split's :func:`lock` while they save, and only a holder of that lock may judge an entry damaged
+and delete it: an entry half-way through a save looks damaged to anyone else (``on_damage="skip"`` reads without
+the lock and leaves such an entry alone). A folder where no lock can be taken (read-only) is reported, not changed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from ..files import _atomic, atomic_write_json
+from ..files import _atomic, atomic_write_json, file_lock
 from .download import notify
 from .sets import ImageSet
 
-__all__ = ["FORMAT", "cache_dir", "paths", "save", "load", "remove"]
+__all__ = ["FORMAT", "cache_dir", "paths", "exists", "lock", "save", "load", "remove"]
 
 FORMAT = 1     # bump when the layout changes: entries of another format are rebuilt
 
@@ -42,6 +49,28 @@ def paths(root: str | Path, name: str, split: str) -> dict[str, Path]:
     stem = cache_dir(root) / f"{name}-{split}"
     return {"images": Path(f"{stem}.images.npy"), "labels": Path(f"{stem}.labels.npy"),
             "sidecar": Path(f"{stem}.json")}
+
+
+def exists(root: str | Path, name: str, split: str) -> bool:
+    """Whether any file of the cached split is there (complete or not)."""
+    return any(path.exists() for path in paths(root, name, split).values())
+
+
+@contextmanager
+def lock(root: str | Path, name: str, split: str, what: str) -> Iterator[bool]:
+    """Hold the split's lock (``course_cache/locks/<name>-<split>.lock``; another holder is waited for, saying
+    ``what``). Yields True, or False without a lock when none can be made (a read-only folder): then nothing may be
+    written or deleted. (The lock file stays: deleting a flock file another process waits on races.)"""
+    path = cache_dir(root) / "locks" / f"{name}-{split}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "a"):
+            pass
+    except OSError:
+        yield False
+        return
+    with file_lock(path, what):
+        yield True
 
 
 def _describe(array: np.ndarray) -> dict:
@@ -63,7 +92,7 @@ def save(data: ImageSet, root: str | Path) -> Path:
 
 
 def remove(root: str | Path, name: str, split: str) -> None:
-    """Delete one cached split (all three files)."""
+    """Delete one cached split (all three files). OSError if one cannot be deleted (a read-only folder)."""
     for path in paths(root, name, split).values():
         path.unlink(missing_ok=True)
 
@@ -111,19 +140,58 @@ def _read_entry(files: dict[str, Path], name: str, split: str) -> ImageSet:
         raise ValueError(f"an array file cannot be read ({type(error).__name__}: {error})") from None
 
 
-def load(name: str, split: str, root: str | Path) -> ImageSet | None:
-    """The cached split, or None when there is none. A damaged or partial entry is reported, deleted, None."""
-    files = paths(root, name, split)
-    if not any(path.exists() for path in files.values()):
-        return None
+def _problem(files: dict[str, Path], name: str, split: str, check: Callable[[ImageSet], None] | None
+             ) -> tuple[ImageSet | None, str]:
+    """(the entry, "") when it is intact and passes ``check``, else (None, what is wrong)."""
     if not files["sidecar"].exists():
-        problem = f"the sidecar {files['sidecar'].name} is missing (an interrupted write)"
-    else:
-        try:
-            return _read_entry(files, name, split)
-        except ValueError as error:
-            problem = str(error)
-    notify(f"The cached copy of {name} {split} in {cache_dir(root)} is damaged or incomplete ({problem}). "
-           "It was deleted and will be rebuilt from a verified source.")
-    remove(root, name, split)
-    return None
+        return None, f"the sidecar {files['sidecar'].name} is missing (an interrupted write)"
+    try:
+        data = _read_entry(files, name, split)
+    except ValueError as error:
+        return None, str(error)
+    try:
+        if check is not None:
+            check(data)
+    except (ValueError, RuntimeError) as error:     # DataUnavailableError is a RuntimeError
+        return None, f"it does not match the official data set: {error}"
+    return data, ""
+
+
+def _drop(root: str | Path, name: str, split: str, problem: str, delete: bool) -> None:
+    """Report a bad entry, and delete it when allowed (and possible)."""
+    where = f"The cached copy of {name} {split} in {cache_dir(root)}"
+    if not delete:
+        notify(f"{where} is damaged or incomplete ({problem}). It is not used; it could not be deleted because "
+               f"{cache_dir(root)} is read-only. Fix: delete its three files {name}-{split}.*, or point "
+               "COURSE_DATA_ROOT at a writable folder.")
+        return
+    try:
+        remove(root, name, split)
+    except OSError as error:
+        notify(f"{where} is damaged or incomplete ({problem}). It is not used, but it could not be deleted "
+               f"({type(error).__name__}: {error}). Fix: delete its three files {name}-{split}.* by hand.")
+        return
+    notify(f"{where} is damaged or incomplete ({problem}). It was deleted and will be rebuilt from a verified "
+           "source.")
+
+
+def load(name: str, split: str, root: str | Path, check: Callable[[ImageSet], None] | None = None,
+         on_damage: str = "delete") -> ImageSet | None:
+    """The cached split, or None when there is none or it is damaged.
+
+    Args:
+        check: called with the entry; raises ValueError (or DataUnavailableError) when the entry is not the
+            official split (e.g. it differs from the committed samples). Such an entry counts as damaged.
+        on_damage: what to do with a damaged or partial entry: ``"delete"`` (report and delete it: only while
+            holding :func:`lock`), ``"report"`` (report it, keep it: a read-only folder), ``"skip"`` (say nothing:
+            a reader without the lock, which may be looking at a save in progress).
+    """
+    if on_damage not in ("delete", "report", "skip"):
+        raise ValueError(f"on_damage must be 'delete', 'report' or 'skip', not {on_damage!r}.")
+    files = paths(root, name, split)
+    if not exists(root, name, split):
+        return None
+    data, problem = _problem(files, name, split, check)
+    if data is None and on_damage != "skip":
+        _drop(root, name, split, problem, delete=on_damage == "delete")
+    return data

@@ -13,8 +13,14 @@ What a download does here, and why:
 - **checksum** (md5 or sha256) when one is known; a mismatch deletes the file.
 - **atomic completion**: the final file appears (``os.replace``) only once it is complete and verified.
 
-Every failure is a :class:`DownloadError` (a :class:`DataUnavailableError`) naming the URL and what happened.
-Only the standard library's ``urllib`` is used.
+:func:`first_download` tries several sources in order and remembers, for the rest of the process, each one that
+failed (the URL; the whole host when the host itself failed), so a notebook that loads six splits without a
+connection says so once per source, not once per split and source.
+
+Every failure is a :class:`DownloadError` (a :class:`DataUnavailableError`) naming the URL and what happened; a
+:class:`SourceDownError` says the host itself cannot be used now (no connection, a stall, a broken or too slow
+transfer), so the caller need not try its other files. :class:`CountProgress` shows progress of other long steps
+(decoding images). Only the standard library's ``urllib`` is used.
 """
 from __future__ import annotations
 
@@ -28,18 +34,25 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
 from ..settings import plain_progress
 from .sets import DataUnavailableError
 
-__all__ = ["DownloadError", "TooSlowError", "Limits", "LIMITS", "fetch", "notify", "file_digest"]
+__all__ = ["DownloadError", "SourceDownError", "TooSlowError", "Limits", "LIMITS", "fetch", "notify",
+           "file_digest", "CountProgress", "first_download", "earlier_failure", "forget_failures"]
 
 
 class DownloadError(DataUnavailableError):
     """A download failed: the message names the URL and what happened."""
 
 
-class TooSlowError(DownloadError):
+class SourceDownError(DownloadError):
+    """The host cannot be used now (no connection, a stall, a broken or too slow transfer): not just this file."""
+
+
+class TooSlowError(SourceDownError):
     """The source delivered less than the minimum rate for the whole window."""
 
 
@@ -114,6 +127,37 @@ class _Progress:
                   f"({(done - self.first) / max(seconds, 1e-6) / 1e6:,.1f} MB/s)", flush=True)
 
 
+class CountProgress:
+    """Progress through ``total`` things (e.g. images decoded): a tqdm bar, or a text line every ``TEXT_EVERY_S``
+    seconds under ``COURSE_PLAIN_PROGRESS=1``; a summary line at :meth:`close`. Call :meth:`update` as often as
+    you like: it does something at most every ``every`` things."""
+
+    def __init__(self, what: str, total: int, unit: str = "images", every: int = 500):
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.start = self.last_line = time.monotonic()
+        self.bar = None
+        if not plain_progress():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit=unit[:-1] if unit.endswith("s") else unit, desc=what, leave=False,
+                            mininterval=0.5)
+
+    def update(self, done: int) -> None:
+        if done % self.every and done != self.total:
+            return
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif time.monotonic() - self.last_line >= TEXT_EVERY_S:
+            self.last_line = time.monotonic()
+            rate = done / max(time.monotonic() - self.start, 1e-6)
+            print(f"{self.what}: {done:,} of {self.total:,} {self.unit}, {(self.total - done) / rate:,.0f} s left",
+                  flush=True)
+
+    def close(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        print(f"{self.what}: {done:,} {self.unit} in {time.monotonic() - self.start:,.1f} s", flush=True)
+
+
 class _RateRule:
     """Raises :class:`TooSlowError` when fewer than ``min_rate * window_s`` bytes arrived in a window."""
 
@@ -145,11 +189,12 @@ def _open(url: str, offset: int, timeout: float):
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             raise _CannotResume() from None
-        raise DownloadError(f"{url}: the server answered HTTP {error.code} {error.reason}.") from None
+        server_side = SourceDownError if error.code >= 500 else DownloadError      # 5xx: the host, not the file
+        raise server_side(f"{url}: the server answered HTTP {error.code} {error.reason}.") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise DownloadError(f"{url}: cannot connect ({type(reason).__name__}: {reason}). Check the internet "
-                            "connection.") from None
+        raise SourceDownError(f"{url}: cannot connect ({type(reason).__name__}: {reason}). Check the internet "
+                              "connection.") from None
 
 
 def _resumed_from(response, offset: int) -> tuple[int, int | None]:
@@ -178,10 +223,10 @@ def _copy(response, part: Path, start: int, total: int | None, url: str, what: s
             os.fsync(out.fileno())
         complete = total is None or done == total
     except TimeoutError:
-        raise DownloadError(f"{url}: the transfer stalled: no data for {limits.timeout_s:g} s after {_mb(done)}"
+        raise SourceDownError(f"{url}: the transfer stalled: no data for {limits.timeout_s:g} s after {_mb(done)}"
                             f"{f' of {_mb(total)}' if total else ''}. A later try resumes it.") from None
     except (OSError, http.client.HTTPException) as error:
-        raise DownloadError(f"{url}: the connection broke after {_mb(done)} ({type(error).__name__}: {error}). "
+        raise SourceDownError(f"{url}: the connection broke after {_mb(done)} ({type(error).__name__}: {error}). "
                             "A later try resumes it.") from None
     finally:
         progress.close(done, complete)
@@ -233,8 +278,67 @@ def fetch(url: str, dest: str | Path, what: str, checksum: tuple[str, str] | Non
             print(f"{what}: resuming at {_mb(offset)}{f' of {_mb(total)}' if total else ''}.", flush=True)
         done = _copy(response, part, start, total, url, what, limits)
     if total is not None and done != total:
-        raise DownloadError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
+        raise SourceDownError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
                             f"{total:,} bytes). A later try resumes it.")
     _verify_checksum(part, checksum, url)
     os.replace(part, dest)
     return dest
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Several sources in order, each failure remembered for the process
+
+_FAILED: dict[str, str] = {}     # URL, or "host:<netloc>", -> why it failed: not tried again in this process
+
+
+def _keys(url: str) -> tuple[str, str]:
+    return url, f"host:{urlsplit(url).netloc}"
+
+
+def earlier_failure(url: str) -> str | None:
+    """Why ``url`` (or its host) failed earlier in this process, or None."""
+    return next((_FAILED[key] for key in _keys(url) if key in _FAILED), None)
+
+
+def forget_failures() -> None:
+    """Try every source again (e.g. once the connection works), without restarting the process."""
+    _FAILED.clear()
+
+
+def _remember(url: str, error: Exception) -> str:
+    """Remember a failure; the sentence that says so."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    _FAILED[url] = reason
+    if isinstance(error, SourceDownError):
+        _FAILED[_keys(url)[1]] = reason
+        return f"Nothing more is asked of {urlsplit(url).netloc} in this process."
+    return "This file is not asked for again in this process."
+
+
+def first_download(attempts: list[tuple[str, str, Callable]], label: str, retry: bool = False,
+                   retry_hint: str = "") -> tuple[object | None, str]:
+    """(result, "") of the first attempt ``(what, url, how)`` whose ``how()`` works, or (None, why none did).
+
+    Each failure (a :class:`DataUnavailableError`) is said at once on stderr, prefixed with ``label``, with the
+    attempt tried next, and remembered: later calls skip that URL (every URL on the host when the host itself
+    failed) silently, their reason listed in the returned text, unless ``retry`` (then a success forgets it).
+    ``retry_hint`` ends the first message: how to insist on a source in spite of its failure.
+    """
+    failures: list[str] = []
+    if not retry:
+        failures = [f"{what}: not tried, it failed earlier in this process ({earlier_failure(url)})"
+                    for what, url, _ in attempts if earlier_failure(url)]
+        attempts = [a for a in attempts if not earlier_failure(a[1])]
+    for k, (what, url, how) in enumerate(attempts):
+        try:
+            result = how()
+        except DataUnavailableError as error:
+            failures.append(f"{what}: {error}")
+            memo = f"{_remember(url, error)} {retry_hint}".strip()
+            then = f"Trying {attempts[k + 1][0]}." if k + 1 < len(attempts) else "No other source to download from."
+            notify(f"{label}: {what} was not used. {error} {memo} {then}")
+            continue
+        for key in _keys(url):
+            _FAILED.pop(key, None)
+        return result, ""
+    return None, "download failed: " + " | ".join(failures)

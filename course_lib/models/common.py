@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["as_config", "check_whole", "check_rate", "check_images", "check_pixels", "RAW_PIXEL_LIMIT"]
+__all__ = ["as_config", "check_whole", "check_rate", "check_images", "check_dtype", "check_pixels", "RAW_PIXEL_LIMIT"]
 
 # Standardised or [0, 1] pixels stay far below this; raw 0..255 pixels do not.
 RAW_PIXEL_LIMIT = 20.0
@@ -34,9 +34,11 @@ def check_rate(owner: str, **values) -> None:
 
 
 def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_name: str,
-                 check_range: bool = False) -> None:
+                 check_range: bool = False, dtype: torch.dtype | None = None) -> None:
     """Raise a ValueError that names the fix unless ``x`` is a (B, in_chans, img_size, img_size) float batch.
 
+    ``dtype``: the model's weights' dtype, which the images must have too, except under autocast (which casts them;
+    float64 it does not). Checks of shape and dtype only read metadata: no host sync, fine inside training.
     ``check_range`` also refuses raw 0..255 float pixels (one host sync: used outside training only).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -53,8 +55,21 @@ def check_images(x: torch.Tensor, in_chans: int, img_size: int | None, model_nam
     if not x.is_floating_point():
         raise ValueError(f"{model_name} expects float images, got {x.dtype}. Convert uint8 images with the run's "
                          "preprocessing (run.preprocess(images)) or course_lib.data.normalize(images, dataset).")
+    check_dtype(x, dtype, model_name)
     if check_range:
         check_pixels(x, model_name)
+
+
+def check_dtype(x: torch.Tensor, dtype: torch.dtype | None, model_name: str) -> None:
+    """Refuse float images of another precision than the weights (float64 from NumPy, float16 from .half()),
+    unless autocast is on and will cast them itself. Metadata only: no host sync."""
+    if dtype is None or x.dtype == dtype:
+        return
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(x.device.type):
+        return
+    raise ValueError(f"{model_name} has {dtype} weights but got {x.dtype} images. Convert the images with "
+                     f"x.to({dtype}) (torch.from_numpy gives float64: add .float()), or the model with "
+                     f"model.to({x.dtype}).")
 
 
 def check_pixels(x, caller: str) -> None:
