@@ -140,8 +140,12 @@ def test_bad_configurations_and_inputs_get_clear_errors():
         m(torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match="float images.*preprocess"):
         m(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    # Raw 0..255 float pixels are refused where a reader's tensors come in (recorder, rollout, CKA), not by a host
+    # sync in every forward pass.
+    from course_lib.hooks import record_activations
+
     with pytest.raises(ValueError, match="raw 0..255 pixels.*preprocess"):
-        m.eval()(torch.full((1, 3, 32, 32), 200.0))                      # float, but never converted
+        record_activations(m.eval(), torch.full((1, 3, 32, 32), 200.0), ["block1"])
     for bad in [dict(heads=0), dict(patch_size=0), dict(dim=-8), dict(depth=2.5), dict(dropout=1.0),
                 dict(mlp_ratio=0), dict(init="xavier")]:
         with pytest.raises(ValueError, match="ViTConfig|divisible|mlp_ratio|init"):

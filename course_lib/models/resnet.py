@@ -98,8 +98,7 @@ class ResNetCIFAR(nn.Module):
     num_classes = property(lambda self: self.config.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x, self.config.in_chans, None, type(self).__name__, not self.training,
-                     self.stem[0].weight.dtype)
+        check_images(x, self.config.in_chans, None, type(self).__name__, dtype=self.stem[0].weight.dtype)
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
