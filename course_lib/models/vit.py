@@ -211,7 +211,8 @@ class ViT(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, img_size, img_size) -> token sequence (B, T, dim) with position embeddings."""
-        check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__, dtype=self.patch_embed.weight.dtype)
+        check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__,
+                     dtype=self.patch_embed.weight.dtype)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)        # (B, N, D), row-major over the KxK grid
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
