@@ -17,8 +17,9 @@ import torch
 
 from .models import ViT, resnet18_cifar
 
-__all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_linear_cka",
-           "check_hsic_unbiased", "check_drloc_targets", "check_expected_target"]
+__all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_rollout_max", "check_linear_cka",
+           "check_hsic_unbiased", "check_rbf_cka", "check_drloc_targets", "check_signed_targets",
+           "check_expected_target"]
 
 
 def _run(fn: Callable, *args):
@@ -207,6 +208,19 @@ def check_rollout_step(fn: Callable) -> bool:
     return _verdict("rollout step", result, error, lambda r: _close(r, expected, 1e-6))
 
 
+def check_rollout_max(fn: Callable) -> bool:
+    """``fn(attentions: list of (B, heads, T, T)) -> (B, T, T)``: rollout through all blocks with **max** head
+    fusion (each block: the maximum over heads, plus the identity, rows renormalised; multiplied newest-first)."""
+    g = torch.Generator().manual_seed(12)
+    attentions = [torch.rand(2, 3, 5, 5, generator=g).softmax(-1) for _ in range(4)]
+    result, error = _run(fn, [a.clone() for a in attentions])
+    R = torch.eye(5, dtype=torch.float64).expand(2, 5, 5)
+    for a in attentions:
+        step = a.double().amax(dim=1) + torch.eye(5, dtype=torch.float64)
+        R = (step / step.sum(-1, keepdim=True)) @ R
+    return _verdict("rollout with max fusion", result, error, lambda r: _close(r, R, 1e-6))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Chapter 4: CKA and HSIC
 
@@ -245,6 +259,32 @@ def check_hsic_unbiased(fn: Callable) -> bool:
                     lambda r: _close_scalar(r, expected, 1e-8, "HSIC"))
 
 
+def check_rbf_cka(fn: Callable) -> bool:
+    """``fn(X (n, p), Y (n, q), sigma) -> float``: CKA with RBF kernels K_ij = exp(-d_ij² / (2 s²)), d_ij the
+    distance between inputs i and j, s² = sigma² × the median of all n² squared distances (Kornblith et al.'s
+    reference code), the Gram matrices centred as for linear CKA."""
+    g = torch.Generator().manual_seed(13)
+    X = torch.randn(30, 6, generator=g, dtype=torch.float64)
+    Y = torch.tanh(X @ torch.randn(6, 4, generator=g, dtype=torch.float64))
+    result, error = _run(fn, X.clone(), Y.clone(), 0.8)
+
+    def gram(Z):
+        d2 = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)            # squared distances, (n, n)
+        s2 = 0.8 ** 2 * _np_median(d2)                                    # (sigma x median distance)^2
+        return _centre(torch.exp(-d2 / (2 * s2)))
+
+    K, L = gram(X), gram(Y)
+    expected = (K * L).sum() / ((K * K).sum().sqrt() * (L * L).sum().sqrt())
+    return _verdict("RBF CKA", result, error, lambda r: _close_scalar(r, expected, 1e-8, "RBF CKA"))
+
+
+def _np_median(values: torch.Tensor) -> float:
+    """The median as NumPy defines it (the mean of the two middle values for an even count)."""
+    v = values.flatten().sort().values
+    n = len(v)
+    return float(v[n // 2]) if n % 2 else float((v[n // 2 - 1] + v[n // 2]) / 2)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Chapter 5: DRLoc targets
 
@@ -268,6 +308,19 @@ def check_drloc_targets(fn: Callable) -> bool:
         return problem
 
     return _verdict("DRLoc targets", result, error, compare)
+
+
+def check_signed_targets(fn: Callable) -> bool:
+    """``fn(pos1 (B, m, 2), pos2 (B, m, 2), k) -> (B, m, 2)``: signed targets ((i-p) + (k-1)) / (2(k-1)) per axis,
+    in [0, 1]: they keep which cell is left of / above the other, which |i-p|/k throws away."""
+    g = torch.Generator().manual_seed(14)
+    k = 6
+    pos1 = torch.randint(0, k, (2, 12, 2), generator=g)
+    pos2 = torch.randint(0, k, (2, 12, 2), generator=g)
+    result, error = _run(fn, pos1.clone(), pos2.clone(), k)
+    expected = torch.tensor([[[((int(a) - int(b)) + (k - 1)) / (2 * (k - 1)) for a, b in zip(p1, p2)]
+                              for p1, p2 in zip(r1, r2)] for r1, r2 in zip(pos1, pos2)], dtype=torch.float64)
+    return _verdict("signed DRLoc targets", result, error, lambda r: _close(r, expected, 1e-6, "targets"))
 
 
 def check_expected_target(fn: Callable) -> bool:

@@ -132,3 +132,33 @@ def test_one_element_tensors_and_numpy_numbers_are_numbers():
     theory = {"stem": 3, "layer1": 11, "layer2": 25, "layer3": 53, "layer4": 109}
     assert ex.check_receptive_field(lambda stage: torch.tensor(theory[stage]))
     assert ex.check_expected_target(lambda k: np.float64((k * k - 1) / (3 * k * k)))
+
+
+def test_the_exercises_one_step_beyond_the_notebooks_cells():
+    """Max-fusion rollout (02), RBF CKA (04) and signed DRLoc targets (05): right answers pass, wrong and NaN fail."""
+    from course_lib.cka import rbf_cka
+
+    def rollout_max(attentions):
+        B, _, T, _ = attentions[0].shape
+        R = torch.eye(T).expand(B, T, T)
+        for a in attentions:
+            A = a.amax(1) + torch.eye(T)
+            R = (A / A.sum(-1, keepdim=True)) @ R
+        return R
+
+    def rollout_mean(attentions):                          # the notebook's own cell: not this exercise
+        B, _, T, _ = attentions[0].shape
+        R = torch.eye(T).expand(B, T, T)
+        for a in attentions:
+            A = a.mean(1) + torch.eye(T)
+            R = (A / A.sum(-1, keepdim=True)) @ R
+        return R
+
+    assert ex.check_rollout_max(rollout_max)
+    assert not ex.check_rollout_max(rollout_mean)
+    assert not ex.check_rollout_max(lambda a: torch.full((2, 5, 5), float("nan")))
+    assert ex.check_rbf_cka(lambda X, Y, sigma: rbf_cka(X, Y, sigma=sigma))      # the library agrees
+    assert not ex.check_rbf_cka(lambda X, Y, sigma: rbf_cka(X, Y, sigma=2 * sigma))
+    assert not ex.check_rbf_cka(lambda X, Y, sigma: float("nan"))
+    assert ex.check_signed_targets(lambda p1, p2, k: ((p1 - p2) + (k - 1)).float() / (2 * (k - 1)))
+    assert not ex.check_signed_targets(lambda p1, p2, k: (p1 - p2).abs().float() / k)
