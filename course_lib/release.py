@@ -6,8 +6,8 @@ On Colab the package is pip-installed from ``git+<REPOSITORY_URL>@<RELEASE_TAG>`
 record shipped in the package.
 
 These constants must equal ``_config.yml``'s ``repository.url``, ``v`` + ``pyproject.toml``'s version, and the
-notebooks' install lines (``tools/set_repo_url.py`` rewrites those two from the first two); a test checks that all
-agree. After forking or bumping the version, edit them here too.
+notebooks' install lines: ``tools/set_repo_url.py`` rewrites all of them from ``_config.yml`` and ``pyproject.toml``,
+and a test checks that they agree.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Point the course at its repository and release: ``python tools/set_repo_url.py [https://github.com/ORG/REPO]``.
 
-The URL lives in ``_config.yml`` (``repository.url``, used by the launch buttons); the notebooks' first cells
+The URL lives in ``_config.yml`` (``repository.url``, used by the launch buttons) and ``course_lib/release.py`` (what
+the installed package fetches, e.g. the checkpoints of record); the notebooks' first cells
 pip-install ``course_lib`` on Colab, where ``_config.yml`` is not available, from the same repository **at the
 release the notebooks were written for**: the tag ``v<version>`` with the version of ``pyproject.toml``. This script
 rewrites both from those two values: run it after forking (with the new URL) and after bumping the version (without
@@ -66,6 +67,10 @@ def set_url(url: str | None = None) -> None:
                     changed = True
         if changed:     # written as nbformat writes notebooks, so that only the install line shows in a diff
             nb.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    release = ROOT / "course_lib" / "release.py"     # what the installed package fetches, at the same release
+    text = release.read_text()
+    text = re.sub(r'^REPOSITORY_URL = "[^"]*"', f'REPOSITORY_URL = "{url}"', text, flags=re.M)
+    release.write_text(re.sub(r'^VERSION = "[^"]*"', f'VERSION = "{tag[1:]}"', text, flags=re.M))
     print(f"repository URL: {old} -> {url}; notebooks install {target}\n"
           f"Commit and push, then publish the release the notebooks install: git tag {tag} && git push origin {tag}")
 
