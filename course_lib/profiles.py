@@ -11,7 +11,8 @@ in seconds in CI and for real on a GPU.
 ``gpu``    A Colab T4 or better: the full data sets, 10 epochs per model (estimates of the time are printed
            before each run starts).
 ``paper``  The papers' own models and recipes: Zhu et al.'s ViT with Adam at 1e-4 for the comparison (500
-           epochs; the constant rate is the course's reading, see ``recipes.py``), Liu et al.'s recipe for every DRLoc comparison (100 epochs). Hours to days.
+           epochs; the constant rate is the course's reading, see ``recipes.py``), Liu et al.'s recipe for
+           every DRLoc comparison (100 epochs). Hours to days.
 ``study``  The CPU study of record (:mod:`course_lib.experiments.study`): CIFAR-10's JPEG copy, 500 images
            per class, tested on all 10,000 test images; 29 epochs, where the pilot's held-out accuracy
            plateaued (within the hour a run may take: ResNet-18 needs about 25-45 min here).
@@ -23,7 +24,7 @@ Choose with ``get_profile(name)``, the ``COURSE_PROFILE`` environment variable, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -51,6 +52,9 @@ class Profile:
             the committed samples; "jpeg": CIFAR-10's JPEG copy), so a run never changes data behind its name.
         covers: the data sets this profile trains (None: all); ``fallback``: the profile whose runs stand in for
             the rest, for its DRLoc ablation (with ``ablation=False``), and where a notebook asks for them.
+        full_data: its runs need the whole data sets: a run that could load only part of one (the committed
+            samples, offline) stops before training; the profile ``<name>-samples`` trains on the samples on
+            purpose, under that name.
         notebooks_train: notebooks may train this profile's missing runs (False: its own driver trains them, and a
             notebook leaves out what is not trained yet).
     """
@@ -75,6 +79,7 @@ class Profile:
     fallback: str | None = None
     ablation: bool = True
     notebooks_train: bool = True
+    full_data: bool = False
 
     def for_dataset(self, dataset: str) -> "Profile":
         """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
@@ -101,10 +106,10 @@ PROFILES: dict[str, Profile] = {
                    description="best CPU run: committed real samples (100 per class, the curve up to 200), 15 epochs",
                    curve_sizes=(25, 50, 100, 200), drloc_subset=25, data_source="samples"),
     "gpu": Profile("gpu", epochs=10, train_images=None, test_images=None, batch_size=256, eval_images=1000,
-                   description="GPU run: full data sets, 10 epochs per model", curve_seeds=(0, 1, 2)),
+                   description="GPU run: full data sets, 10 epochs per model", curve_seeds=(0, 1, 2), full_data=True),
     "paper": Profile("paper", epochs=None, train_images=None, test_images=None, batch_size=128, eval_images=1000,
                      description="the papers' models and recipes (hundreds of epochs)", vit_model="vit_paper",
-                     comparison_recipe="zhu2023", drloc_recipe="liu2021", curve_seeds=(0, 1, 2)),
+                     comparison_recipe="zhu2023", drloc_recipe="liu2021", curve_seeds=(0, 1, 2), full_data=True),
     # 29 epochs x 78 steps of 64 for every model: the pilot's plateau (course_lib/records/pilot/, the rule in
     # course_lib.experiments.study). About 4 test evaluations: one pass over 10,000 test images costs ResNet-18 1-3
     # minutes here.
@@ -114,6 +119,13 @@ PROFILES: dict[str, Profile] = {
                      drloc_subset=500, evaluations=4, drloc_schedule="official", data_source="jpeg",
                      covers=("cifar10",), fallback="cpu", ablation=False, notebooks_train=False),
 }
+
+
+# The full-data profiles on the committed samples, on purpose and under a name that says so (see ``full_data``).
+for _name in ("gpu", "paper"):
+    PROFILES[f"{_name}-samples"] = replace(
+        PROFILES[_name], name=f"{_name}-samples", data_source="samples", full_data=False,
+        description=PROFILES[_name].description + ", on the committed samples instead of the full data sets")
 
 
 def get_profile(name: str | None = None) -> Profile:

@@ -63,3 +63,19 @@ def test_a_run_loads_its_profiles_copy_of_the_data(monkeypatch):
     runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["cpu"]))
     runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["study"]))
     assert asked == ["samples", "samples", "jpeg", "jpeg"]
+
+
+def test_a_full_data_profile_stops_before_training_when_it_gets_samples(tmp_path):
+    """Offline, a gpu run would otherwise train on the 2,000 committed images under the gpu name."""
+    from course_lib.data import DataUnavailableError
+    from course_lib.experiments import runs
+
+    with pytest.raises(DataUnavailableError) as error:
+        runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["gpu"]), data_root=tmp_path)
+    words = str(error.value)
+    assert "Nothing was trained" in words and "KEEP_ON_DRIVE" in words and "gpu-samples" in words
+    assert "2,000 of 50,000" in words
+    train, test = runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]), data_root=tmp_path)
+    assert len(train) == 2000 and "committed real samples" in train.source
+    assert runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]).key.endswith("-gpu-samples-s0")
+    assert get_profile("paper-samples").data_source == "samples" and not PROFILES["paper-samples"].full_data

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from ..data import DATASETS, Preprocessing, check_dataset_name, load_dataset, subset, take
+from ..data import DATASETS, DataUnavailableError, Preprocessing, check_dataset_name, load_dataset, subset, take
 from ..drloc import DRLocLoss
 from ..files import CorruptFileError, file_lock, quarantine
 from ..models import MODELS, accepts, count_parameters, create_model, model_label
@@ -159,10 +159,30 @@ def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[Image
     source = spec.profile.data_source
     train = load_dataset(spec.dataset, "train", root=data_root, source=source)
     test = load_dataset(spec.dataset, "test", root=data_root, source=source)
+    _refuse_samples_for_full_data(spec, train, test)
     per_class = spec.train_per_class or spec.profile.train_per_class(DATASETS[spec.dataset].num_classes)
     if per_class is not None:
         train = subset(train, per_class, seed=spec.seed, allow_fewer=True)
     return train, take(test, spec.profile.test_images, seed=spec.seed)
+
+
+def _refuse_samples_for_full_data(spec: RunSpec, train: ImageSet, test: ImageSet) -> None:
+    """A profile that asks for the full data sets never trains on fewer images under its own name: it stops here,
+    before any training, and says what failed and the three ways on."""
+    if not spec.profile.full_data:
+        return
+    sizes = DATASETS[spec.dataset].sizes
+    short = [f"{d.split} has {len(d):,} of {sizes[d.split]:,} images ({d.source})"
+             for d in (train, test) if len(d) < sizes[d.split]]
+    if short:
+        title = DATASETS[spec.dataset].title
+        raise DataUnavailableError(
+            f"Profile '{spec.profile.name}' trains on the full {title}, but only a part of it could be loaded: "
+            f"{'; '.join(short)}. Nothing was trained. Three ways on: (1) wait and run the cell again (a download "
+            "that failed is retried in a new session); (2) keep the data on Google Drive (KEEP_ON_DRIVE = True in "
+            "the first cell), so a later session finds it without downloading; (3) train on the committed samples "
+            f"on purpose, with profile='{spec.profile.name}-samples' (COURSE_PROFILE={spec.profile.name}-samples): "
+            "its runs and records carry that name, so they are never taken for full-data runs.")
 
 
 def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
