@@ -138,21 +138,19 @@ def test_the_exercises_one_step_beyond_the_notebooks_cells():
     """Max-fusion rollout (02), RBF CKA (04) and signed DRLoc targets (05): right answers pass, wrong and NaN fail."""
     from course_lib.cka import rbf_cka
 
-    def rollout_max(attentions):
+    def rollout(attentions, fuse):
         B, _, T, _ = attentions[0].shape
         R = torch.eye(T).expand(B, T, T)
         for a in attentions:
-            A = a.amax(1) + torch.eye(T)
+            A = fuse(a) + torch.eye(T)
             R = (A / A.sum(-1, keepdim=True)) @ R
         return R
 
+    def rollout_max(attentions):
+        return rollout(attentions, lambda a: a.amax(1))
+
     def rollout_mean(attentions):                          # the notebook's own cell: not this exercise
-        B, _, T, _ = attentions[0].shape
-        R = torch.eye(T).expand(B, T, T)
-        for a in attentions:
-            A = a.mean(1) + torch.eye(T)
-            R = (A / A.sum(-1, keepdim=True)) @ R
-        return R
+        return rollout(attentions, lambda a: a.mean(1))
 
     assert ex.check_rollout_max(rollout_max)
     assert not ex.check_rollout_max(rollout_mean)
