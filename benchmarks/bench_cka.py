@@ -44,9 +44,9 @@ class NaiveMinibatchCKA(MinibatchCKA):
     """
 
     def update(self, acts_a, acts_b=None) -> None:
-        labelled_a, labelled_b = self._batch(acts_a, acts_b)
-        acts_a = [x for _, x in labelled_a]
-        acts_b = acts_a if self.symmetric else [x for _, x in labelled_b]
+        acts = [x for _, x in self._batch(acts_a, acts_b)]
+        acts_a = acts[:self.num_layers_a]
+        acts_b = acts_a if self.symmetric else acts[self.num_layers_a:]
         hsic = hsic_unbiased if self.unbiased else hsic_biased
         gram = gram_linear if self.kernel == "linear" else (lambda x: gram_rbf(x, self.sigma))
         ab = torch.empty(len(acts_a), len(acts_b), dtype=torch.float64)

@@ -8,7 +8,8 @@ every hook when the ``with`` block ends (also after an exception), so the model 
         model(x)
     rec.activations["block3"]          # (B, T, D)
 
-or in one call: ``record_activations(model, x)`` (eval mode, no gradients).
+or in one call: ``record_activations(model, x)`` (eval mode, no gradients). :func:`model_input_batches` turns data
+(an ImageSet, images, a loader) into a model's input batches, for recording over many images.
 
 Layer names used by the course (``model_layers(model)`` picks the right list):
 
@@ -31,17 +32,18 @@ change too; none of the course's recorded layers is followed by an in-place oper
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from .data import ImageSet, Preprocessing
 from .models import HybridViT, ResNetCIFAR, ViT
 from .models.common import check_pixels
 from .runtime import eval_mode
 
 __all__ = ["ActivationRecorder", "record_activations", "vit_block_outputs", "vit_layers", "resnet_layers",
-           "hybrid_layers", "model_layers", "resolve_layers", "check_pixels"]
+           "hybrid_layers", "model_layers", "resolve_layers", "check_pixels", "model_input_batches"]
 
 # A layer specification: an ordered name -> module mapping, or a list of names (see resolve_layers).
 Layers = Union[Mapping[str, nn.Module], Sequence[str]]
@@ -225,3 +227,54 @@ def vit_block_outputs(model: nn.Module, x: torch.Tensor, to_cpu: bool = False,
                       flatten: bool = False) -> dict[str, torch.Tensor]:
     """{"block1": (B, T, D), ..., "blockN": (B, T, D)}: the ViT's token sequence after every block."""
     return record_activations(model, x, vit_layers(model), to_cpu=to_cpu, flatten=flatten)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The input of a model that activations are recorded from, batch by batch
+
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[(start, end)] cutting n examples into batches; a last batch smaller than 4 (too small for HSIC₁) joins the
+    one before it."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 4:
+        starts.pop()
+    return [(s, starts[k + 1] if k + 1 < len(starts) else n) for k, s in enumerate(starts)]
+
+
+def _model_input(x: torch.Tensor, preprocess: Preprocessing | None, caller: str) -> torch.Tensor:
+    """uint8 images through ``preprocess``; float images as they are (then ``preprocess`` must be None)."""
+    if x.dtype == torch.uint8:
+        if preprocess is None:
+            raise ValueError(f"{caller} got uint8 images, but the models take the float input they were trained on. "
+                             "Pass the ImageSet itself, or preprocess=run.preprocess, or convert with the run's "
+                             "preprocessing, e.g. run.preprocess(images).")
+        return preprocess(x)
+    if preprocess is not None:
+        raise ValueError(f"preprocess= converts uint8 images, but {caller} got {x.dtype} images: these should "
+                         "already be the model's input. Drop preprocess=, or pass the uint8 images (or ImageSet).")
+    return x
+
+
+def model_input_batches(data, batch_size: int, device: torch.device, preprocess: Preprocessing | None = None,
+                        caller: str = "model_input_batches") -> Iterator[torch.Tensor]:
+    """A model's input batches (b, 3, H, W) on ``device``, from an ImageSet (its uint8 images through ``preprocess``,
+    default its data set's standardisation), uint8 images with ``preprocess``, float images that already are the
+    model's input, or an iterable of batches (images or (images, labels) tuples, e.g. a ``GPULoader``).
+
+    Tensors and ImageSets are cut into batches of ``batch_size`` (a last batch smaller than 4 joins the one before
+    it). Raw 0..255 pixels are looked for once, in a whole float tensor or in a loader's first batch (the output of a
+    Preprocessing is the model's input by construction); the errors name ``caller``."""
+    if isinstance(data, ImageSet):
+        preprocess = preprocess if preprocess is not None else Preprocessing.for_dataset(data.dataset)
+        data = data.images
+    if isinstance(data, torch.Tensor):
+        if data.is_floating_point():
+            check_pixels(data, caller)
+        batches = (data[s:e] for s, e in _batch_bounds(len(data), batch_size))
+    else:                  # a loader: (images, labels, ...) tuples or bare image tensors
+        batches = (item[0] if isinstance(item, (tuple, list)) else item for item in data)
+    for i, x in enumerate(batches):
+        x = _model_input(x.to(device), preprocess, caller)
+        if i == 0 and not isinstance(data, torch.Tensor) and preprocess is None:
+            check_pixels(x, caller)
+        yield x

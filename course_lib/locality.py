@@ -54,16 +54,18 @@ def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, 
     _check_grid(grid_size, patch_size)
     n = grid_size * grid_size
     dist = patch_distances(grid_size, patch_size)
-    out = []
     for i, a in enumerate(attentions):
         if a.dim() != 4 or a.shape[-1] != a.shape[-2] or a.shape[-1] != n + num_prefix_tokens:
             raise ValueError(f"block {i}: expected (B, heads, {n + num_prefix_tokens}, {n + num_prefix_tokens}) "
                              f"for a {grid_size}x{grid_size} grid with {num_prefix_tokens} prefix token(s), "
                              f"got {tuple(a.shape)}.")
-        if not torch.isfinite(a).all():
-            raise ValueError(f"attentions[{i}] holds NaN or infinite values: the model produced them (check that its "
-                             "weights are finite, and run it in float32, e.g. model.float()).")
+    finite = torch.stack([torch.isfinite(a).all() for a in attentions]).tolist()    # one host sync for all blocks
+    if not all(finite):
+        raise ValueError(f"attentions[{finite.index(False)}] holds NaN or infinite values: the model produced them "
+                         "(check that its weights are finite, and run it in float32, e.g. model.float()).")
+    out = []
+    for a in attentions:
         p = a[..., num_prefix_tokens:, num_prefix_tokens:].double()       # (B, H, n, n) patch -> patch
-        p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+        p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)                  # each query's weights sum to 1 again
         out.append((p * dist.to(p.device)).sum(-1).mean(dim=(0, 2)))      # (H,)
     return torch.stack(out).cpu()

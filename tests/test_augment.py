@@ -1,8 +1,8 @@
 """Batched RandAugment, random erasing and mixup/CutMix (course_lib.augment) against independent references.
 
-Each RandAugment op is forced through ``augment._apply_op`` and compared with PIL run per image, with the argument
-computed here from timm's ``auto_augment.py`` formulas (timm runs exactly these PIL calls), and cross-checked with
-``torchvision.transforms.v2.functional``. Point and enhance ops must match PIL exactly. Geometric ops may differ by
+Each RandAugment op is forced through ``augment.auto_augment._apply_op`` and compared with PIL run per image, with
+the argument computed here from timm's ``auto_augment.py`` formulas (timm runs exactly these PIL calls), and
+cross-checked with ``torchvision.transforms.v2.functional``. Point and enhance ops must match PIL exactly. Geometric ops may differ by
 1 grey level on at most 6% of the pixels: PIL truncates a float64 bilinear value, and where that value is an exact
 integer (a shift of 0.4 px between neighbours 5 apart, say) PIL's own rounding noise picks k or k - 1, while
 ``grid_sample`` weighs the four neighbours in another order and ours picks k (measured on these images: at most
@@ -21,6 +21,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torchvision.transforms import InterpolationMode
 
 from course_lib import augment as aug
+from course_lib.augment import auto_augment, mixup
 from course_lib.data import GPULoader, load_dataset, subset
 
 POLICY = "rand-m9-mstd0.5-inc1"
@@ -124,11 +125,11 @@ def assert_matches_pil(ours: torch.Tensor, ref: torch.Tensor, name: str) -> None
 # ---------------------------------------------------------------------------------------------------------------
 # Each op, forced
 
-@pytest.mark.parametrize("name", sorted(aug._OPS))
+@pytest.mark.parametrize("name", sorted(auto_augment._OPS))
 @pytest.mark.parametrize("m", [0.0, 3.7, 9.0, 10.0])
 def test_each_op_matches_pil(op_images, name, m):
     for sign in (1.0, -1.0):
-        ours = aug._apply_op(op_images, name, m, sign)
+        ours = auto_augment._apply_op(op_images, name, m, sign)
         assert ours.dtype == torch.uint8 and ours.shape == op_images.shape
         assert_matches_pil(ours, per_image(op_images, lambda im: pil_op(name, im, m, sign)), name)
 
@@ -137,7 +138,7 @@ def test_ops_take_one_magnitude_and_sign_per_image(op_images):
     m = torch.linspace(0, 10, len(op_images), dtype=torch.float64)
     sign = torch.where(torch.arange(len(op_images)) % 2 == 0, 1.0, -1.0)
     for name in ("Rotate", "ContrastIncreasing", "SolarizeIncreasing"):
-        ours = aug._apply_op(op_images, name, m, sign)
+        ours = auto_augment._apply_op(op_images, name, m, sign)
         for i in range(len(op_images)):
             ref = per_image(op_images[i:i + 1], lambda im: pil_op(name, im, float(m[i]), float(sign[i])))
             assert_matches_pil(ours[i:i + 1], ref, name)
@@ -150,14 +151,14 @@ IDENTITY_AT_ZERO = ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRe
 
 @pytest.mark.parametrize("name", IDENTITY_AT_ZERO)
 def test_magnitude_zero_is_identity_where_timm_maps_it_to_no_change(op_images, name):
-    assert torch.equal(aug._apply_op(op_images, name, 0.0, -1.0), op_images)
+    assert torch.equal(auto_augment._apply_op(op_images, name, 0.0, -1.0), op_images)
 
 
 def test_magnitude_zero_is_not_identity_where_timm_says_so(op_images):
     # PosterizeIncreasing keeps 4 bits at m=0, plain Solarize inverts everything (threshold 0).
-    assert torch.equal(aug._apply_op(op_images, "PosterizeIncreasing", 0.0), op_images & 0xF0)
-    assert torch.equal(aug._apply_op(op_images, "Solarize", 0.0), 255 - op_images)
-    assert torch.equal(aug._apply_op(op_images, "PosterizeIncreasing", 10.0), torch.zeros_like(op_images))
+    assert torch.equal(auto_augment._apply_op(op_images, "PosterizeIncreasing", 0.0), op_images & 0xF0)
+    assert torch.equal(auto_augment._apply_op(op_images, "Solarize", 0.0), 255 - op_images)
+    assert torch.equal(auto_augment._apply_op(op_images, "PosterizeIncreasing", 10.0), torch.zeros_like(op_images))
 
 
 def test_point_ops_match_torchvision(cifar):
@@ -173,11 +174,11 @@ def test_point_ops_match_torchvision(cifar):
              "BrightnessIncreasing": tv(lambda i: TF.adjust_brightness(i, 1.45)),
              "SharpnessIncreasing": tv(lambda i: TF.adjust_sharpness(i, 1.45))}
     for name, ref in exact.items():
-        assert torch.equal(aug._apply_op(x, name, 5.0), ref), name
+        assert torch.equal(auto_augment._apply_op(x, name, 5.0), ref), name
     near = {"AutoContrast": tv(TF.autocontrast), "ContrastIncreasing": tv(lambda i: TF.adjust_contrast(i, 1.45)),
             "ColorIncreasing": tv(lambda i: TF.adjust_saturation(i, 1.45))}
     for name, ref in near.items():
-        assert (aug._apply_op(x, name, 5.0).int() - ref.int()).abs().max() <= 1, name
+        assert (auto_augment._apply_op(x, name, 5.0).int() - ref.int()).abs().max() <= 1, name
 
 
 def test_geometric_ops_near_torchvision(cifar):
@@ -190,26 +191,26 @@ def test_geometric_ops_near_torchvision(cifar):
     shifted = torch.stack([TF.affine(img, 0.0, [-12.96, 0.0], 1.0, [0.0, 0.0], bilinear, fill=list(FILL))
                            for img in x])
     for name, ref in (("Rotate", rotated), ("TranslateXRel", shifted)):
-        assert (aug._apply_op(x, name, 9.0).float() - ref.float()).abs().mean() < 2.5, name
+        assert (auto_augment._apply_op(x, name, 9.0).float() - ref.float()).abs().mean() < 2.5, name
 
 
 def test_unknown_op_is_named():
     with pytest.raises(ValueError, match="Cutout"):
-        aug._apply_op(smooth_images(1), "Cutout", 5.0)
+        auto_augment._apply_op(smooth_images(1), "Cutout", 5.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The policy layer
 
 def test_policy_strings_parse_as_timm_reads_them():
-    p = aug._parse_policy(POLICY)
-    assert p.ops == aug._RAND_INCREASING_TRANSFORMS and len(p.ops) == 15
+    p = auto_augment._parse_policy(POLICY)
+    assert p.ops == auto_augment._RAND_INCREASING_TRANSFORMS and len(p.ops) == 15
     assert (p.num_layers, p.magnitude, p.magnitude_std, p.magnitude_max, p.prob) == (2, 9.0, 0.5, 10.0, 0.5)
-    plain = aug._parse_policy("rand-n3-m5-inc0")
-    assert plain.ops == aug._RAND_TRANSFORMS and plain.num_layers == 3 and plain.magnitude == 5.0
-    assert aug._parse_policy("rand-mstd101").magnitude_std == math.inf      # timm: > 100 means uniform
-    assert aug._parse_policy("rand").magnitude == 10.0                      # timm's default magnitude
-    assert set(aug._RAND_INCREASING_TRANSFORMS) | set(aug._RAND_TRANSFORMS) == set(aug._OPS)
+    plain = auto_augment._parse_policy("rand-n3-m5-inc0")
+    assert plain.ops == auto_augment._RAND_TRANSFORMS and plain.num_layers == 3 and plain.magnitude == 5.0
+    assert auto_augment._parse_policy("rand-mstd101").magnitude_std == math.inf      # timm: > 100 means uniform
+    assert auto_augment._parse_policy("rand").magnitude == 10.0                      # timm's default magnitude
+    assert set(auto_augment._RAND_INCREASING_TRANSFORMS) | set(auto_augment._RAND_TRANSFORMS) == set(auto_augment._OPS)
 
 
 @pytest.mark.parametrize("policy", ["", "randaug-m9", "rand-m9-w0", "rand-x3", "rand-m9.5", "rand-m", None,
@@ -250,12 +251,12 @@ def test_fraction_of_images_changed_is_what_the_policy_implies():
 
 def record_calls(monkeypatch) -> dict[str, list[torch.Tensor]]:
     """Swap every op for one that records its per-image arguments and returns the images unchanged."""
-    calls: dict[str, list[torch.Tensor]] = {name: [] for name in aug._OPS}
-    for name, (_, level) in list(aug._OPS.items()):
+    calls: dict[str, list[torch.Tensor]] = {name: [] for name in auto_augment._OPS}
+    for name, (_, level) in list(auto_augment._OPS.items()):
         def op(images, arg, name=name):
             calls[name].append(torch.full((len(images),), math.nan) if arg is None else arg.clone())
             return images
-        monkeypatch.setitem(aug._OPS, name, (op, level))
+        monkeypatch.setitem(auto_augment._OPS, name, (op, level))
     return calls
 
 
@@ -265,8 +266,8 @@ def test_op_choice_probability_and_magnitude_noise(monkeypatch):
     aug.rand_augment(smooth_images(n, 4, 4), POLICY, torch.Generator().manual_seed(1))
     counts = {name: sum(len(a) for a in args) for name, args in calls.items()}
     expected = n * 2 * 0.5 / 15                                             # 400; sd 19
-    assert all(abs(counts[name] - expected) < 80 for name in aug._RAND_INCREASING_TRANSFORMS), counts
-    assert all(counts[name] == 0 for name in set(aug._OPS) - set(aug._RAND_INCREASING_TRANSFORMS))
+    assert all(abs(counts[name] - expected) < 80 for name in auto_augment._RAND_INCREASING_TRANSFORMS), counts
+    assert all(counts[name] == 0 for name in set(auto_augment._OPS) - set(auto_augment._RAND_INCREASING_TRANSFORMS))
     degrees = torch.cat(calls["Rotate"])
     magnitude = degrees.abs() / 3                                           # timm: m / 10 * 30 degrees
     assert abs(magnitude.mean() - 9.0) < 0.08 and abs(magnitude.std() - 0.5) < 0.07
@@ -276,8 +277,8 @@ def test_op_choice_probability_and_magnitude_noise(monkeypatch):
 def test_plain_op_set_and_uniform_magnitudes(monkeypatch):
     calls = record_calls(monkeypatch)
     aug.rand_augment(smooth_images(3000, 4, 4), "rand-m8-n3-mstd200", torch.Generator().manual_seed(2))
-    assert all(calls[name] for name in aug._RAND_TRANSFORMS)
-    assert not any(calls[name] for name in set(aug._OPS) - set(aug._RAND_TRANSFORMS))
+    assert all(calls[name] for name in auto_augment._RAND_TRANSFORMS)
+    assert not any(calls[name] for name in set(auto_augment._OPS) - set(auto_augment._RAND_TRANSFORMS))
     magnitude = torch.cat(calls["ShearX"]).abs() / 0.03                     # uniform in [0, 8]
     assert magnitude.max() <= 8.0 and abs(magnitude.mean() - 4.0) < 0.4
     assert abs(sum(len(a) for args in calls.values() for a in args) - 3000 * 3 * 0.5) < 200
@@ -370,7 +371,7 @@ def test_cutmix_matches_timm(seed):
     g = torch.Generator().manual_seed(seed)
     mixed, target = aug.mixup_cutmix(x, y, 10, 0.0, 1.0, 0.5, 0.1, g)
     replay = torch.Generator().manual_seed(seed)     # the draws in mixup_cutmix's order: lambda, then timm's cy, cx
-    lam0 = aug._sample_beta(1.0, replay)
+    lam0 = mixup._sample_beta(1.0, replay)
     cy, cx = int(torch.randint(16, (1,), generator=replay)), int(torch.randint(24, (1,), generator=replay))
     (yl, yh, xl, xh), lam = timm_rand_bbox(16, 24, lam0, cy, cx)
     expected = x.clone()
@@ -385,7 +386,7 @@ def test_cutmix_matches_timm(seed):
 def test_mixup_matches_timm(seed):
     x, y = mix_batch(seed)
     mixed, target = aug.mixup_cutmix(x, y, 10, 0.8, 0.0, 0.5, 0.1, torch.Generator().manual_seed(seed))
-    lam = aug._sample_beta(0.8, torch.Generator().manual_seed(seed))
+    lam = mixup._sample_beta(0.8, torch.Generator().manual_seed(seed))
     assert torch.allclose(mixed, x * lam + x.flip(0) * (1 - lam), atol=1e-6)
     assert torch.allclose(target, timm_mixup_target(y, 10, lam, 0.1), atol=1e-6)
 
@@ -394,7 +395,7 @@ def test_cutmix_box_matches_timm_rand_bbox():
     for seed in range(200):
         g, replay = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         lam0 = seed / 200
-        box, lam = aug._cutmix_box(20, 36, lam0, g)
+        box, lam = mixup._cutmix_box(20, 36, lam0, g)
         cy, cx = int(torch.randint(20, (1,), generator=replay)), int(torch.randint(36, (1,), generator=replay))
         assert (box, lam) == timm_rand_bbox(20, 36, lam0, cy, cx)
 
@@ -429,7 +430,7 @@ def test_switch_prob_picks_cutmix_that_often():
 @pytest.mark.parametrize("alpha", [0.8, 1.0, 0.2])
 def test_beta_sampler_moments(alpha):
     g = torch.Generator().manual_seed(0)
-    draws = torch.tensor([aug._sample_beta(alpha, g) for _ in range(4000)], dtype=torch.float64)
+    draws = torch.tensor([mixup._sample_beta(alpha, g) for _ in range(4000)], dtype=torch.float64)
     var = 1 / (4 * (2 * alpha + 1))                                         # Beta(a, a): mean 1/2
     assert abs(draws.mean() - 0.5) < 0.03 and abs(draws.var() - var) < 0.012
     assert draws.min() >= 0 and draws.max() <= 1
@@ -464,8 +465,9 @@ def test_mixup_checks_its_arguments(kwargs, match):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_results():
     x = smooth_images(256)
-    for name in aug._OPS:
-        assert torch.equal(aug._apply_op(x.cuda(), name, 8.3, -1.0).cpu(), aug._apply_op(x, name, 8.3, -1.0)), name
+    for name in auto_augment._OPS:
+        on_gpu = auto_augment._apply_op(x.cuda(), name, 8.3, -1.0).cpu()
+        assert torch.equal(on_gpu, auto_augment._apply_op(x, name, 8.3, -1.0)), name
     on_gpu = aug.rand_augment(x.cuda(), POLICY, torch.Generator().manual_seed(0))
     assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), aug.rand_augment(x, POLICY, torch.Generator().manual_seed(0)))
     f = torch.randn(64, 3, 32, 32)
@@ -486,3 +488,48 @@ def test_loader_applies_the_recipe_reproducibly():
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not all(torch.equal(a, b) for a, b in zip(first, plain))
     assert first[0].dtype == torch.float32 and first[0].shape == (16, 3, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs of record were trained on these augmentations: for a fixed seed, their outputs must not change.
+
+PINNED = {   # sha256 (first 24 hex digits) of the outputs below, computed when the runs of record were made
+    "crop_flip": "8c3f8a8a66d026e7d467b4e5",
+    "rand_augment_inc1": "8f5624b14dc86d329c813a5b",
+    "rand_augment_plain": "7d0537c2ee3b1b386514f637",
+    "random_erasing": "df90e857eed128fbfb3a98d0",
+    "mixup_cutmix": "403363935b3a4b6635adef61",
+    "soft_ce": "242e5360cac8df4277109a34",
+    "loader": "2f25c93c331d595b3b0da5ac",
+}
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def test_outputs_for_a_fixed_seed_are_those_of_the_runs_of_record(cifar):
+    images = cifar[:64]
+    g = torch.Generator().manual_seed(0)
+    shifts, flips = torch.randint(0, 9, (64, 2), generator=g), torch.rand(64, generator=g) < 0.5
+    f = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(64) % 10
+    mixed = [aug.mixup_cutmix(f, y, 10, 0.8, 1.0, 0.5, 0.1, torch.Generator().manual_seed(s)) for s in range(6)]
+    logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(5))
+    train = subset(load_dataset("cifar10", "train", source="samples"), 6)
+    loader = GPULoader(train, 16, train=True, seed=4, drop_last=False, randaugment=POLICY, random_erasing=0.25)
+    got = {
+        "crop_flip": _digest(aug.random_crop_flip(images, shifts, flips, 4)),
+        "rand_augment_inc1": _digest(aug.rand_augment(images, POLICY, torch.Generator().manual_seed(1))),
+        "rand_augment_plain": _digest(aug.rand_augment(images, "rand-n3-m7-mstd101", torch.Generator().manual_seed(2))),
+        "random_erasing": _digest(aug.random_erasing(f, 0.25, torch.Generator().manual_seed(4))),
+        "mixup_cutmix": _digest(*[t for pair in mixed for t in pair]),
+        "soft_ce": _digest(aug.soft_target_cross_entropy(logits, mixed[0][1])),
+        "loader": _digest(*[x for x, _ in loader]),
+    }
+    assert got == PINNED

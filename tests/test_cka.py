@@ -430,3 +430,36 @@ def test_benchmark_baseline_equals_accumulator_and_reference(kernel, unbiased):
     want = np_minibatch_cka(batches_a, batches_b, gram, unbiased)
     np.testing.assert_allclose(naive.compute().numpy(), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(naive.compute().numpy(), fast.compute().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_hsic_of_stacks_is_the_hsic_of_every_pair():
+    batches_a, batches_b = random_batches(b=9, seed=3)
+    Ks = torch.stack([gram_linear(x) for x in batches_a[0]])                 # (3, 9, 9)
+    Ls = torch.stack([gram_linear(y) for y in batches_b[0]])                 # (2, 9, 9)
+    for hsic in (hsic_unbiased, hsic_biased):
+        got = hsic(Ks, Ls)
+        assert got.shape == (3, 2)
+        want = torch.tensor([[hsic(K, L).item() for L in Ls] for K in Ks], dtype=torch.float64)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)
+        assert hsic(Ks[0], Ls[0]).dim() == 0
+
+
+def test_cka_matrix_checks_every_batch_and_names_the_layer():
+    # The activations are checked on the device and read once, after the last batch: a layer that goes NaN only in
+    # the third batch is still refused by name.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    model = nn.Sequential(conv, nn.ReLU())
+    images = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images[20, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="layer 'conv' of A holds NaN or infinite"):
+        cka_matrix(model, None, images, {"conv": conv}, batch_size=8)
+    assert cka_matrix(model, None, images[:16], {"conv": conv}, batch_size=8).shape == (1, 1)
+
+
+def test_gram_of_float32_features_is_the_float64_gram():
+    # The Gram is built a block of features at a time; float32 features are centred and multiplied in float64.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(10, 2 ** 18 + 7, generator=g) * 3 + 100                 # 2.6 M values: two blocks
+    xc = x.double() - x.double().mean(0)
+    np.testing.assert_allclose(gram_linear(x).numpy(), (xc @ xc.T).numpy(), rtol=1e-10, atol=1e-8)

@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.drloc import (TARGET_MODES, DRLocHead, DRLocLoss, cycle_back_regression, drloc_forward, gather_pairs,
-                              official_weight, relative_targets, sample_positions)
+from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_weight,
+                              relative_targets, sample_positions)
+from course_lib.drloc_variants import TARGET_MODES, cycle_back_regression, official_targets
 from course_lib.models import HybridViT, ViT
 
 
@@ -83,12 +84,11 @@ def test_relative_targets_hand_computed():
     pos2 = torch.tensor([[[2, 1], [3, 0], [3, 3], [2, 2]]])
     paper = torch.tensor([[[0.5, 0.5], [0.0, 0.0], [0.75, 0.75], [0.25, 0.0]]])
     torch.testing.assert_close(relative_targets(pos1, pos2, k), paper)
-    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs"), paper * 4)
-    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs_norm"), paper * 4 / 3)
+    torch.testing.assert_close(official_targets(pos1, pos2, k, "paper"), paper)
+    torch.testing.assert_close(official_targets(pos1, pos2, k, "abs"), paper * 4)
     # signed: delta = pos1 - pos2 = (-2, 2), (0, 0), (-3, -3), (-1, 0), shifted by k - 1 = 3
     signed = torch.tensor([[[1.0, 5.0], [3.0, 3.0], [0.0, 0.0], [2.0, 3.0]]])
-    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed"), signed)
-    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed_norm"), signed / 6)
+    torch.testing.assert_close(official_targets(pos1, pos2, k, "signed"), signed)
 
 
 def test_relative_targets_against_a_loop():
@@ -96,18 +96,28 @@ def test_relative_targets_against_a_loop():
     g = torch.Generator().manual_seed(7)
     pos1, pos2 = sample_positions(3, 6, k, generator=g)
     formulas = {"paper": lambda a, b: abs(a - b) / k, "abs": lambda a, b: abs(a - b),
-                "abs_norm": lambda a, b: abs(a - b) / (k - 1), "signed": lambda a, b: a - b + k - 1,
-                "signed_norm": lambda a, b: (a - b + k - 1) / (2 * k - 2)}
+                "signed": lambda a, b: a - b + k - 1}
     assert set(formulas) == set(TARGET_MODES)
     for mode, formula in formulas.items():
-        t = relative_targets(pos1, pos2, k, mode)
+        t = relative_targets(pos1, pos2, k) if mode == "paper" else official_targets(pos1, pos2, k, mode)
         for b in range(3):
             for n in range(6):
                 for axis in range(2):
                     want = formula(int(pos1[b, n, axis]), int(pos2[b, n, axis]))
                     assert t[b, n, axis].item() == pytest.approx(want), (mode, b, n, axis)
     with pytest.raises(ValueError, match="Choose one of"):
-        relative_targets(pos1, pos2, k, "relative")
+        official_targets(pos1, pos2, k, "relative")
+
+
+def test_constant_baseline_by_enumeration():
+    for k in (2, 4, 8):
+        d = torch.arange(k)
+        t = ((d[:, None] - d[None, :]).abs().double() / k).flatten()              # all k*k equally likely pairs
+        assert constant_baseline(k) == pytest.approx((t - t.median()).abs().mean().item())
+    assert constant_baseline(8) == pytest.approx(25 / 128)
+    assert constant_baseline(8, "abs") == pytest.approx(25 / 16)              # the official targets, in cells
+    with pytest.raises(ValueError, match="absolute targets"):
+        constant_baseline(8, "signed")
 
 
 def test_sampling_is_reproducible():
@@ -216,6 +226,7 @@ def test_fit_trains_the_head_with_the_model():
 
 @pytest.mark.parametrize("loss, target, classes", [("ce", "abs", 8), ("ce", "signed", 15), ("cbr", "abs", 8)])
 def test_classification_variants(loss, target, classes):
+    """The official code's other losses, which notebook 05 invites students to try (course_lib.drloc_variants)."""
     torch.manual_seed(0)
     model = tiny_vit()
     term = DRLocLoss(dim=32, loss=loss, target=target, grid_size=8)
@@ -226,6 +237,13 @@ def test_classification_variants(loss, target, classes):
         assert value.item() == pytest.approx(2 * math.log(classes), rel=0.05)
     value.backward()
     assert model.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_official_targets_in_cells_with_l1():
+    term = DRLocLoss(dim=8, target="abs")                # the official runs: |delta| in cells
+    term.grid_loss(torch.randn(64, 8, 4, 4))
+    assert term.last.target.max() == 3 and term.last.target.dtype == torch.float32
+    assert "target='abs'" in term.identity()["settings"]
 
 
 def test_cycle_back_regression_hand_computed():
@@ -311,16 +329,16 @@ def test_bad_arguments():
         DRLocLoss(dim=32, m=0)
     with pytest.raises(ValueError, match="at least one pair"):
         sample_positions(2, 0, 8)
+    for bad in (dict(weight=float("nan")), dict(weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
+                dict(tokens="cls")):
+        with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
+            DRLocLoss(dim=32, **bad)
     with pytest.raises(ValueError, match="grid_size"):
         DRLocLoss(dim=32, loss="ce")
     with pytest.raises(ValueError, match="'abs'"):
         DRLocLoss(dim=32, loss="ce", target="paper", grid_size=8)
     with pytest.raises(ValueError, match="Choose one of"):
         DRLocLoss(dim=32, loss="l2")
-    for bad in (dict(weight=float("nan")), dict(weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
-                dict(tokens="cls")):
-        with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
-            DRLocLoss(dim=32, **bad)
     term = DRLocLoss(dim=32, loss="ce", grid_size=4)
     with pytest.raises(ValueError, match="grid_size=8"):
         term.grid_loss(torch.randn(2, 32, 8, 8))
@@ -332,6 +350,98 @@ def test_defaults_follow_the_paper_and_config():
     assert (term.schedule, term.tokens) == ("constant", "pre_norm")
     assert [layer.out_features for layer in term.head.layers if isinstance(layer, nn.Linear)] == [512, 512, 2]
     assert term.head.layers[0].in_features == 16      # the concatenation [e1, e2]
-    official = DRLocLoss(dim=8, target="abs")            # the official runs: |delta| in cells
-    official.grid_loss(torch.randn(64, 8, 4, 4))
-    assert official.last.target.max() == 3 and official.last.target.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Runs of record are identified by DRLocLoss.identity() and reproduced by its numerics: neither may drift.
+
+RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: lambda, m, schedule, tokens)
+    "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
+        dict(dim=192),
+    "dim=192, weight=0.1, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
+        dict(dim=192, weight=0.1),
+    "dim=192, weight=1.0, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
+        dict(dim=192, weight=1.0),
+    "dim=192, weight=0.5, m=16, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
+        dict(dim=192, m=16),
+    "dim=192, weight=0.5, m=32, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
+        dict(dim=192, m=32),
+    "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='official', tokens='pre_norm'":
+        dict(dim=192, schedule="official"),
+    "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='post_norm'":
+        dict(dim=192, tokens="post_norm"),
+    "dim=256, weight=0.1, m=16, loss='l1', target='paper', hidden=512, schedule='official', tokens='post_norm'":
+        dict(dim=256, weight=0.1, m=16, schedule="official", tokens="post_norm"),
+}
+
+
+@pytest.mark.parametrize("settings", sorted(RECORD_SETTINGS))
+def test_identity_of_the_record_settings_is_unchanged(settings):
+    assert DRLocLoss(**RECORD_SETTINGS[settings]).identity() == {"class": "DRLocLoss", "settings": settings}
+
+
+def _reference_head(dim: int) -> nn.Sequential:
+    """The head as it was built when the runs of record were made: layers created, then initialised, in this order."""
+    layers = nn.Sequential(nn.Linear(2 * dim, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 2))
+    for module in layers.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    return layers
+
+
+def _reference_term(head: nn.Module, m: int, grid: torch.Tensor, generator: torch.Generator | None) -> tuple:
+    """The DRLoc term as it was computed for the runs of record: two randint draws, |delta| / k, one gather of both
+    ends, float32 prediction, F.l1_loss."""
+    B, D, k, _ = grid.shape
+    pos1 = torch.randint(k, (B, m, 2), generator=generator)
+    pos2 = torch.randint(k, (B, m, 2), generator=generator)
+    target = (pos1 - pos2).float().abs() / k
+    tokens = grid.flatten(2).transpose(1, 2)
+    index = torch.cat([pos1, pos2], dim=1)
+    index = index[..., 0] * k + index[..., 1]
+    picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
+    pred = head(torch.cat([picked[:, :m], picked[:, m:]], dim=-1)).float()
+    return F.l1_loss(pred, target), pos1, pos2, target
+
+
+@pytest.mark.parametrize("tokens", ["pre_norm", "post_norm"])
+def test_numerics_are_those_of_the_runs_of_record(tokens):
+    dim, m = 16, 8
+    grid = torch.randn(3, dim, 4, 4, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    torch.manual_seed(0)
+    head = _reference_head(dim)
+    want, pos1, pos2, target = _reference_term(head, m, grid, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    term = DRLocLoss(dim=dim, m=m, tokens=tokens, generator=torch.Generator().manual_seed(1))
+    got = term.grid_loss(grid)
+    assert all(torch.equal(a, b) for a, b in zip(term.head.state_dict().values(), head.state_dict().values()))
+    assert list(term.head.state_dict()) == [f"layers.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+    assert torch.equal(term.last.pos1, pos1) and torch.equal(term.last.pos2, pos2)
+    assert torch.equal(term.last.target, target) and torch.equal(got, want)
+    assert got.item() == pytest.approx(0.32867786288261414, rel=1e-6)     # the value on this machine when pinned
+    grad, = torch.autograd.grad(got, grid)
+    want_grad, = torch.autograd.grad(want, grid)
+    assert torch.equal(grad, want_grad)
+
+
+def test_global_rng_draws_are_those_of_the_runs_of_record():
+    """fit seeds the global RNG per epoch and passes no generator: the pairs come from it, on the grid's device."""
+    grid = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    term = DRLocLoss(dim=8, m=5)
+    torch.manual_seed(7)
+    got = term.grid_loss(grid)
+    torch.manual_seed(0)
+    head = _reference_head(8)
+    torch.manual_seed(7)
+    want, pos1, pos2, _ = _reference_term(head, 5, grid, None)
+    assert torch.equal(term.last.pos1, pos1) and torch.equal(term.last.pos2, pos2) and torch.equal(got, want)
+
+
+def test_grid_is_checked_once_per_shape():
+    term = DRLocLoss(dim=8, m=4)
+    term.grid_loss(torch.randn(2, 8, 4, 4))
+    term.grid_loss(torch.randn(3, 8, 4, 4))                      # another batch size: the same grid, checked already
+    with pytest.raises(ValueError, match="dim=16"):
+        term.grid_loss(torch.randn(2, 16, 4, 4))                 # a new shape is checked again

@@ -13,6 +13,7 @@ import torch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from course_lib import plots  # noqa: E402
+from course_lib.plots import diagrams, layout  # noqa: E402
 from course_lib.data import Preprocessing, load_dataset  # noqa: E402
 from course_lib.hooks import resnet_layers, vit_layers  # noqa: E402
 from course_lib.models import ViT, resnet18_cifar  # noqa: E402
@@ -187,7 +188,9 @@ def test_maps_are_upsampled_with_the_rollout_function():
     m[0, 2, 3] = 1.0
     fig = plots.overlay_maps(images(1), m)
     shown = fig.axes[1].images[1].get_array()
-    expected = plots._stretch(plots.upsample_map(m, 32))[0].numpy()
+    from course_lib.rollout import upsample_map
+
+    expected = layout._stretch(upsample_map(m, 32))[0].numpy()
     assert shown.shape == (32, 32) and abs(shown - expected).max() < 1e-6
     plt.close("all")
 
@@ -212,11 +215,11 @@ def test_error_bars_and_new_curves():
 def test_receptive_fields_match_the_network():
     from course_lib.exercises import empirical_receptive_fields
 
-    convs = plots._resnet18_convs()
+    convs = diagrams._resnet18_convs()
     model_convs = resnet_layers(resnet18_cifar(), "convs")
     assert [n for n, _, _ in convs] == list(model_convs)
     assert [(k, s) for _, k, s in convs] == [(m.kernel_size[0], m.stride[0]) for m in model_convs.values()]
-    fields = plots._receptive_fields(convs)
+    fields = diagrams._receptive_fields(convs)
     measured = empirical_receptive_fields()
     assert [fields[i] for i in (0, 4, 8, 12, 16)] == [measured[n] for n in ["stem", "layer1", "layer2", "layer3",
                                                                            "layer4"]]

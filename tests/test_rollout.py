@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from course_lib.models import ViT, resnet18_cifar
-from course_lib.rollout import (attention_rollout, model_rollout, raw_attention_maps, rollout_per_block,
-                                upsample_map)
+from course_lib.rollout import (attention_rollout, model_rollout, raw_attention_maps, rollout_matrices,
+                                rollout_per_block, upsample_map)
 
 # What the refusal of images a model never saw says: the caller, the problem, the fix.
 UINT8 = r"{caller} got (torch\.)?uint8 images.*run\.preprocess\(images\)"
@@ -240,3 +240,39 @@ def test_upsample_map():
     assert up.min() >= maps.min() - 1e-6 and up.max() <= maps.max() + 1e-6
     with pytest.raises(ValueError, match=r"\(B, K, K\)"):
         upsample_map(torch.rand(8))
+
+
+def test_rollout_matrices_are_the_products_of_the_block_factors():
+    atts = random_attentions(seed=5)
+    flows = rollout_matrices(atts)
+    factors = [rollout_matrices([a])[0] for a in atts]                    # each block's own factor
+    for a, f in zip(atts, factors):
+        fused = a.double().mean(1) + torch.eye(17, dtype=torch.float64)
+        torch.testing.assert_close(f, fused / fused.sum(-1, keepdim=True))
+    R = torch.eye(17, dtype=torch.float64)
+    for f, flow in zip(factors, flows):
+        R = f @ R
+        torch.testing.assert_close(flow, R)
+    maps = rollout_per_block(atts, normalize="none")
+    torch.testing.assert_close(maps[:, -1].double(), flows[-1][:, 0, 1:].reshape(2, 4, 4), rtol=1e-6, atol=1e-7)
+
+
+def test_the_figure_and_the_explorer_use_the_library_rollout(monkeypatch):
+    """No second copy of the algorithm: plots and widgets reach course_lib.rollout."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib.plots import diagrams
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return rollout_matrices(*args, **kwargs)
+
+    monkeypatch.setattr(diagrams, "rollout_matrices", counting)
+    atts = [a[:1] for a in random_attentions(T=5)]                     # one image, a class token and 2x2 patches
+    fig = diagrams.plot_rollout_product(atts)
+    assert calls
+    shown = torch.tensor(fig.axes[len(atts)].images[0].get_array())
+    torch.testing.assert_close(shown, rollout_matrices(atts)[-1][0])
