@@ -40,3 +40,16 @@ def test_a_record_without_weights_is_enough_for_a_notebook_that_reads_records_on
     assert "nothing to train" in budget.training_plan("06_results", PROFILES["smoke"], device="cpu",
                                                       needs_models=False)
     assert "to train now" in budget.training_plan("06_results", PROFILES["smoke"], device="cpu")
+
+
+def test_runs_a_profile_trains_with_its_own_driver_are_left_out_not_promised(tmp_path, monkeypatch):
+    import importlib
+
+    plan = importlib.import_module("course_lib.experiments.plan")
+
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
+    monkeypatch.setattr(budget, "find_record", lambda k: None)
+    monkeypatch.setattr(plan, "get_record", lambda spec, train_missing=True: None)
+    text = budget.training_plan("02_attention_rollout", PROFILES["study"], device="cpu")
+    assert "0 at hand" in text and "1 not trained yet and left out" in text and "nothing to train" in text
+    assert "will be trained below" not in plan.scale_box("02_attention_rollout", PROFILES["study"])

@@ -92,11 +92,16 @@ def training_plan(notebook: str, profile: Profile, datasets=tuple(DATASETS), dat
     """
     dev = get_device(device)
     specs = list(dict.fromkeys(notebook_specs(notebook, profile, tuple(datasets), dataset)))
-    missing = [s for s in specs if not _ready(s, needs_models)]
+    absent = [s for s in specs if not _ready(s, needs_models)]
+    left_out = [s for s in absent if not s.profile.notebooks_train]     # trained by the profile's own driver
+    missing = [s for s in absent if s.profile.notebooks_train]
     total = sum(expected_seconds(s, dev) for s in missing)
     at_hand = "with their trained weights" if needs_models else "recorded"
     lines = [f"**What this notebook trains** (profile '{profile.name}', {device_name(dev)}): {len(specs)} runs, "
-             f"{len(specs) - len(missing)} at hand {at_hand} (loaded in seconds)"]
+             f"{len(specs) - len(absent)} at hand {at_hand} (loaded in seconds)"]
+    if left_out:
+        lines[0] += (f"; {len(left_out)} not trained yet and left out (profile '{left_out[0].profile.name}' trains "
+                     f"its runs with its own driver: {', '.join(s.key for s in left_out)})")
     if not missing:
         lines[0] += "; nothing to train."
         return Markdown(lines[0])

@@ -129,5 +129,7 @@ def scale_box(notebook: str, profile: Profile, datasets: Sequence[str] = tuple(D
               dataset: str = "cifar10") -> Markdown:
     """The box on the scale of a notebook's outputs, from the records of its runs (nothing is trained here)."""
     specs = notebook_specs(notebook, profile, tuple(datasets), dataset)
-    records = [r for s in specs if (r := get_record(s, train_missing=False)) is not None]
-    return Markdown(describe_scale(records, len(specs) - len(records)))
+    found = {s: get_record(s, train_missing=False) for s in specs}
+    records = [r for r in found.values() if r is not None]
+    trained_below = sum(r is None and s.profile.notebooks_train for s, r in found.items())
+    return Markdown(describe_scale(records, trained_below))
