@@ -32,6 +32,9 @@ SCHEDULES = ("constant", "official")          # lambda over the epochs (see DRLo
 TOKEN_SOURCES = ("pre_norm", "post_norm")     # read the last tokens before (official) or after the final norm
 
 
+MAX_PAIRS = 65_536     # pairs per image: 16 x the 4,096 ordered pairs of an 8x8 grid; more only costs memory
+
+
 def sample_positions(batch: int, m: int, k: int, generator: torch.Generator | None = None,
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``m`` pairs of grid cells per image: ``(pos1, pos2)``, each int64 (batch, m, 2) of (row, column) in [0, k).
@@ -41,8 +44,9 @@ def sample_positions(batch: int, m: int, k: int, generator: torch.Generator | No
     a reproducible draw (``None``: the global RNG, which ``fit`` seeds every epoch); ``device``: default the
     generator's, else the CPU.
     """
-    if m < 1:
-        raise ValueError(f"m={m}: DRLoc needs at least one pair per image (the official runs use m=64).")
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"m={m!r}: DRLoc needs a whole number of at least one pair per image (the official runs "
+                         "use m=64).")
     if k < 1:
         raise ValueError(f"k={k}: the grid must have at least one cell per side.")
     if device is None and generator is not None:
@@ -179,9 +183,10 @@ class DRLocLoss(AuxiliaryLoss):
                  target: str | None = None, grid_size: int | None = None, schedule: str = "constant",
                  tokens: str = "pre_norm", generator: torch.Generator | None = None):
         super().__init__()
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"m={m!r}: DRLoc needs a whole number of at least one pair per image (the official "
-                             "runs use m=64).")
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_PAIRS:
+            raise ValueError(f"m={m!r}: DRLoc needs a whole number of at least one pair per image, and at most "
+                             f"{MAX_PAIRS:,} (an 8x8 grid has 4,096 ordered pairs of cells; the official runs use "
+                             "m=64).")
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ValueError(f"weight (lambda) must be a finite number >= 0, got {weight!r}.")
         if schedule not in SCHEDULES:

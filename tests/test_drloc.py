@@ -445,3 +445,16 @@ def test_grid_is_checked_once_per_shape():
     term.grid_loss(torch.randn(3, 8, 4, 4))                      # another batch size: the same grid, checked already
     with pytest.raises(ValueError, match="dim=16"):
         term.grid_loss(torch.randn(2, 16, 4, 4))                 # a new shape is checked again
+
+
+def test_an_absurd_number_of_pairs_is_refused_before_any_memory_is_taken():
+    """m = 10**9 would ask randint for 16 GB per image at the first step; a float m was a raw TypeError."""
+    from course_lib.drloc import MAX_PAIRS, DRLocLoss, sample_positions
+
+    with pytest.raises(ValueError, match="at most 65,536"):
+        DRLocLoss(dim=8, m=10**9)
+    with pytest.raises(ValueError, match="whole number"):
+        DRLocLoss(dim=8, m=1e9)
+    with pytest.raises(ValueError, match="whole number"):
+        sample_positions(2, 64.0, 8)
+    assert DRLocLoss(dim=8, m=MAX_PAIRS).m == MAX_PAIRS
