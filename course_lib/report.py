@@ -404,9 +404,9 @@ def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
 
 
 def profiles_with_records() -> list[str]:
-    """Profiles that have records (yours or the course's), most complete first: gpu, paper, cpu, smoke."""
+    """Profiles that have records (yours or the course's), most complete first: gpu, paper, study, cpu, smoke."""
     found = {r["spec"]["profile"] for r in load_results()}
-    return [p for p in ("gpu", "paper", "cpu", "smoke") if p in found]
+    return [p for p in ("gpu", "paper", "study", "cpu", "smoke") if p in found]
 
 
 def provenance(records: list[dict]) -> str:

@@ -73,12 +73,16 @@ def test_set_repo_url_rewrites_config_and_notebooks(tmp_path, monkeypatch):
     tool = _load_tool("set_repo_url")
     monkeypatch.setattr(tool, "ROOT", tmp_path)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "course_lib").mkdir()
+    shutil.copy(ROOT / "course_lib" / "release.py", tmp_path / "course_lib" / "release.py")
     tool.set_url("https://github.com/someone/fork/")
     assert tool.config_url() == "https://github.com/someone/fork"
     expected = {("https://github.com/someone/fork", tool.release_tag())}
     assert all(installs == expected for installs in tool.notebook_installs().values())
     for nb in (tmp_path / "notebooks").glob("*.ipynb"):
         nbformat.validate(nbformat.read(nb, as_version=4))
+    release = (tmp_path / "course_lib" / "release.py").read_text()     # what the installed package fetches from
+    assert 'REPOSITORY_URL = "https://github.com/someone/fork"' in release
 
 
 # --------------------------------------------------------------------------------------------------------------
