@@ -137,7 +137,8 @@ def test_figures_have_the_panels_asked_for():
     assert fig.axes[0].images[0].get_array().shape == (3, 3)
     fig = plots.plot_drloc_pairs(images(1)[0], torch.tensor([[0, 0], [7, 7]]), torch.tensor([[1, 2], [7, 0]]), 8,
                                  torch.tensor([[0.125, 0.25], [0.0, 0.875]]))
-    assert len(fig.axes[0].lines) >= 6 and len(fig.axes[0].texts) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(fig.axes[0].lines) >= 6 and legend == ["(0.125, 0.250)", "(0.000, 0.875)"]
     assert len(plots.plot_small_data_curve({"x": [(50, 30.0), (5, 10.0)]}).axes[0].lines) == 1
     plt.close("all")
 

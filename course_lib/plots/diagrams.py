@@ -21,14 +21,16 @@ def _grid_lines(ax, side: float, k: int, color: str = "white") -> None:
 
 def plot_drloc_pairs(image: torch.Tensor, pos1: torch.Tensor, pos2: torch.Tensor, k: int,
                      targets: torch.Tensor | None = None, size: float = 4.2):
-    """One image with its k x k grid and DRLoc pairs drawn as segments between cell centres.
+    """One image with its k x k grid and DRLoc pairs drawn as segments between cell centres (circle: the first
+    cell, square: the second).
 
     Args:
-        image: (3, H, W). pos1, pos2: (m, 2) integer (row, column) cells. targets: (m, 2) to print beside each pair.
+        image: (3, H, W). pos1, pos2: (m, 2) integer (row, column) cells. targets: (m, 2), listed beside the image
+            in each pair's colour (not on the image, where two pairs' labels can fall on the same spot).
     """
     H = image.shape[-1]
     cell = H / k
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = plt.subplots(figsize=(size + (1.9 if targets is not None else 0.0), size))
     ax.imshow(_as_image(image), extent=(0, H, H, 0))
     _grid_lines(ax, H, k)
     colors = plt.cm.tab10.colors
@@ -36,13 +38,13 @@ def plot_drloc_pairs(image: torch.Tensor, pos1: torch.Tensor, pos2: torch.Tensor
         (r1, c1), (r2, c2) = a, b
         y1, x1, y2, x2 = (r1 + 0.5) * cell, (c1 + 0.5) * cell, (r2 + 0.5) * cell, (c2 + 0.5) * cell
         color = colors[n % len(colors)]
-        ax.plot([x1, x2], [y1, y2], "-", color=color, lw=2)
+        label = None if targets is None else "({:.3f}, {:.3f})".format(*targets[n].tolist())
+        ax.plot([x1, x2], [y1, y2], "-", color=color, lw=2, label=label)
         ax.plot([x1], [y1], "o", color=color, ms=7)
         ax.plot([x2], [y2], "s", color=color, ms=7)
-        if targets is not None:
-            tu, tv = targets[n].tolist()
-            ax.annotate(f"({tu:.3f}, {tv:.3f})", ((x1 + x2) / 2, (y1 + y2) / 2), color="white", fontsize=MIN_FONT,
-                        ha="center", va="bottom", bbox=dict(boxstyle="round,pad=0.15", fc=color, alpha=0.85, lw=0))
+    if targets is not None:
+        ax.legend(title="target per pair", loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=MIN_FONT,
+                  title_fontsize=MIN_FONT, frameon=False, handlelength=1.5)
     ax.set_xlim(0, H)
     ax.set_ylim(H, 0)
     ax.set_xticks([(i + 0.5) * cell for i in range(k)], range(k), fontsize=MIN_FONT)

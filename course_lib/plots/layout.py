@@ -13,6 +13,7 @@ from typing import Sequence
 
 import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
+from matplotlib.textpath import TextPath
 import numpy as np
 import torch
 
@@ -65,6 +66,27 @@ def _wrap(text: str, width_in: float, fontsize: float = MIN_FONT) -> str:
 
 def _lines(texts: Sequence[str]) -> int:
     return max((t.count("\n") + 1 for t in texts), default=0)
+
+
+def _text_width(text: str, fontsize: float) -> float:
+    """Inches that ``text`` takes at ``fontsize`` (its longest line), measured on the glyphs' outlines."""
+    return max((TextPath((0, 0), line, size=fontsize).get_extents().width for line in text.split("\n")),
+               default=0.0) / 72
+
+
+def _row_titles(row_titles: Sequence[str] | None, max_width: float = 1.1) -> tuple[list[str] | None, float]:
+    """(the row titles wrapped to ``max_width`` inches, the left margin in inches that holds them written
+    horizontally). Titles are not rotated: a rotated one longer than its panel runs into the next row's."""
+    if row_titles is None:
+        return None, 0.05
+    wrapped = [_wrap(t, max_width, TITLE) for t in row_titles]
+    return wrapped, 0.15 + max((_text_width(t, TITLE) for t in wrapped), default=0.0)
+
+
+def _label_rows(axes: Sequence, row_titles: Sequence[str] | None) -> None:
+    """Each title left of its row's first panel, horizontal, right-aligned against the panel."""
+    for ax, title in zip(axes, row_titles or []):
+        ax.set_ylabel(title, fontsize=TITLE, rotation=0, ha="right", va="center", labelpad=4)
 
 
 class _Canvas:

@@ -7,8 +7,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .layout import (MAX_WIDTH, MIN_FONT, TITLE, _as_image, _band, _colorbar, _display_maps, _fit, _lines,
-                     _panel_grid, _wrap, short_layer_name)
+from .layout import (MAX_WIDTH, MIN_FONT, TITLE, _as_image, _band, _colorbar, _display_maps, _fit, _label_rows,
+                     _lines, _panel_grid, _row_titles, _wrap, short_layer_name)
 
 __all__ = ["show_images", "overlay_maps", "plot_map_grid", "plot_feature_maps"]
 
@@ -74,7 +74,7 @@ def plot_map_grid(images: torch.Tensor, maps: torch.Tensor, column_titles: Seque
     """
     B, L = maps.shape[:2]
     shared = vmax is not None
-    left = 0.3 if row_titles is not None else 0.05
+    row_titles, left = _row_titles(row_titles)
     right = 1.0 if shared else 0.05
     panel = _fit(L + 1, size, margins=left + right)
     titles = [_wrap(t, panel) for t in ["image", *column_titles]]
@@ -84,8 +84,6 @@ def plot_map_grid(images: torch.Tensor, maps: torch.Tensor, column_titles: Seque
     im = None
     for b in range(B):
         axes[b, 0].imshow(_as_image(images[b]))
-        if row_titles is not None:
-            axes[b, 0].set_ylabel(row_titles[b], fontsize=TITLE)
         for l in range(L):
             ax = axes[b, l + 1]
             if overlay:
@@ -95,6 +93,7 @@ def plot_map_grid(images: torch.Tensor, maps: torch.Tensor, column_titles: Seque
                 im = ax.imshow(up[b, l], cmap="viridis", **limits)
     for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=MIN_FONT)
+    _label_rows(axes[:, 0], row_titles)
     if shared:
         top = _band(_lines(titles))
         _colorbar(canvas, im, top, B * panel + (B - 1) * 0.06, colorbar_label)
@@ -123,7 +122,7 @@ def plot_feature_maps(images: torch.Tensor, features: Mapping[str, torch.Tensor]
     items = [None, *names]                                   # None: the image itself
     chunks = [items[i:i + per_row] for i in range(0, len(items), per_row)]
     B = len(images)
-    left = 0.3 if row_titles is not None else 0.05
+    row_titles, left = _row_titles(row_titles)
     n_cols = min(per_row, len(items))
     panel = _fit(n_cols, size, margins=left + 0.05)
     band = _band(2) + 0.1
@@ -138,10 +137,9 @@ def plot_feature_maps(images: torch.Tensor, features: Mapping[str, torch.Tensor]
                     ax.imshow(_as_image(images[b]))
                 else:
                     ax.imshow(_channel_map(features[chunk[c]][b], reduce), cmap="viridis")
-                if c == 0 and row_titles is not None:
-                    ax.set_ylabel(row_titles[b], fontsize=TITLE)
             if c < len(chunk):
                 shape = "" if chunk[c] is None else "{}×{}".format(*features[chunk[c]].shape[-2:])
                 label = "image" if chunk[c] is None else short_layer_name(chunk[c])
                 axes[k * B, c].set_title(f"{label}\n{shape}" if shape else label, fontsize=MIN_FONT)
+        _label_rows(axes[k * B:(k + 1) * B, 0], row_titles)
     return canvas.fig

@@ -65,22 +65,26 @@ def plot_cka(matrix: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None
 
 def plot_cka_grid(panels: Mapping[str, tuple], n_cols: int = 2, size: float = 3.5):
     """Several CKA heatmaps: ``{title: (matrix, row_labels, col_labels, ylabel, xlabel)}``, at most two per row so
-    that the layer names stay legible (three panels: two on top, one below), with one colour bar for all."""
+    that the layer names stay legible, with one colour bar for all, as tall as the panels. A last row with fewer
+    panels is centred (three panels: two on top, one in the middle below), so no empty slot is left."""
     n = len(panels)
     n_cols = max(1, min(n_cols, 2, n))
     rows = math.ceil(n / n_cols)
     width = min(size, MAX_WIDTH / n_cols)
-    fig, axes = plt.subplots(rows, n_cols, figsize=(width * n_cols, width * 1.05 * rows), squeeze=False,
-                             layout="constrained")
-    for ax, (title, (matrix, rl, cl, yl, xl)) in zip(axes.flat, panels.items()):
+    fig = plt.figure(figsize=(width * n_cols, width * 1.05 * rows), layout="constrained")
+    grid = fig.add_gridspec(rows, 2 * n_cols)          # each panel spans two half-columns, so a row can be centred
+    axes = []
+    for i in range(n):
+        row, col = divmod(i, n_cols)
+        shift = n_cols - (n - row * n_cols) if row == rows - 1 else 0   # half-columns left empty on each side
+        axes.append(fig.add_subplot(grid[row, shift + 2 * col: shift + 2 * col + 2]))
+    for ax, (title, (matrix, rl, cl, yl, xl)) in zip(axes, panels.items()):
         plot_cka(matrix, rl, cl, title, ax=ax, ylabel=yl, xlabel=xl, colorbar=False)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    bar = fig.colorbar(axes.flat[0].images[0], ax=list(axes.flat), shrink=0.6 if rows > 1 else 0.9)
+    bar = fig.colorbar(axes[0].images[0], ax=axes, shrink=1.0, aspect=25 * rows)
     bar.set_label("CKA", fontsize=TITLE)
     bar.ax.tick_params(labelsize=MIN_FONT)
     fig.get_layout_engine().execute(fig)           # the panels' final size decides how many names fit
-    for ax, (matrix, rl, cl, _, _) in zip(axes.flat, panels.values()):
+    for ax, (matrix, rl, cl, _, _) in zip(axes, panels.values()):
         _cka_ticks(ax, rl, cl)
     return fig
 
