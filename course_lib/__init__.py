@@ -5,7 +5,8 @@
 - ``profiles``: training budgets; ``data``: the data sets, their sources, preprocessing and the GPU loader;
   ``augment``: batch augmentations on the device
 - ``models``: ViT, ResNet-18, a hybrid, with configs and labels; ``recipes``: how to train; ``train``: the loop;
-  ``drloc``: the DRLoc auxiliary task
+  ``checkpoints``: a run's identity, resume and atomic saves; ``history``: what a run produces;
+  ``drloc``: the DRLoc auxiliary task (an extra loss for the loop)
 - ``hooks``: activations by layer name; ``rollout``: attention rollout; ``locality``: mean attention distance;
   ``cka``: centred kernel alignment
 - ``experiments``: runs, records, plans, the GPU queue and the command line; ``stats``: intervals and verdicts;

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .train import AuxiliaryLoss
+from .train import ExtraLoss
 
 __all__ = ["sample_positions", "relative_targets", "gather_pairs", "DRLocHead", "DRLocOutput", "drloc_forward",
            "DRLocLoss", "official_weight", "constant_baseline", "SCHEDULES", "TOKEN_SOURCES"]
@@ -144,7 +144,7 @@ def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 64,
 #
 # The course's ablation (course_lib.experiments.plan.drloc_ablation) varies weight, m, schedule and tokens.
 
-class DRLocLoss(AuxiliaryLoss):
+class DRLocLoss(ExtraLoss):
     """DRLoc as an extra loss for :func:`course_lib.train.fit`: ``total = cross_entropy + weight * L_drloc``.
 
     Usage::

@@ -22,7 +22,7 @@ from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, spearman, unpaired_difference)
 from .tables import Table
-from .train import unpack_bits
+from .history import unpack_bits
 
 if TYPE_CHECKING:     # names used only in annotations
     from .profiles import Profile

@@ -9,25 +9,23 @@ What it does, and why:
 - Mixed precision on CUDA (:func:`course_lib.runtime.precision`): bfloat16 on GPUs that compute it natively,
   float16 with a gradient scaler on older ones (a Colab T4). CPU runs stay in float32.
 - ``channels_last`` memory layout for convolutional models (they say so with ``prefers_channels_last = True``).
-- Extra loss terms (:class:`AuxiliaryLoss`, e.g. DRLoc) are added to the cross-entropy with their weight (which
+- Extra losses (:class:`ExtraLoss`, e.g. DRLoc) are added to the cross-entropy with their weight (which
   may follow a schedule over the epochs); their parameters are trained with the model, checkpointed with it, and
   never used at evaluation.
-- A checkpoint after every epoch (written atomically) and an exact **resume** after an interruption: each epoch's
-  randomness is seeded from ``(seed, epoch)``, so a resumed run gives the same weights as an uninterrupted one on
-  the CPU. A checkpoint made with another model, recipe, data or extra loss is never resumed from.
+- A checkpoint after every epoch and an exact **resume** after an interruption: each epoch's randomness is seeded
+  from ``(seed, epoch)``, so a resumed run gives the same weights as an uninterrupted one on the CPU. What a
+  checkpoint must match to be resumed, and how it is written, is :mod:`course_lib.checkpoints`.
 - A non-finite loss or weight stops training, naming the term, the epoch and the step.
 """
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,9 +33,10 @@ from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 from . import augment as aug
+from .checkpoints import (CheckpointMismatchError, CheckpointSaveError, fit_identity, load_resumable,  # re-exported
+                          load_weights, save_checkpoint)
 from .data import GPULoader, OverlappingTestSetWarning, Preprocessing, check_test_set
-from .files import atomic_torch_save, safe_torch_load
-from .models import config_dict
+from .history import History, pack_bits
 from .recipes import RECIPES, TrainConfig, lr_factor  # TrainConfig and RECIPES are re-exported
 from .runtime import eval_mode, get_device, precision, train_mode
 from .settings import plain_progress
@@ -46,57 +45,24 @@ if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
     from .runtime import Precision
 
-__all__ = ["fit", "History", "AuxiliaryLoss", "CheckpointMismatchError", "CheckpointSaveError",
-           "OverlappingTestSetWarning", "evaluate", "predict_correct",
-           "model_signature", "load_weights", "data_fingerprint", "fit_identity", "pack_bits", "unpack_bits",
-           "TrainConfig", "RECIPES"]
+__all__ = ["fit", "ExtraLoss", "History", "evaluate", "predict_correct", "load_weights", "TrainConfig", "RECIPES",
+           "CheckpointMismatchError", "CheckpointSaveError", "OverlappingTestSetWarning"]
 
 
 # --------------------------------------------------------------------------------------------------------------
-# What a run produces
+# What fit adds to the cross-entropy
 
-@dataclass
-class History:
-    """Per-epoch record of a training run (lists of equal length, one entry per epoch)."""
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float | None] = field(default_factory=list)   # None: not evaluated that epoch
-    test_acc: list[float | None] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)                # optimiser steps done by the end of the epoch
-    extra: dict[str, list[float]] = field(default_factory=dict)   # mean of each auxiliary loss term
-    extra_weight: dict[str, list[float]] = field(default_factory=dict)   # its weight (lambda) in that epoch
-    test_correct: str | None = None   # the last evaluation, per test image: packed bits as hex (paired tests)
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "History":
-        defaults = {f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(cls)}
-        return cls(**{name: d.get(name, default) for name, default in defaults.items()})
-
-    @property
-    def final_test_acc(self) -> float | None:
-        return self.test_acc[-1] if self.test_acc else None
-
-
-class AuxiliaryLoss(nn.Module):
-    """An extra loss term for :func:`fit`: ``total = cross_entropy + weight_at(epoch) * term``.
+class ExtraLoss(nn.Module):
+    """A loss that :func:`fit` adds to the cross-entropy: ``total = cross_entropy + weight_at(epoch) * loss``
+    (the papers' "auxiliary loss"; in the code it is always an *extra loss*, logged in ``History.extra[name]``).
 
     Subclasses set ``name`` and ``weight`` and implement ``forward(model, features, images, labels)`` returning a
-    scalar. ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the term
-    costs no second pass through the backbone. Any parameters of the term are trained with the model. Override
+    scalar. ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the loss
+    costs no second pass through the backbone. Any parameters it has are trained with the model. Override
     :meth:`weight_at` for a weight that changes over the epochs.
     """
 
-    name: str = "aux"
+    name: str = "extra"
     weight: float = 1.0
 
     def weight_at(self, epoch: int, epochs: int) -> float:
@@ -104,81 +70,12 @@ class AuxiliaryLoss(nn.Module):
         return self.weight
 
     def identity(self) -> dict:
-        """What changes the result of this term (kept with checkpoints and records)."""
+        """What changes the result of this loss (kept with checkpoints and records)."""
         return {"class": type(self).__name__, "settings": self.extra_repr()}
 
     def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was made by another model, recipe, data set or extra loss than the run that would resume it."""
-
-
-class CheckpointSaveError(OSError):
-    """A checkpoint could not be written (a full disk, a read-only folder); the message names the folder and its
-    free space."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Identity: what a checkpoint must match to be resumed
-
-def model_signature(model: nn.Module) -> dict:
-    """What identifies an architecture in a checkpoint: its class and configuration."""
-    config = config_dict(model)
-    if config is None:   # a foreign model: fall back on parameter names and shapes
-        config = {k: list(v.shape) for k, v in model.state_dict().items()}
-    return {"class": type(model).__name__, "config": config}
-
-
-def _describe(signature: dict) -> str:
-    config = signature["config"]
-    if all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in config.values()):
-        return f"{signature['class']} ({len(config)} tensors)"
-    return f"{signature['class']}({', '.join(f'{k}={v}' for k, v in config.items())})"
-
-
-def data_fingerprint(data: ImageSet | None) -> str | None:
-    """:meth:`ImageSet.fingerprint` (None for no data): two copies of a data set agree only if every image does."""
-    return None if data is None else data.fingerprint()
-
-
-def fit_identity(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
-                 extra_losses: Sequence[AuxiliaryLoss]) -> dict:
-    """Everything that changes what :func:`fit` produces (eval_every and the seed's effect included)."""
-    return {"model": model_signature(model), "config": asdict(cfg), "aux": [t.identity() for t in extra_losses],
-            "train_data": data_fingerprint(train_data), "test_data": data_fingerprint(test_data)}
-
-
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two nested dicts."""
-    out = []
-    for key in sorted(set(saved) | set(current), key=str):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
-def _check_signature(saved: dict, model: nn.Module, path: Path) -> None:
-    current = model_signature(model)
-    if saved != current:
-        raise CheckpointMismatchError(
-            f"Checkpoint {path} was saved from {_describe(saved)}, but the model given is {_describe(current)}. "
-            "Build the same architecture, pass another checkpoint path, or delete the file to start afresh.")
-
-
-def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a :func:`fit` checkpoint's model weights into ``model`` (checking it is the same architecture)."""
-    path = Path(path)
-    state = safe_torch_load(path, map_location)
-    _check_signature(state["signature"], model, path)
-    model.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(state["model"].items(),
-                                                                 model.state_dict().values())})
-    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -247,16 +144,6 @@ def _eval_loader(model, data, device, batch_size, preprocess) -> tuple[GPULoader
     return loader, classes
 
 
-def pack_bits(hits: torch.Tensor) -> str:
-    """bool (N,) -> hex string of the packed bits (N/4 characters); :func:`unpack_bits` inverts it."""
-    return np.packbits(hits.numpy().astype(np.uint8)).tobytes().hex()
-
-
-def unpack_bits(text: str, n: int) -> torch.Tensor:
-    """Hex string from :func:`pack_bits` -> bool (n,)."""
-    return torch.from_numpy(np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:n].astype(bool))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The loop, in named steps
 
@@ -265,8 +152,7 @@ class _Run:
     """Everything one training run needs, built once by :func:`_prepare`."""
 
     model: nn.Module
-    terms: list[AuxiliaryLoss]
-    aux: nn.ModuleList
+    extra_losses: nn.ModuleList     # trained with the model, never used at evaluation
     cfg: TrainConfig
     device: torch.device
     train_loader: GPULoader
@@ -283,9 +169,9 @@ class _Run:
 
 
 def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
-                  extra_losses: Sequence[AuxiliaryLoss], cfg: TrainConfig) -> None:
-    if any(not isinstance(t, AuxiliaryLoss) for t in extra_losses):
-        raise TypeError("extra_losses must be AuxiliaryLoss instances (e.g. course_lib.drloc.DRLocLoss).")
+                  extra_losses: Sequence[ExtraLoss], cfg: TrainConfig) -> None:
+    if any(not isinstance(t, ExtraLoss) for t in extra_losses):
+        raise TypeError("extra_losses must be ExtraLoss instances (e.g. course_lib.drloc.DRLocLoss).")
     if extra_losses and not hasattr(model, "forward_features"):
         raise TypeError(f"{type(model).__name__} has no forward_features(), so extra losses cannot read its "
                         "features. Use a course_lib model or add forward_features/forward_head to yours.")
@@ -328,13 +214,13 @@ def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
-             extra_losses: Sequence[AuxiliaryLoss], device: torch.device) -> _Run:
+             extra_losses: Sequence[ExtraLoss], device: torch.device) -> _Run:
     """Move everything to the device; build loaders, optimiser, schedule and precision."""
     channels_last = getattr(model, "prefers_channels_last", False)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    aux = nn.ModuleList(extra_losses).to(device)
+    extra = nn.ModuleList(extra_losses).to(device)
     preprocess = Preprocessing.for_dataset(train_data.dataset, cfg.normalize)
     train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment, hflip=cfg.hflip,
                              randaugment=cfg.randaugment, random_erasing=cfg.random_erasing, preprocess=preprocess,
@@ -344,11 +230,11 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
     steps = len(train_loader)
     total_steps = round((cfg.schedule_epochs or cfg.epochs) * steps)
     warmup_steps = round(cfg.warmup_epochs * steps)
-    optimizer = _optimizer(_param_groups([model, aux], cfg.weight_decay), cfg)
+    optimizer = _optimizer(_param_groups([model, extra], cfg.weight_decay), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, total_steps, warmup_steps, cfg.schedule, cfg.min_lr / cfg.lr))
     prec = precision(device, cfg.amp)
-    return _Run(model, list(extra_losses), aux, cfg, device, train_loader, test_loader, optimizer, scheduler, prec,
+    return _Run(model, extra, cfg, device, train_loader, test_loader, optimizer, scheduler, prec,
                 prec.scaler(device), getattr(model, "num_classes", None) or train_data.num_classes)
 
 
@@ -356,16 +242,9 @@ def _resume(run: _Run, path: Path | None, identity: dict, progress: bool) -> tup
     """(history, first epoch to train): from a checkpoint made by this very run, else from scratch."""
     if path is None or not path.exists():
         return History(), 0
-    state = safe_torch_load(path, run.device)
-    _check_signature(state["signature"], run.model, path)
-    changed = _differences(state.get("identity", {}), identity)
-    if changed:
-        raise CheckpointMismatchError(
-            f"Checkpoint {path} was made by another run than this one; what differs (saved -> now): "
-            + "; ".join(changed[:8]) + ". Pass resume=False to train afresh (the file is then overwritten), "
-            "another checkpoint path, or the same settings and data as before.")
+    state = load_resumable(path, run.model, identity, run.device)
     run.model.load_state_dict(state["model"])
-    run.aux.load_state_dict(state["aux_state"])
+    run.extra_losses.load_state_dict(state["extra_loss_state"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.scaler is not None and state.get("scaler"):
@@ -378,7 +257,7 @@ def _resume(run: _Run, path: Path | None, identity: dict, progress: bool) -> tup
 
 def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor, weights: list[float],
           mixer: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total loss, each term's value (1 + terms,), logits) of one batch: cross-entropy + weighted extra terms."""
+    """(total loss, each loss's value (1 + extra losses,), logits) of one batch: cross-entropy + weighted extras."""
     cfg = run.cfg
     if mixer is not None:
         x, soft = aug.mixup_cutmix(x, y, run.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, 0.5,
@@ -390,7 +269,7 @@ def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor, weights: list[float],
             ce = aug.soft_target_cross_entropy(logits.float(), soft)
         else:
             ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        values = [ce] + [term(run.model, features, x, y).float() for term in run.terms]
+        values = [ce] + [term(run.model, features, x, y).float() for term in run.extra_losses]
     total = values[0] + sum(w * v for w, v in zip(weights, values[1:]))
     return total, torch.stack([v.detach() for v in values]), logits
 
@@ -420,7 +299,7 @@ def _check_finite(run: _Run, values: torch.Tensor, epoch: int, since: int, upto:
     if bool(finite.all() & weights_ok):
         return
     steps = len(run.train_loader)
-    names = ["the cross-entropy"] + [f"the {t.name} term" for t in run.terms]
+    names = ["the cross-entropy"] + [f"the {t.name} loss" for t in run.extra_losses]
     if not bool(finite.all()):
         bad = since + int((~finite).nonzero()[0])
         term = int((~torch.isfinite(values[bad])).nonzero()[0])
@@ -430,23 +309,23 @@ def _check_finite(run: _Run, values: torch.Tensor, epoch: int, since: int, upto:
     raise FloatingPointError(
         f"Training stopped: {what} (global step {epoch * steps + upto}). Lower the learning rate (peak now "
         f"{run.cfg.peak_lr:.3g}), keep warm-up and gradient clipping on, or check the inputs"
-        + (" and the extra loss's weight." if len(run.terms) else "."))
+        + (" and the extra loss's weight." if len(run.extra_losses) else "."))
 
 
 def _train_epoch(run: _Run, epoch: int, bar) -> dict:
-    """One pass over the training data; returns the epoch's mean loss, accuracy and extra terms."""
+    """One pass over the training data; returns the epoch's mean loss, accuracy and extra losses."""
     cfg = run.cfg
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)   # dropout / drop-path / DRLoc sampling of this epoch
     run.train_loader.set_epoch(epoch)
     mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
     mixer = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 500_009) if mixing else None
-    weights = [t.weight_at(epoch, cfg.epochs) for t in run.terms]
+    weights = [t.weight_at(epoch, cfg.epochs) for t in run.extra_losses]
     steps = len(run.train_loader)
-    values = torch.zeros(steps, 1 + len(run.terms), device=run.device)
+    values = torch.zeros(steps, 1 + len(run.extra_losses), device=run.device)
     totals = torch.zeros(steps, device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
-    with train_mode(run.aux, run.model):
+    with train_mode(run.extra_losses, run.model):
         for step, (x, y) in enumerate(run.train_loader):
             loss, values[step], logits = _loss(run, x, y, weights, mixer)
             _optimizer_step(run, loss)
@@ -472,7 +351,7 @@ def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluati
     history.lr.append(run.optimizer.param_groups[0]["lr"])
     history.seconds.append(stats["seconds"])
     history.steps.append((epoch + 1) * len(run.train_loader))
-    for term, value, weight in zip(run.terms, stats["extra"], stats["weights"]):
+    for term, value, weight in zip(run.extra_losses, stats["extra"], stats["weights"]):
         history.extra.setdefault(term.name, []).append(value)
         history.extra_weight.setdefault(term.name, []).append(weight)
     if hits is not None:
@@ -488,36 +367,10 @@ def _print_epoch(history: History, epochs: int, images: int) -> None:
           flush=True)
 
 
-def _free_space(folder: Path) -> str:
-    """The free space on the disk that holds ``folder`` (or its nearest existing parent), in words."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        return f"{shutil.disk_usage(folder).free / 1e9:,.2f} GB free"
-    except OSError:
-        return "free space unknown"
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: an interruption or a second writer never leaves a partial or mixed checkpoint. A failed write (a full
-    disk: torch says ``[enforce fail at inline_container.cc]``; a read-only folder) raises
-    :class:`CheckpointSaveError` naming the folder, its free space and the fixes; the old checkpoint is kept."""
-    try:
-        atomic_torch_save(state, path)
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except (OSError, RuntimeError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointSaveError(
-            f"Could not save the checkpoint {path.name} in {path.parent} ({_free_space(path.parent)}): "
-            f"{type(error).__name__}: {first}. Free some space there (e.g. old checkpoints), point COURSE_WORKDIR "
-            "(or checkpoint=) at a folder on a disk with room, or pass checkpoint=None to train without one. "
-            "The previous checkpoint, if any, is intact.") from None
-
-
 def _checkpoint_state(run: _Run, history: History, epoch: int, identity: dict) -> dict:
-    return {"signature": identity["model"], "identity": identity, "aux": [type(t).__name__ for t in run.terms],
-            "model": run.model.state_dict(), "aux_state": run.aux.state_dict(),
+    return {"signature": identity["model"], "identity": identity,
+            "extra_losses": [type(t).__name__ for t in run.extra_losses],
+            "model": run.model.state_dict(), "extra_loss_state": run.extra_losses.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler else None, "history": history.to_dict(),
             "epoch": epoch, "config": asdict(run.cfg)}
@@ -541,7 +394,7 @@ def _progress_bar(run: _Run, start_epoch: int, enabled: bool):
 
 
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = None,
-        config: TrainConfig | None = None, *, extra_losses: Sequence[AuxiliaryLoss] = (),
+        config: TrainConfig | None = None, *, extra_losses: Sequence[ExtraLoss] = (),
         checkpoint: str | Path | None = None, resume: bool = True, device: str | torch.device | None = None,
         progress: bool = True, on_epoch_end: Callable[[History], bool] | None = None, **overrides) -> History:
     """Train ``model`` on ``train_data``, evaluating on ``test_data`` every ``eval_every`` epochs and at the end.
@@ -553,7 +406,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
             (:class:`OverlappingTestSetWarning`): its accuracy measures memorisation.
         config: a :class:`TrainConfig` (default ``RECIPES["course"]``); keyword ``overrides`` replace its fields,
             e.g. ``fit(model, train, test, epochs=5, lr=3e-4)``.
-        extra_losses: :class:`AuxiliaryLoss` terms added to the cross-entropy (e.g. ``DRLocLoss``).
+        extra_losses: :class:`ExtraLoss` instances added to the cross-entropy (e.g. ``DRLocLoss``).
         checkpoint: file to save after every epoch and to resume from (if ``resume`` and it exists). A finished
             checkpoint of the same run makes ``fit`` return at once with the stored history.
         resume: False trains afresh even if ``checkpoint`` exists (and overwrites it).
@@ -589,7 +442,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
             if progress:
                 _print_epoch(history, cfg.epochs, stats["images"])
             if path is not None:
-                _save_checkpoint(path, _checkpoint_state(run, history, epoch, identity))
+                save_checkpoint(path, _checkpoint_state(run, history, epoch, identity))
             if on_epoch_end is not None and on_epoch_end(history):
                 break
     return history

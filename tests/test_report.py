@@ -13,7 +13,7 @@ from course_lib import report, stats
 from course_lib.drloc import constant_baseline
 from course_lib.experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, records
 from course_lib.profiles import PROFILES
-from course_lib.train import pack_bits
+from course_lib.history import pack_bits
 
 CPU = PROFILES["cpu"]
 

@@ -8,8 +8,9 @@ import torch.nn as nn
 from course_lib.data import GPULoader, ImageSet, OverlappingTestSetWarning, load_dataset, subset, take
 from course_lib.models import ResNetCIFAR, ViT
 from course_lib.recipes import RECIPES, TrainConfig, lr_factor
-from course_lib.train import (AuxiliaryLoss, CheckpointMismatchError, CheckpointSaveError, evaluate, fit,
-                              load_weights, pack_bits, predict_correct, unpack_bits)
+from course_lib.history import pack_bits, unpack_bits
+from course_lib.train import (CheckpointMismatchError, CheckpointSaveError, ExtraLoss, evaluate, fit, load_weights,
+                              predict_correct)
 
 
 def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
@@ -79,7 +80,7 @@ def _interrupt_after(epochs_done: int, run) -> None:
     """Run ``run()`` and interrupt it (as a Colab disconnect would) right after ``epochs_done`` checkpoints."""
     import course_lib.train as train_module
 
-    real_save, calls = train_module._save_checkpoint, []
+    real_save, calls = train_module.save_checkpoint, []
 
     def save_then_maybe_stop(path, state):
         real_save(path, state)
@@ -87,12 +88,12 @@ def _interrupt_after(epochs_done: int, run) -> None:
         if len(calls) == epochs_done:
             raise KeyboardInterrupt
 
-    train_module._save_checkpoint = save_then_maybe_stop
+    train_module.save_checkpoint = save_then_maybe_stop
     try:
         with pytest.raises(KeyboardInterrupt):
             run()
     finally:
-        train_module._save_checkpoint = real_save
+        train_module.save_checkpoint = real_save
 
 
 def test_finished_checkpoint_returns_without_training(tiny, tmp_path):
@@ -137,7 +138,7 @@ def test_nan_loss_stops_with_the_step(tiny):
         fit(model, train, test, epochs=2, progress=False, **QUICK)
 
 
-class MeanLogitPenalty(AuxiliaryLoss):
+class MeanLogitPenalty(ExtraLoss):
     """A toy auxiliary term with its own parameter: mean of (scale * features)^2, about 1 after LayerNorm."""
 
     name = "toy"
@@ -163,7 +164,7 @@ def test_extra_losses_are_weighted_trained_and_logged(tiny):
     assert h.train_loss[0] == pytest.approx(base.train_loss[0] + 2.0 * h.extra["toy"][0], rel=1e-4)
     h = fit(tiny_vit(), train, test, epochs=1, extra_losses=[term], progress=False, **QUICK)
     assert term.scale.item() != 1.0                                   # the term's parameter was trained
-    with pytest.raises(TypeError, match="AuxiliaryLoss"):
+    with pytest.raises(TypeError, match="ExtraLoss"):
         fit(tiny_vit(), train, test, epochs=1, extra_losses=[nn.Linear(2, 2)], progress=False)
 
 
@@ -266,8 +267,8 @@ def test_more_classes_than_outputs_is_refused(tiny):
         fit(tiny_vit(), c100, None, epochs=1, progress=False)
 
 
-class Explode(AuxiliaryLoss):
-    """A term whose value becomes infinite after a few steps, to see the blame land on it."""
+class Explode(ExtraLoss):
+    """An extra loss whose value becomes infinite after a few steps, to see the blame land on it."""
 
     name = "explode"
 
@@ -280,9 +281,9 @@ class Explode(AuxiliaryLoss):
         return features.sum() * 0 + (float("inf") if self.calls >= 3 else 0.0)
 
 
-def test_a_non_finite_extra_term_is_named(tiny):
+def test_a_non_finite_extra_loss_is_named(tiny):
     train, test = tiny
-    with pytest.raises(FloatingPointError, match="the explode term became inf at epoch 1, step 3"):
+    with pytest.raises(FloatingPointError, match="the explode loss became inf at epoch 1, step 3"):
         fit(tiny_vit(), train, test, epochs=1, extra_losses=[Explode()], progress=False, batch_size=8)
     with pytest.raises(ValueError, match="weight of the extra loss 'explode'.*finite"):
         fit(tiny_vit(), train, test, epochs=1, extra_losses=[Explode(weight=float("nan"))], progress=False)

@@ -91,7 +91,7 @@ def _train(run: PreparedRun, report: QueueReport, time_left, out: Path, of_recor
     """Measure the speed, train the run if its estimate fits ``time_left()``, write its results out; the outcome."""
     spec = run.spec
     ips = report.throughput.get(spec.label) or measure_throughput(
-        run.model, run.extra, run.cfg, run.train, get_device(device))
+        run.model, run.extra_losses, run.cfg, run.train, get_device(device))
     report.throughput[spec.label] = ips
     need, left = run.estimate_seconds(ips), time_left()
     print(f"[queue] {spec.key}: {ips:,.0f} img/s, needs ~{need:.0f} s, {left:.0f} s left", flush=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..files import CorruptFileError, atomic_write_json, quarantine, read_json
 from ..settings import workdir
-from ..train import unpack_bits
+from ..history import unpack_bits
 
 __all__ = ["RECORDS_OF_RECORD", "RECORD_FORMAT", "NOT_RECORDS", "RecordWarning", "RecordError", "NewerRecordError",
            "results_dir", "record_paths", "record_files", "record_problems", "read_record", "find_record",

@@ -27,7 +27,9 @@ from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
 from ..recipes import RECIPES, steps_per_epoch
-from ..train import CheckpointMismatchError, History, data_fingerprint, fit
+from ..checkpoints import CheckpointMismatchError, data_fingerprint
+from ..history import History
+from ..train import fit
 from .provenance import environment_summary
 from .of_record import load_fp16
 from .records import find_record, write_record
@@ -190,19 +192,19 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
     seed_everything(spec.seed)
     overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
-    extra = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs, schedule=spec.drloc_schedule,
+    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs, schedule=spec.drloc_schedule,
                        tokens=spec.drloc_tokens)] if spec.drloc else []
-    return model, extra
+    return model, extra_losses
 
 
-def run_identity(spec: RunSpec, model: nn.Module, extra: list, cfg: TrainConfig, train: ImageSet,
+def run_identity(spec: RunSpec, model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
                  test: ImageSet) -> dict:
     """Everything that changes a run's result (see the module docstring), as plain JSON values."""
     def data(d: ImageSet) -> dict:
         return {"source": d.source, "images": len(d), "fingerprint": data_fingerprint(d)}
 
     return {"spec": spec.to_dict(), "model": {"class": type(model).__name__, **asdict(model.config)},
-            "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra], "train_data": data(train),
+            "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra_losses], "train_data": data(train),
             "test_data": data(test), "preprocess": Preprocessing.for_dataset(spec.dataset, cfg.normalize).to_dict()}
 
 
@@ -218,13 +220,13 @@ def _what_differs(old: dict, new: dict) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # How long will it take?
 
-def measure_throughput(model: nn.Module, extra: list, cfg: TrainConfig, train: ImageSet,
+def measure_throughput(model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
                        device: torch.device) -> float:
     """Training images per second of this model on this device: two timed forward+backward passes on one batch
     (after one warm-up pass). The model's weights, buffers and gradients are left exactly as they were."""
     saved = copy.deepcopy(model.state_dict())
     model.to(device).train()
-    for term in extra:
+    for term in extra_losses:
         term.to(device)
     prec = precision(device, cfg.amp)
     x = Preprocessing.for_dataset(train.dataset, cfg.normalize)(train.images[:cfg.batch_size].to(device))
@@ -235,13 +237,13 @@ def measure_throughput(model: nn.Module, extra: list, cfg: TrainConfig, train: I
         with prec.autocast(device)():
             features = model.forward_features(x)
             loss = nn.functional.cross_entropy(model.forward_head(features).float(), y)
-            loss = loss + sum(t(model, features, x, y) for t in extra)
+            loss = loss + sum(t(model, features, x, y) for t in extra_losses)
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
-    for term in extra:
+    for term in extra_losses:
         term.zero_grad(set_to_none=True)
     model.load_state_dict(saved)
     return len(x) / (sum(seconds[1:]) / 2)
@@ -299,7 +301,7 @@ class PreparedRun:
     test: ImageSet
     cfg: TrainConfig
     model: nn.Module
-    extra: list
+    extra_losses: list
     identity: dict
     checkpoint: Path
 
@@ -315,10 +317,10 @@ def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path
     """Load the data of ``spec``, build its model and extra losses (seeded), and work out its identity."""
     train, test = load_data(spec, data_root)
     cfg = training_config(spec, len(train))
-    model, extra = _build(spec, cfg)
-    identity = run_identity(spec, model, extra, cfg, train, test)
+    model, extra_losses = _build(spec, cfg)
+    identity = run_identity(spec, model, extra_losses, cfg, train, test)
     checkpoint = Path(root if root is not None else workdir()) / "checkpoints" / f"{spec.key}-{_hash(identity)}.pt"
-    return PreparedRun(spec, train, test, cfg, model, extra, identity, checkpoint)
+    return PreparedRun(spec, train, test, cfg, model, extra_losses, identity, checkpoint)
 
 
 def _set_aside(run: PreparedRun, error: Exception) -> None:
@@ -328,7 +330,7 @@ def _set_aside(run: PreparedRun, error: Exception) -> None:
     file is simply moved aside, as a damaged one is."""
     why = str(error).split(" Pass resume=False")[0]
     print(f"{why}\nMoved it to {quarantine(run.checkpoint).name}; training {run.spec.key} afresh.", flush=True)
-    run.model, run.extra = _build(run.spec, run.cfg)
+    run.model, run.extra_losses = _build(run.spec, run.cfg)
 
 
 def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
@@ -338,14 +340,14 @@ def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
     if not finished and progress:
         ips = images_per_second
         if ips is None and run.cfg.epochs * len(run.train) > 20 * run.cfg.batch_size:
-            ips = measure_throughput(run.model, run.extra, run.cfg, run.train, device)
+            ips = measure_throughput(run.model, run.extra_losses, run.cfg, run.train, device)
         _announce(run.spec, run.cfg, run.train, run.test, ips, device)
     try:
-        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
+        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra_losses, checkpoint=run.checkpoint,
                    device=device, progress=progress)
     except (CorruptFileError, CheckpointMismatchError) as error:
         _set_aside(run, error)
-        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra, checkpoint=run.checkpoint,
+        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra_losses, checkpoint=run.checkpoint,
                    device=device, progress=progress)
 
 

@@ -80,7 +80,7 @@ def pilot(data_root: str | Path | None = None, epochs: int = 40, held_out: int =
     run = prepare(spec, data_root)        # the run of record's model and recipe, before any change
     cfg = replace(run.cfg.with_epochs(epochs), schedule="constant", eval_every=1)
     dev = get_device(device)
-    ips = measure_throughput(run.model, run.extra, cfg, part, dev)
+    ips = measure_throughput(run.model, run.extra_losses, cfg, part, dev)
     print(f"[pilot] {spec.label} on {len(part):,} images, {len(held):,} held out; {epochs} epochs at a constant "
           f"learning rate; {ips:,.0f} img/s measured on {device_name(dev)}", flush=True)
     checkpoint = Path(workdir()) / "checkpoints" / f"pilot-{model}-{epochs}.pt"
@@ -147,7 +147,7 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
             print(f"[study] {spec.key}: done before", flush=True)
             continue
         # The best of three short measurements: another process on the same core only ever slows one down.
-        ips = max(measure_throughput(run.model, run.extra, run.cfg, run.train, dev) for _ in range(3))
+        ips = max(measure_throughput(run.model, run.extra_losses, run.cfg, run.train, dev) for _ in range(3))
         need, left = run.estimate_seconds(ips), deadline_s - (time.monotonic() - start)
         print(f"[study] {spec.key}: {ips:,.0f} img/s measured, needs ~{need / 60:.0f} min, {left / 60:.0f} min left",
               flush=True)

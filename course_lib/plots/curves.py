@@ -10,7 +10,7 @@ import torch
 from .layout import MAX_WIDTH, MIN_FONT
 
 if TYPE_CHECKING:     # names used only in annotations
-    from ..train import History
+    from ..history import History
 
 __all__ = ["plot_history", "plot_small_data_curve", "plot_attention_distance", "plot_drloc_loss"]
 
