@@ -232,7 +232,7 @@ class DRLocLoss(ExtraLoss):
                             "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (features -> "
                             "(B, D, k, k)).")
         if self.tokens == "post_norm":
-            return self.grid_loss(model.feature_grid(features, normalized=True))
+            return self.grid_loss(model.feature_grid(features, final_norm=True))
         return self.grid_loss(model.feature_grid(features))
 
     def extra_repr(self) -> str:

@@ -4,7 +4,7 @@ A block mixes tokens with its attention A (rows sum to 1) and keeps its input th
 rollout models it as Ã = 0.5·A + 0.5·I with rows rescaled to sum to 1, and follows the information through the
 blocks by multiplying: R = Ã_L ··· Ã_2 · Ã_1. Row ``cls`` of R, restricted to the patches and reshaped to the K x K
 grid, is the rollout map. Shapes: B images, H heads, T = P + K*K tokens (P prefix tokens: 1 class token, or 0).
-In this module ``normalize`` means one thing: how each output map is scaled ("max", "sum" or "none").
+Each output map is scaled as ``scale`` says: "max", "sum" or "none".
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ __all__ = ["rollout_per_block", "attention_rollout", "rollout_matrices", "raw_at
            "upsample_map", "fuse_heads", "concentration", "HEAD_FUSIONS", "MAP_SCALINGS"]
 
 HEAD_FUSIONS = ("mean", "max", "min")
-MAP_SCALINGS = ("max", "sum", "none")        # the values of ``normalize``
+MAP_SCALINGS = ("max", "sum", "none")        # the values of ``scale``
 
 
 def rollout_matrices(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
@@ -46,7 +46,7 @@ def rollout_matrices(attentions: Sequence[torch.Tensor], head_fusion: str = "mea
 
 
 def rollout_per_block(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
-                      cls_query: bool = True, residual: bool = True, normalize: str | bool = "max",
+                      cls_query: bool = True, residual: bool = True, scale: str | bool = "max",
                       num_prefix_tokens: int | None = None) -> torch.Tensor:
     """Rollout maps after each block: float32 (B, L, K, K), where [:, l] reads R_l = Ã_l ··· Ã_1.
 
@@ -60,7 +60,7 @@ def rollout_per_block(attentions: Sequence[torch.Tensor], head_fusion: str = "me
         cls_query: read the class token's row (True) or the mean of the patch rows (False; also used without a
             class token: the rollout of the mean-pooled token a mean-pooling classifier reads).
         residual: add the identity for the skip connection (False multiplies the bare attentions).
-        normalize: in this module, only how each output map is scaled: "max" (divided by its maximum, for
+        scale: how each output map is scaled: "max" (divided by its maximum, for
             overlays), "sum" (sums to 1, a distribution over patches) or "none"; True = "max", False = "none".
             An all-zero map stays all zero.
         num_prefix_tokens: tokens before the patches (1 = class token); None infers 1 if T = 1 + K*K, 0 if T = K*K.
@@ -73,14 +73,14 @@ def rollout_per_block(attentions: Sequence[torch.Tensor], head_fusion: str = "me
         TypeError / ValueError, naming the fix: not a list of (B, heads, T, T) tensors, shapes that differ across
         blocks or do not form a square patch grid, NaN or infinite entries, rows that are not softmax weights.
     """
-    scaling = _map_scaling(normalize)
+    scaling = _map_scaling(scale)
     flows = rollout_matrices(attentions, head_fusion, discard_ratio, residual, num_prefix_tokens)
     P, K = _patch_grid(flows[0].shape[-1], num_prefix_tokens)
     return torch.stack([_read_map(R, P, K, cls_query, scaling) for R in flows], dim=1)
 
 
 def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
-                      cls_query: bool = True, residual: bool = True, normalize: str | bool = "max",
+                      cls_query: bool = True, residual: bool = True, scale: str | bool = "max",
                       num_prefix_tokens: int | None = None) -> torch.Tensor:
     """Rollout through all blocks: (B, K, K). Arguments as in :func:`rollout_per_block`.
 
@@ -90,7 +90,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "me
         maps = attention_rollout(attentions)                        # (B, 8, 8), max = 1
         overlay = upsample_map(maps, 32)                            # (B, 32, 32)
     """
-    return rollout_per_block(attentions, head_fusion, discard_ratio, cls_query, residual, normalize,
+    return rollout_per_block(attentions, head_fusion, discard_ratio, cls_query, residual, scale,
                              num_prefix_tokens)[:, -1]
 
 
@@ -120,7 +120,7 @@ def _discard_lowest(a: torch.Tensor, ratio: float, num_prefix_tokens: int) -> to
 
 
 def _read_map(R: torch.Tensor, num_prefix_tokens: int, K: int, cls_query: bool, scaling: str) -> torch.Tensor:
-    """(B, T, T) -> float32 (B, K, K): the query row(s) of R over the patches, scaled as ``normalize`` says."""
+    """(B, T, T) -> float32 (B, K, K): the query row(s) of R over the patches, scaled as ``scale`` says."""
     P = num_prefix_tokens
     m = R[:, 0, P:] if cls_query and P > 0 else R[:, P:, P:].mean(dim=1)    # class token's row, or mean patch row
     if scaling == "max":
@@ -138,14 +138,14 @@ def _work_dtype(device: torch.device) -> torch.dtype:
 # Around the rollout: one block's raw attention, a model's rollout, overlays, concentration
 
 def raw_attention_maps(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", cls_query: bool = True,
-                       normalize: str | bool = "max", num_prefix_tokens: int | None = None) -> torch.Tensor:
+                       scale: str | bool = "max", num_prefix_tokens: int | None = None) -> torch.Tensor:
     """Each block's own attention, without rollout: (B, L, K, K).
 
     Map l is the class token's row (or the mean patch row, see ``cls_query``) of block l's head-fused attention,
     restricted to the patches: where that block alone looks, ignoring the residual path and the earlier blocks.
     Arguments and errors as in :func:`rollout_per_block`.
     """
-    scaling = _map_scaling(normalize)
+    scaling = _map_scaling(scale)
     attentions, P, K = _checked(attentions, head_fusion, 0.0, num_prefix_tokens)
     dtype = _work_dtype(attentions[0].device)
     maps = [_read_map(fuse_heads(a.detach().to(dtype), head_fusion), P, K, cls_query, scaling) for a in attentions]
@@ -192,13 +192,13 @@ def concentration(maps: torch.Tensor) -> torch.Tensor:
     """How far maps that sum to 1 are from uniform: ``1 - H(p) / log(N)`` over the N cells of each map.
 
     (..., K, K) -> (...): 0 for a uniform map (attention spread evenly over all patches), 1 for a map on a single
-    patch. Use ``normalize="sum"`` maps; the value of a uniform map is the reference, not a ratio of two maps.
+    patch. Use ``scale="sum"`` maps; the value of a uniform map is the reference, not a ratio of two maps.
     """
     if not isinstance(maps, torch.Tensor) or maps.dim() < 2:
-        raise ValueError("concentration expects maps shaped (..., K, K) that sum to 1 (normalize='sum').")
+        raise ValueError("concentration expects maps shaped (..., K, K) that sum to 1 (scale='sum').")
     p = maps.flatten(-2).double()
     if not torch.allclose(p.sum(-1), torch.ones((), dtype=p.dtype), atol=1e-4):
-        raise ValueError("concentration expects maps that sum to 1: compute them with normalize='sum'.")
+        raise ValueError("concentration expects maps that sum to 1: compute them with scale='sum'.")
     entropy = -(p * p.clamp_min(1e-300).log()).sum(-1)
     return 1 - entropy / math.log(p.shape[-1])
 
@@ -288,13 +288,13 @@ def _patch_grid(T: int, num_prefix_tokens: int | None) -> tuple[int, int]:
     return num_prefix_tokens, K
 
 
-def _map_scaling(normalize) -> str:
-    """``normalize`` as one of MAP_SCALINGS (True = "max", False/None = "none")."""
-    if normalize is True:
+def _map_scaling(scale) -> str:
+    """``scale`` as one of MAP_SCALINGS (True = "max", False/None = "none")."""
+    if scale is True:
         return "max"
-    if normalize is False or normalize is None:
+    if scale is False or scale is None:
         return "none"
-    if normalize not in MAP_SCALINGS:
-        raise ValueError(f"normalize must be one of {MAP_SCALINGS} (or True = 'max', False = 'none'), not "
-                         f"{normalize!r}.")
-    return normalize
+    if scale not in MAP_SCALINGS:
+        raise ValueError(f"scale must be one of {MAP_SCALINGS} (or True = 'max', False = 'none'), not "
+                         f"{scale!r}.")
+    return scale

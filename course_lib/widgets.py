@@ -7,8 +7,7 @@ the class token looks. ``rollout_explorer_figure(...)`` draws one view of it as 
 before the cell is run.
 
 The model runs once, when the explorer is built: the attention of every image is kept, and so is the colour scale.
-Maps are scaled to sum to 1 over the patches (``normalize="sum"`` of :mod:`course_lib.rollout`, the only meaning of
-``normalize`` here; as the static figures of the rollout notebook), and each setting of (map, fusion, discard) has
+Maps are scaled to sum to 1 over the patches (``scale="sum"`` of :mod:`course_lib.rollout`, as the static figures of the rollout notebook), and each setting of (map, fusion, discard) has
 one colour scale, from the smallest to the largest value
 over all images and blocks (as the static figures' ``vmin``/``vmax``), fixed when the explorer is built: colours
 can be compared across images and blocks. Moving a slider
@@ -59,9 +58,9 @@ class _Explorer:
         """(n, L, K, K) maps that sum to 1, for the images at ``index``."""
         one = [a[index] for a in self.attentions]
         if mode == "rollout":
-            return rollout_per_block(one, head_fusion=fusion, discard_ratio=discard, normalize="sum")
+            return rollout_per_block(one, head_fusion=fusion, discard_ratio=discard, scale="sum")
         if mode == "raw":
-            return raw_attention_maps(one, head_fusion=fusion, normalize="sum")
+            return raw_attention_maps(one, head_fusion=fusion, scale="sum")
         raise ValueError(f"mode must be one of {list(MODES)}, not {mode!r}.")
 
 

@@ -103,7 +103,7 @@ def test_grid_is_row_major_and_patches_are_local():
     m = tiny_vit().eval()
     x = torch.randn(2, 3, 32, 32)
     tokens, grid = m.forward_features(x), m.forward_grid(x)
-    normed = m.forward_grid(x, normalized=True)
+    normed = m.forward_grid(x, final_norm=True)
     for i, j in [(0, 0), (0, 7), (5, 2), (7, 7)]:
         assert torch.allclose(grid[:, :, i, j], tokens[:, 1 + i * 8 + j])
         assert torch.allclose(normed[:, :, i, j], m.norm(tokens)[:, 1 + i * 8 + j])

@@ -287,7 +287,7 @@ def test_explorer_figure_uses_one_colour_scale_and_the_given_preprocessing():
     limits = {fig.axes[1].images[0].get_clim() for fig in figs}
     assert len(limits) == 1                                         # one scale for all images and blocks
     maps = [torch.tensor(fig.axes[1].images[0].get_array()) for fig in figs]
-    assert all(abs(float(m.sum()) - 1) < 1e-5 for m in maps)        # normalize="sum"
+    assert all(abs(float(m.sum()) - 1) < 1e-5 for m in maps)        # scale="sum"
     (vmin, vmax), = limits
     assert vmin - 1e-7 <= min(float(m.min()) for m in maps) and max(float(m.max()) for m in maps) <= vmax + 1e-7
     raw = widgets.rollout_explorer_figure(model, data, n_images=4, preprocess=Preprocessing())

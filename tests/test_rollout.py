@@ -68,14 +68,14 @@ def test_matches_numpy_reference(fusion, discard):
 @pytest.mark.parametrize("norm", ["sum", "none"])
 def test_normalisations_and_options(norm):
     atts = random_attentions(seed=1)
-    np.testing.assert_allclose(rollout_per_block(atts, normalize=norm).numpy(), np_rollout(atts, norm=norm),
+    np.testing.assert_allclose(rollout_per_block(atts, scale=norm).numpy(), np_rollout(atts, norm=norm),
                                rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(rollout_per_block(atts, cls_query=False, normalize=norm).numpy(),
+    np.testing.assert_allclose(rollout_per_block(atts, cls_query=False, scale=norm).numpy(),
                                np_rollout(atts, cls_query=False, norm=norm), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(rollout_per_block(atts, residual=False, normalize=norm).numpy(),
+    np.testing.assert_allclose(rollout_per_block(atts, residual=False, scale=norm).numpy(),
                                np_rollout(atts, residual=False, norm=norm), rtol=1e-5, atol=1e-7)
     if norm == "sum":
-        torch.testing.assert_close(rollout_per_block(atts, normalize="sum").sum(dim=(-2, -1)), torch.ones(2, 3))
+        torch.testing.assert_close(rollout_per_block(atts, scale="sum").sum(dim=(-2, -1)), torch.ones(2, 3))
 
 
 def test_no_class_token_averages_patch_queries():
@@ -90,7 +90,7 @@ def test_identity_attention_gives_zero_map():
     T = 1 + 9
     atts = [torch.eye(T).expand(1, 2, T, T)] * 4
     for norm in ("max", "sum", "none"):
-        torch.testing.assert_close(attention_rollout(atts, normalize=norm), torch.zeros(1, 3, 3))
+        torch.testing.assert_close(attention_rollout(atts, scale=norm), torch.zeros(1, 3, 3))
     # Averaged over patch queries instead, each patch only sees itself: a uniform map, 1 everywhere after "max".
     torch.testing.assert_close(attention_rollout(atts, cls_query=False), torch.ones(1, 3, 3))
 
@@ -99,8 +99,8 @@ def test_uniform_attention_gives_uniform_map():
     # A = 11ᵀ/T in every block: (0.5 A + 0.5 I)^L = 0.5^L I + (1 - 0.5^L) A, so every patch gets (1 - 0.5^L)/T.
     T, L = 5, 3
     atts = [torch.full((2, 4, T, T), 1.0 / T)] * L
-    torch.testing.assert_close(attention_rollout(atts, normalize="none"), torch.full((2, 2, 2), (1 - 0.5 ** L) / T))
-    torch.testing.assert_close(attention_rollout(atts, normalize="sum"), torch.full((2, 2, 2), 0.25))
+    torch.testing.assert_close(attention_rollout(atts, scale="none"), torch.full((2, 2, 2), (1 - 0.5 ** L) / T))
+    torch.testing.assert_close(attention_rollout(atts, scale="sum"), torch.full((2, 2, 2), 0.25))
     torch.testing.assert_close(attention_rollout(atts), torch.ones(2, 2, 2))
 
 
@@ -114,12 +114,12 @@ def test_discard_ratio_hand_made():
                       [0.10, 0.20, 0.30, 0.25, 0.15]], dtype=torch.float64)
     atts = [a.expand(1, 1, 5, 5)]
     kept_row0 = torch.tensor([0.01, 0.50, 0.30, 0.0, 0.17], dtype=torch.float64)   # sums to 0.98
-    got = attention_rollout(atts, discard_ratio=0.2, residual=False, normalize="none")
+    got = attention_rollout(atts, discard_ratio=0.2, residual=False, scale="none")
     torch.testing.assert_close(got.double().flatten(), kept_row0[1:] / 0.98)
-    got = attention_rollout(atts, discard_ratio=0.2, residual=True, normalize="none")
+    got = attention_rollout(atts, discard_ratio=0.2, residual=True, scale="none")
     torch.testing.assert_close(got.double().flatten(), 0.5 * kept_row0[1:] / (0.5 * 0.98 + 0.5))
     # Discarding nothing keeps (0,3).
-    got = attention_rollout(atts, discard_ratio=0.0, residual=False, normalize="none")
+    got = attention_rollout(atts, discard_ratio=0.0, residual=False, scale="none")
     torch.testing.assert_close(got.double().flatten(), a[0, 1:])
 
 
@@ -132,15 +132,15 @@ def test_head_fusion_hand_made():
                 "max": torch.tensor([0.4, 0.2, 0.3, 0.2]) / 1.4,                   # fused row 0 sums to 1.4
                 "min": torch.tensor([0.1, 0.1, 0.2, 0.1]) / 0.6}                   # ... and to 0.6
     for fusion, want in expected.items():
-        got = attention_rollout(atts, head_fusion=fusion, residual=False, normalize="none")
+        got = attention_rollout(atts, head_fusion=fusion, residual=False, scale="none")
         torch.testing.assert_close(got.flatten(), want)
-    raw = raw_attention_maps(atts, head_fusion="max", normalize="none")
+    raw = raw_attention_maps(atts, head_fusion="max", scale="none")
     torch.testing.assert_close(raw.flatten(), torch.tensor([0.4, 0.2, 0.3, 0.2]))  # raw: no row re-normalisation
 
 
 def test_raw_maps_per_block():
     atts = random_attentions(seed=3)
-    raw = raw_attention_maps(atts, normalize="none")
+    raw = raw_attention_maps(atts, scale="none")
     assert raw.shape == (2, 3, 4, 4)
     for l, a in enumerate(atts):
         np.testing.assert_allclose(raw[:, l].reshape(2, 16).numpy(), a.double().mean(1)[:, 0, 1:].numpy(), rtol=1e-6)
@@ -164,7 +164,7 @@ def test_real_vit_end_to_end():
         vit.eval()
         logits, atts = vit.forward_with_attention(x)
     np.testing.assert_allclose(maps.numpy(), np_rollout(atts)[:, -1], rtol=1e-5, atol=1e-6)
-    assert model_rollout(vit, x, per_block=True, normalize="sum").shape == (3, 2, 8, 8)
+    assert model_rollout(vit, x, per_block=True, scale="sum").shape == (3, 2, 8, 8)
 
     no_cls = ViT(depth=2, dim=32, heads=2, class_token=False, pool="mean").eval()
     with torch.no_grad():
@@ -197,8 +197,8 @@ def test_errors_name_the_fix():
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match="discard_ratio"):
             attention_rollout(atts, discard_ratio=bad)
-    with pytest.raises(ValueError, match="normalize"):
-        attention_rollout(atts, normalize="l2")
+    with pytest.raises(ValueError, match="scale"):
+        attention_rollout(atts, scale="l2")
     with pytest.raises(ValueError, match=r"\(B, heads, T, T\)"):
         attention_rollout([atts[0][:, 0]])
     with pytest.raises(TypeError, match="no forward_with_attention"):
@@ -253,7 +253,7 @@ def test_rollout_matrices_are_the_products_of_the_block_factors():
     for f, flow in zip(factors, flows):
         R = f @ R
         torch.testing.assert_close(flow, R)
-    maps = rollout_per_block(atts, normalize="none")
+    maps = rollout_per_block(atts, scale="none")
     torch.testing.assert_close(maps[:, -1].double(), flows[-1][:, 0, 1:].reshape(2, 4, 4), rtol=1e-6, atol=1e-7)
 
 

@@ -2,7 +2,7 @@
 
 Every model offers the same calls, which the training loop, DRLoc and the analysis tools rely on:
 ``forward(x)`` -> logits, ``forward_features(x)`` (the last stage, before any final norm),
-``forward_head(features)``, ``feature_grid(features, normalized=False)`` and ``forward_grid(x)`` -> (B, D, k, k),
+``forward_head(features)``, ``feature_grid(features, final_norm=False)`` and ``forward_grid(x)`` -> (B, D, k, k),
 plus the attributes ``config`` (a frozen dataclass), ``grid_size`` (k) and ``grid_dim`` (D).
 ``create_model(name, num_classes)`` builds one by name.
 """

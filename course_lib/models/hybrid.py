@@ -107,12 +107,12 @@ class HybridViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """(B, k*k, 2*dim) -> (B, 2*dim, k, k); ``normalized`` applies the final norm first."""
-        return _to_grid(self.norm(tokens) if normalized else tokens, self.grid_size)
+    def feature_grid(self, tokens: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
+        """(B, k*k, 2*dim) -> (B, 2*dim, k, k); ``final_norm`` applies the final norm first."""
+        return _to_grid(self.norm(tokens) if final_norm else tokens, self.grid_size)
 
-    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        return self.feature_grid(self.forward_features(x), normalized)
+    def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
+        return self.feature_grid(self.forward_features(x), final_norm)
 
 
 def hybrid_vit(num_classes: int = 10, **overrides) -> HybridViT:

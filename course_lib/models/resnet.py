@@ -108,11 +108,11 @@ class ResNetCIFAR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, features: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def feature_grid(self, features: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         """The last stage's map is already a grid (B, 512, H/8, W/8); there is no final norm to apply."""
         return features
 
-    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         return self.forward_features(x)
 
 

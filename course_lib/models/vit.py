@@ -168,7 +168,7 @@ class ViT(nn.Module):
         ``forward(x)`` -> logits (B, num_classes)
         ``forward_features(x)`` -> the last block's tokens (B, T, dim), before the final norm;
         ``forward_head(tokens)`` -> logits (final norm, pooling, linear)
-        ``forward_grid(x, normalized=False)`` -> the final patch tokens as a grid (B, dim, K, K)
+        ``forward_grid(x, final_norm=False)`` -> the final patch tokens as a grid (B, dim, K, K)
         ``forward_with_attention(x)`` -> (logits, [ (B, heads, T, T) per block ])
     """
 
@@ -234,18 +234,18 @@ class ViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def feature_grid(self, tokens: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         """Tokens (B, T, dim) -> patch tokens as a spatial grid (B, dim, K, K); the class token is dropped.
 
-        ``normalized`` applies the final LayerNorm first (the tokens the classifier pools).
+        ``final_norm`` applies the final LayerNorm first (the tokens the classifier pools).
         """
-        patches = (self.norm(tokens) if normalized else tokens)[:, self.num_prefix_tokens:]
+        patches = (self.norm(tokens) if final_norm else tokens)[:, self.num_prefix_tokens:]
         B, N, D = patches.shape
         return patches.transpose(1, 2).reshape(B, D, self.grid_size, self.grid_size)
 
-    def forward_grid(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         """Images -> the final token grid (B, dim, K, K), as DRLoc reads it."""
-        return self.feature_grid(self.forward_features(x), normalized)
+        return self.feature_grid(self.forward_features(x), final_norm)
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images -> (logits (B, num_classes), [attention (B, heads, T, T) for each block]).

@@ -201,7 +201,7 @@ def plot_rollout_product(attentions: Sequence[torch.Tensor], head_fusion: str = 
     attentions = [torch.as_tensor(a).detach()[:1] for a in attentions]
     mats = [rollout_matrices([a], head_fusion)[0][0] for a in attentions]        # each block's own factor
     R = rollout_matrices(attentions, head_fusion)[-1][0]
-    m = rollout_per_block(attentions, head_fusion=head_fusion, normalize="none")[0, -1].double()
+    m = rollout_per_block(attentions, head_fusion=head_fusion, scale="none")[0, -1].double()
     T = R.shape[0]
     ticks = ["cls"] + [str(t) for t in range(1, T)]
     L = len(mats)
