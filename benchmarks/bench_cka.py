@@ -22,15 +22,13 @@ Goal: the accumulator is at least 10x faster and gives the same matrix to 1e-5.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from common import device_name, report
+from common import cka_arguments, cka_images, device_name, report
 
 from course_lib.cka import MinibatchCKA, gram_linear, gram_rbf, hsic_biased, hsic_unbiased
-from course_lib.data import Preprocessing, load_dataset, take
 from course_lib.hooks import ActivationRecorder, resnet_layers, vit_layers
 from course_lib.models import resnet18_cifar, vit_lite
 
@@ -59,17 +57,8 @@ class NaiveMinibatchCKA(MinibatchCKA):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    data = take(load_dataset("cifar10", "train", source="samples"), args.images)
-    preprocess = Preprocessing.for_dataset(data.dataset)
+    args = cka_arguments(__doc__.split("\n")[0]).parse_args()
+    data, preprocess = cka_images(args)
     torch.manual_seed(0)
     vit, resnet = vit_lite().eval(), resnet18_cifar().eval()
     layers_a = vit_layers(vit)

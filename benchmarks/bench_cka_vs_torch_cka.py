@@ -28,7 +28,6 @@ Goal: torch_cka's time / ours >= 5.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 import warnings
@@ -36,10 +35,9 @@ import warnings
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from common import device_name, report
+from common import cka_arguments, cka_images, device_name, report
 
 from course_lib.cka import cka_matrix
-from course_lib.data import Preprocessing, load_dataset, take
 from course_lib.hooks import resnet_layers
 from course_lib.models import resnet18_cifar
 
@@ -99,21 +97,14 @@ def forward_only(model_a, model_b, images, batch_size) -> Clock:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser = cka_arguments(__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating (default 2)")
     parser.add_argument("--pair", choices=["distinct", "same", "both"], default="both")
     parser.add_argument("--torch-cka-grad", action="store_true", help="run torch_cka with gradients on, as its "
                         "README calls it (default: under torch.no_grad(), the same forward passes as ours)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    data = take(load_dataset("cifar10", "train", source="samples"), args.images)
-    images = Preprocessing.for_dataset(data.dataset)(data.images)
+    data, preprocess = cka_images(args)
+    images = preprocess(data.images)
     torch.manual_seed(0)
     model_a = resnet18_cifar().eval()
     torch.manual_seed(1)
