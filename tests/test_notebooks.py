@@ -57,6 +57,24 @@ def test_notebook_structure(path):
     assert len(warnings) <= 1, f"{path.name} shows {len(warnings)} warning blocks; the book should show one at most"
 
 
+# The book's text column holds about 80 monospace characters at a 1280-px window; longer lines wrap there, and a
+# wrapped trailing comment reads like code. The cells that show an idea by hand must read unwrapped.
+BY_HAND_WIDTH = 79
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04", "05"}],
+                         ids=lambda p: p.stem)
+def test_the_idea_is_computed_by_hand_and_checked_against_the_library_in_a_narrow_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    by_hand = [c for c in nb.cells if c.cell_type == "code" and "torch.testing.assert_close" in c.source
+               and "# Solution" not in c.source]
+    assert by_hand, f"{path.name} has no cell that computes its idea in plain torch and checks it with assert_close"
+    for cell in by_hand:
+        wide = [line for line in cell.source.splitlines() if len(line) > BY_HAND_WIDTH]
+        assert not wide, f"{path.name}: a by-hand cell has lines over {BY_HAND_WIDTH} characters: {wide[:2]}"
+        assert cell.outputs and not any(o.output_type == "error" for o in cell.outputs)
+
+
 def test_notebooks_install_the_release_they_were_written_for():
     tool = _load_tool("set_repo_url")
     url, tag = tool.config_url(), tool.release_tag()
