@@ -29,7 +29,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from .stats import Comparison
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
-           "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
+           "curve_seeds", "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
            "concentration_verdict", "locality_verdict", "layer_correspondence", "profiles_with_records",
            "provenance", "identical_cells_baseline"]
 
@@ -141,13 +141,28 @@ def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | Non
 # The small-data curve
 
 def _curve_records(profile: Profile, data_root, train_missing) -> dict[str, dict[int, list[dict]]]:
+    """{label: {n: records}}: at each size, the seeds that every model of the curve has a record for (all of the
+    profile's seeds with ``train_missing``), so the models of one size are always compared on the same seeds. A
+    size no seed of which is complete is left out; sizes may differ in their number of seeds."""
+    specs = curve_specs(profile)
     out: dict[str, dict[int, list[dict]]] = {}
-    for label, by_n in curve_specs(profile).items():
-        for n, specs in by_n.items():
-            records = [get_record(s, data_root, train_missing=train_missing) for s in specs]
-            if all(r is not None for r in records):
-                out.setdefault(label, {})[n] = records
+    for n in sorted({n for by_n in specs.values() for n in by_n}):
+        found = {label: [get_record(s, data_root, train_missing=train_missing) for s in by_n.get(n, [])]
+                 for label, by_n in specs.items()}
+        complete = [i for i in range(min(len(r) for r in found.values()))
+                    if all(r[i] is not None for r in found.values())]
+        for label, records in found.items():
+            if complete:
+                out.setdefault(label, {})[n] = [records[i] for i in complete]
     return out
+
+
+def curve_seeds(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False
+                ) -> dict[int, list[int]]:
+    """{images per class: the seeds the curve uses at that size} (see :func:`small_data_points`)."""
+    by_label = _curve_records(profile, data_root, train_missing)
+    first = next(iter(by_label.values()), {})
+    return {n: [r["spec"]["seed"] for r in records] for n, records in sorted(first.items())}
 
 
 def small_data_points(profile: Profile, data_root: str | Path | None = None,
@@ -156,7 +171,7 @@ def small_data_points(profile: Profile, data_root: str | Path | None = None,
 
     The interval is over seeds and the sampling of the test images (a t interval of the mean, widened by the
     binomial variance of the test set) when there are several, else the exact interval of the single run on its test
-    set. Sizes whose runs are missing are left out.
+    set. Each size uses the seeds every model has a record for (:func:`curve_seeds`); sizes with none are left out.
     """
     points: dict[str, list[tuple[int, float, float, float]]] = {}
     for label, by_n in _curve_records(profile, data_root, train_missing).items():
@@ -170,12 +185,21 @@ def small_data_points(profile: Profile, data_root: str | Path | None = None,
     return points
 
 
-def small_data_table(points: dict[str, list[tuple]], caption: str = "") -> Table:
-    """The small-data curve as a table: one row per size, one column per model ("mean [low, high]")."""
+def small_data_table(points: dict[str, list[tuple]], caption: str = "",
+                     seeds: dict[int, list[int]] | None = None) -> Table:
+    """The small-data curve as a table: one row per size, one column per model ("mean [low, high]"), and with
+    ``seeds`` (:func:`curve_seeds`) a last column saying what each row's intervals cover."""
     sizes = sorted({p[0] for pts in points.values() for p in pts})
     cells = {label: {p[0]: f"{p[1]:.1f} [{p[2]:.1f}, {p[3]:.1f}]" for p in pts} for label, pts in points.items()}
-    return Table(["images per class"] + list(points), [[n] + [cells[m].get(n) for m in points] for n in sizes],
-                 caption=caption)
+    rows = [[n] + [cells[m].get(n) for m in points] for n in sizes]
+    header = ["images per class"] + list(points)
+    if seeds is not None:
+        header.append("interval over")
+        for row, n in zip(rows, sizes):
+            used = seeds.get(n, [])
+            row.append(f"{len(used)} seeds and the test images" if len(used) > 1
+                       else f"the test images (one seed, {used[0] if used else '?'})")
+    return Table(header, rows, caption=caption)
 
 
 def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False,

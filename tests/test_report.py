@@ -97,6 +97,34 @@ def test_the_curve_with_seeds_and_its_verdicts(tmp_path, monkeypatch):
     assert table.rows[0][0] == 25 and "[" in table.rows[0][1]
 
 
+def test_each_size_of_the_curve_uses_the_seeds_every_model_has(tmp_path, monkeypatch):
+    # The study's profile names seeds 0 and 1 but trains the second seed at one size only: the other sizes must
+    # still show (on seed 0), and no size may compare models on different seeds.
+    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
+    monkeypatch.setattr(records, "RECORDS_OF_RECORD", tmp_path / "none")
+    profile = replace(CPU, name="cpu", curve_seeds=(0, 1))
+    monkeypatch.setattr(report, "curve_specs", lambda p: curve_specs(profile))
+    sizes = profile.curve_sizes
+    for label, by_n in curve_specs(profile).items():
+        for n, (s0, s1) in by_n.items():
+            if not (n == sizes[2] and label == "ResNet-18"):        # at the third size ResNet-18 lacks seed 0
+                write(tmp_path, fake_record(s0, 40))
+            if n == sizes[1] or (n == sizes[2] and label != "ViT+DRLoc"):   # ... and ViT+DRLoc lacks seed 1
+                write(tmp_path, fake_record(s1, 42))
+            elif n == sizes[3] and label == "ResNet-18":
+                write(tmp_path, fake_record(s1, 42))               # a lone seed-1 run is not used
+    used = report.curve_seeds(CPU)
+    assert used == {sizes[0]: [0], sizes[1]: [0, 1], sizes[3]: [0]}     # the third size has no complete seed
+    points = report.small_data_points(CPU)
+    assert [p[0] for p in points["ResNet-18"]] == [sizes[0], sizes[1], sizes[3]]
+    table = report.small_data_table(points, seeds=used)
+    assert table.columns[-1] == "interval over"
+    assert [row[-1] for row in table.rows] == ["the test images (one seed, 0)", "2 seeds and the test images",
+                                               "the test images (one seed, 0)"]
+    lines = report.curve_verdicts(CPU)
+    assert sum("paired seeds" in line for line in lines) == 2 and "one seed" in lines[0]
+
+
 def test_gap_change_is_the_paired_difference_of_the_two_leads_per_test_image():
     spec = comparison_specs(CPU, "cifar10")
     rng = np.random.default_rng(3)
