@@ -37,7 +37,7 @@ from ..runtime import device_name, get_device
 from ..settings import workdir
 from ..train import fit
 from .of_record import OF_RECORD_DIR, export_fp16, manifest_entry
-from .plan import comparison_specs, drloc_specs
+from .plan import comparison_specs, drloc_specs, plan
 from .provenance import environment_summary
 from .records import RECORDS_OF_RECORD, find_record
 from .runs import RunSpec, execute, load_data, measure_throughput, prepare
@@ -96,7 +96,8 @@ def pilot(data_root: str | Path | None = None, epochs: int = 40, held_out: int =
 
 
 def study_queue(seeds: tuple[int, ...] = (0, 1)) -> tuple[list[RunSpec], set[RunSpec]]:
-    """(runs in priority order, the runs whose fp16 weights are kept of record)."""
+    """(runs in priority order, the runs whose fp16 weights are kept of record: the first trio, which notebooks
+    01-05 open, and the ViT of notebook 04's contrast)."""
     profile = get_profile("study")
 
     def trio(n: int | None, seed: int) -> list[RunSpec]:
@@ -106,7 +107,8 @@ def study_queue(seeds: tuple[int, ...] = (0, 1)) -> tuple[list[RunSpec], set[Run
     first = trio(None, seeds[0])
     order = first + [s for n in profile.curve_sizes if n != 500 for s in trio(n, seeds[0])]
     order += [s for seed in seeds[1:] for s in trio(None, seed)]
-    return list(dict.fromkeys(order)), set(first)
+    contrast = plan(profile, ("cifar10",))["ch4"]      # notebook 04 opens the ViT of the curve's smallest size
+    return list(dict.fromkeys(order)), set(first) | set(contrast)
 
 
 def _commit(paths: list[Path], message: str) -> None:
