@@ -4,7 +4,8 @@ Every number comes from a record that :func:`course_lib.experiments.train_run` w
 then the course's records of record); the papers' numbers come from :mod:`course_lib.papers`, credited to the
 source that printed them. Comparisons carry 95 % intervals and exact tests (:mod:`course_lib.stats`): McNemar's,
 paired over the test images, for one seed; over seeds plus the sampling of test images when there are several.
-Families of comparisons (the ablation, the curve) are Holm-adjusted.
+Families of comparisons (the ablation, the curve) are Holm-adjusted. Verdicts on what the models do inside
+(rollout, attention distance, CKA) are :mod:`course_lib.internals`.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from .drloc import constant_baseline, relative_targets
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
-                    mean_interval, paired_difference, seed_difference, spearman, unpaired_difference)
-from .tables import Table
+                    mean_interval, paired_difference, seed_difference, unpaired_difference)
 from .history import unpack_bits
+from .tables import Table
 
 if TYPE_CHECKING:     # names used only in annotations
     from .profiles import Profile
@@ -30,8 +31,7 @@ if TYPE_CHECKING:     # names used only in annotations
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
            "curve_seeds", "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
-           "concentration_verdict", "locality_verdict", "layer_correspondence", "profiles_with_records",
-           "provenance", "identical_cells_baseline"]
+           "profiles_with_records", "provenance", "identical_cells_baseline"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -365,66 +365,6 @@ def ablation_table(records: dict[str, dict], reference: str = "no DRLoc", captio
     table = Table(["setting", "test acc (%)", "95 % CI", "final DRLoc loss / constant baseline"], rows,
                   caption=caption)
     return table, [c.words() for c in comparisons]
-
-
-def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str:
-    """Rollout concentration (0 = uniform, 1 = one patch) per image, trained vs untrained, in percent of the way
-    from uniform to a single patch, with a paired 95 % interval over the images."""
-    c = seed_difference((100 * trained).tolist(), (100 * untrained).tolist(), "trained", "untrained",
-                        unit="% of the way from uniform to one patch", items="images")
-    return (f"Mean concentration of the final rollout: trained {100 * trained.mean():.3g} %, untrained "
-            f"{100 * untrained.mean():.3g} % (0 % = uniform over the patches). {c.words()}.")
-
-
-def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trained ViT",
-                     share: float = 0.8) -> str:
-    """How many heads of the lower third of the blocks attend locally: mean attention distance below ``share`` of
-    the distance under uniform attention (``distances``: (blocks, heads), in pixels)."""
-    distances = torch.as_tensor(distances, dtype=torch.float64)
-    if distances.dim() != 2 or distances.numel() == 0:
-        raise ValueError(f"locality_verdict needs mean attention distances of shape (blocks, heads), got "
-                         f"{tuple(distances.shape)}: measure them with course_lib.locality.mean_attention_distance.")
-    if not torch.isfinite(distances).all() or not (math.isfinite(uniform) and uniform > 0):
-        raise ValueError(f"locality_verdict: the distances or the uniform distance ({uniform}) are not finite and "
-                         "positive; recompute them from attention maps that sum to 1.")
-    lower = distances[: max(1, len(distances) // 3)]
-    local = int((lower < share * uniform).sum())
-    return (f"{label}: {local} of {lower.numel()} heads in blocks 1-{len(lower)} attend locally (mean distance "
-            f"below {share:.0%} of the {uniform:.1f} px that uniform attention gives); their mean distance is "
-            f"{lower.mean():.1f} px.")
-
-
-def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
-    """Do the ViT's blocks line up with the ResNet's layers? Spearman's rank correlation between each block's index
-    and the index of its most similar ResNet layer (rows: ViT blocks, columns: ResNet layers in depth order), with
-    the exact permutation p for up to 10 blocks.
-
-    NaN entries (a layer with constant features gives CKA 0/0) are ignored and counted in the words; a block whose
-    row is all NaN is left out.
-    """
-    m = torch.as_tensor(matrix, dtype=torch.float64)
-    if m.dim() != 2 or m.numel() == 0:
-        raise ValueError(f"layer_correspondence needs a (ViT blocks, ResNet layers) CKA matrix, got {tuple(m.shape)}.")
-    nan = torch.isnan(m)
-    blocks = [i for i in range(len(m)) if not nan[i].all()]
-    best = m.masked_fill(nan, float("-inf")).argmax(dim=1)[blocks].tolist()
-    note = ""
-    if nan.any():
-        left_out = [i for i in range(len(m)) if i not in blocks]
-        count = int(nan.sum())
-        note = (f" ({count} NaN {'entry' if count == 1 else 'entries'} of the CKA matrix ignored" +
-                (f"; blocks {left_out} have no finite entry and are left out)" if left_out else ")"))
-    if len(blocks) < 3:
-        return f"{label}only {len(blocks)} ViT block(s) with finite CKA: too few to judge a layer-wise order{note}."
-    if len(set(best)) == 1:       # a constant sequence has no rank correlation
-        return (f"{label}every ViT block is most similar to the same ResNet layer ({best[0]}): no layer-wise "
-                f"order{note}.")
-    rho, p = spearman(blocks, best)
-    kind = "exact p" if len(blocks) <= 10 else "p"
-    verdict = ("an increasing correspondence" if rho > 0 and p < 0.05 else
-               "no correspondence that these blocks can show (p >= 0.05)" if p >= 0.05 else "a reversed order")
-    return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} ({kind} = {p:.2g}), "
-            f"{verdict}{note}.")
 
 
 def profiles_with_records() -> list[str]:

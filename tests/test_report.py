@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from course_lib import report, stats
+from course_lib import internals, report, stats
 from course_lib.drloc import constant_baseline
 from course_lib.experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, records
 from course_lib.profiles import PROFILES
@@ -238,22 +238,38 @@ def test_the_ablation_is_holm_adjusted_over_its_comparisons():
 
 def test_locality_verdict_refuses_empty_or_nan_distances():
     with pytest.raises(ValueError, match="blocks, heads"):
-        report.locality_verdict(torch.zeros(0, 4), 10.0)
+        internals.locality_verdict(torch.zeros(0, 4), 10.0)
     with pytest.raises(ValueError, match="not finite"):
-        report.locality_verdict(torch.full((3, 4), float("nan")), 10.0)
-    assert "4 of 4 heads in blocks 1-1" in report.locality_verdict(torch.ones(3, 4), 10.0)
+        internals.locality_verdict(torch.full((3, 4), float("nan")), 10.0)
+    assert "4 of 4 heads in blocks 1-1" in internals.locality_verdict(torch.ones(3, 4), 10.0)
+
+
+def test_correspondence_contrast_names_the_order_and_never_overstates_it():
+    layers = [f"layer{i}" for i in range(17)]
+    rising = torch.eye(17)[[1, 1, 2, 2, 3, 3, 4, 4, 5]]          # 9 blocks, matches rising from layer1 to layer5
+    scattered = torch.eye(17)[[2, 2, 2, 2, 2, 2, 0, 2, 2]]       # notebook 04's 100-per-class ViT: rho = -0.27
+    words = internals.correspondence_contrast(scattered, rising, layers, "100/class", "500/class")
+    rho, p = scipy_stats.spearmanr(range(9), [2, 2, 2, 2, 2, 2, 0, 2, 2])
+    assert f"rho = {rho:.2f} (p = " in words and round(rho, 2) == -0.27
+    assert words.startswith("Only the ViT trained on 500/class lines up") and "Zhu et al.'s account predicts" in words
+    assert "reach ResNet layer layer2 with 100/class and layer5 with 500/class, of 17 layers" in words
+    assert "another seed may order them differently" in words and "significant" not in words
+    assert "opposite" in internals.correspondence_contrast(rising, scattered, layers)
+    assert internals.correspondence_contrast(rising, rising, layers).startswith("Both ViTs line up")
+    flat = torch.eye(17)[[3] * 9]                                  # every block matches one layer: no order
+    assert internals.correspondence_contrast(flat, scattered, layers).startswith("Neither ViT")
 
 
 def test_layer_correspondence_uses_the_exact_p_and_ignores_nan():
     best = [1, 0, 3, 2, 5, 4]                                      # rho = 0.83: t approximation p = 0.042, exact 0.058
-    words = report.layer_correspondence(torch.eye(6)[best])
+    words = internals.layer_correspondence(torch.eye(6)[best])
     assert "rho = 0.83 (exact p = 0.058), no correspondence" in words
     m = torch.eye(6)
     m[2, 5] = float("nan")                                         # torch's argmax would take the NaN as the best
-    words = report.layer_correspondence(m)
+    words = internals.layer_correspondence(m)
     assert "[0, 1, 2, 3, 4, 5]" in words and "1 NaN entry of the CKA matrix ignored" in words
     m[4] = float("nan")
-    assert "blocks [4] have no finite entry" in report.layer_correspondence(m)
+    assert "blocks [4] have no finite entry" in internals.layer_correspondence(m)
 
 
 def test_scale_box_with_a_record_without_steps():

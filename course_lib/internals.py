@@ -1,0 +1,111 @@
+"""Verdicts on what happens inside the models, in words computed from the numbers: how concentrated the rollout
+maps are (notebook 02), how local the lower heads attend (notebooks 02 and 05), and whether the ViT's blocks line up
+with the ResNet's layers in CKA (notebook 04). Accuracy tables and verdicts are :mod:`course_lib.report`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .stats import seed_difference, spearman
+
+__all__ = ["concentration_verdict", "locality_verdict", "layer_correspondence", "correspondence_contrast"]
+
+
+def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str:
+    """Rollout concentration (0 = uniform, 1 = one patch) per image, trained vs untrained, in percent of the way
+    from uniform to a single patch, with a paired 95 % interval over the images."""
+    c = seed_difference((100 * trained).tolist(), (100 * untrained).tolist(), "trained", "untrained",
+                        unit="% of the way from uniform to one patch", items="images")
+    return (f"Mean concentration of the final rollout: trained {100 * trained.mean():.3g} %, untrained "
+            f"{100 * untrained.mean():.3g} % (0 % = uniform over the patches). {c.words()}.")
+
+
+def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trained ViT",
+                     share: float = 0.8) -> str:
+    """How many heads of the lower third of the blocks attend locally: mean attention distance below ``share`` of
+    the distance under uniform attention (``distances``: (blocks, heads), in pixels)."""
+    distances = torch.as_tensor(distances, dtype=torch.float64)
+    if distances.dim() != 2 or distances.numel() == 0:
+        raise ValueError(f"locality_verdict needs mean attention distances of shape (blocks, heads), got "
+                         f"{tuple(distances.shape)}: measure them with course_lib.locality.mean_attention_distance.")
+    if not torch.isfinite(distances).all() or not (math.isfinite(uniform) and uniform > 0):
+        raise ValueError(f"locality_verdict: the distances or the uniform distance ({uniform}) are not finite and "
+                         "positive; recompute them from attention maps that sum to 1.")
+    lower = distances[: max(1, len(distances) // 3)]
+    local = int((lower < share * uniform).sum())
+    return (f"{label}: {local} of {lower.numel()} heads in blocks 1-{len(lower)} attend locally (mean distance "
+            f"below {share:.0%} of the {uniform:.1f} px that uniform attention gives); their mean distance is "
+            f"{lower.mean():.1f} px.")
+
+
+def _best_matches(matrix) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """(the matrix, its NaN mask, the ViT blocks with a finite entry, each one's best-matching ResNet layer)."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.dim() != 2 or m.numel() == 0:
+        raise ValueError(f"layer_correspondence needs a (ViT blocks, ResNet layers) CKA matrix, got {tuple(m.shape)}.")
+    nan = torch.isnan(m)
+    blocks = [i for i in range(len(m)) if not nan[i].all()]
+    return m, nan, blocks, m.masked_fill(nan, float("-inf")).argmax(dim=1)[blocks].tolist()
+
+
+def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
+    """Do the ViT's blocks line up with the ResNet's layers? Spearman's rank correlation between each block's index
+    and the index of its most similar ResNet layer (rows: ViT blocks, columns: ResNet layers in depth order), with
+    the exact permutation p for up to 10 blocks.
+
+    NaN entries (a layer with constant features gives CKA 0/0) are ignored and counted in the words; a block whose
+    row is all NaN is left out.
+    """
+    m, nan, blocks, best = _best_matches(matrix)
+    note = ""
+    if nan.any():
+        left_out = [i for i in range(len(m)) if i not in blocks]
+        count = int(nan.sum())
+        note = (f" ({count} NaN {'entry' if count == 1 else 'entries'} of the CKA matrix ignored" +
+                (f"; blocks {left_out} have no finite entry and are left out)" if left_out else ")"))
+    if len(blocks) < 3:
+        return f"{label}only {len(blocks)} ViT block(s) with finite CKA: too few to judge a layer-wise order{note}."
+    if len(set(best)) == 1:       # a constant sequence has no rank correlation
+        return (f"{label}every ViT block is most similar to the same ResNet layer ({best[0]}): no layer-wise "
+                f"order{note}.")
+    rho, p = spearman(blocks, best)
+    kind = "exact p" if len(blocks) <= 10 else "p"
+    verdict = ("an increasing correspondence" if rho > 0 and p < 0.05 else
+               "no correspondence that these blocks can show (p >= 0.05)" if p >= 0.05 else "a reversed order")
+    return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} ({kind} = {p:.2g}), "
+            f"{verdict}{note}.")
+
+
+def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Sequence[str],
+                            fewer_label: str = "fewer images", more_label: str = "more images") -> str:
+    """Notebook 04's contrast in words: did the ViT trained on fewer images line up less with the ResNet's layers?
+
+    ``fewer``/``more``: (ViT blocks, ResNet layers) CKA matrices of the two ViTs against the same ResNet; ``layers``:
+    the ResNet layers' names in depth order. Each side's correspondence is :func:`layer_correspondence`'s exact
+    Spearman test; the two are not tested against each other, and one run each cannot show seed-to-seed variation,
+    so the words never call the contrast itself significant. They also say how deep the matches reach: a rising
+    order within the first few layers is not a ViT that resembles the ResNet's deeper stages.
+    """
+    found = {}
+    for label, matrix in ((fewer_label, fewer), (more_label, more)):
+        _, _, blocks, best = _best_matches(matrix)
+        rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
+        found[label] = (rho > 0 and p < 0.05, rho, p, max(best, default=0))
+    (a, ra, pa, da), (b, rb, pb, db) = found[fewer_label], found[more_label]
+    numbers = f"rho = {ra:.2f} (p = {pa:.2g}) with {fewer_label}, {rb:.2f} (p = {pb:.2g}) with {more_label}"
+    if b and not a:
+        head = (f"Only the ViT trained on {more_label} lines up with the ResNet layer by layer ({numbers}): the "
+                "order Zhu et al.'s account predicts, less data and a weaker correspondence")
+    elif a and not b:
+        head = (f"Only the ViT trained on {fewer_label} lines up with the ResNet layer by layer ({numbers}): the "
+                "opposite of the order Zhu et al.'s account predicts")
+    elif a and b:
+        head = f"Both ViTs line up with the ResNet layer by layer ({numbers})"
+    else:
+        head = f"Neither ViT shows a layer-wise correspondence these blocks can show ({numbers}): no contrast to read"
+    return (f"{head}. The best matches reach ResNet layer {layers[da]} with {fewer_label} and {layers[db]} with "
+            f"{more_label}, of {len(layers)} layers down to {layers[-1]}. One run of each, and the two correlations "
+            "are not tested against each other: another seed may order them differently.")
