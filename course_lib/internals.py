@@ -95,7 +95,8 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
         rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
         found[label] = (rho > 0 and p < 0.05, rho, p, max(best, default=0))
     (a, ra, pa, da), (b, rb, pb, db) = found[fewer_label], found[more_label]
-    numbers = f"rho = {ra:.2f} (p = {pa:.2g}) with {fewer_label}, {rb:.2f} (p = {pb:.2g}) with {more_label}"
+    numbers = (f"Spearman rho = {ra:.2f}, exact p = {pa:.2g} with {fewer_label}; {rb:.2f}, p = {pb:.2g} with "
+               f"{more_label}")
     if b and not a:
         head = (f"Only the ViT trained on {more_label} lines up with the ResNet layer by layer ({numbers}): the "
                 "order Zhu et al.'s account predicts, less data and a weaker correspondence")
@@ -106,6 +107,6 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
         head = f"Both ViTs line up with the ResNet layer by layer ({numbers})"
     else:
         head = f"Neither ViT shows a layer-wise correspondence these blocks can show ({numbers}): no contrast to read"
-    return (f"{head}. The best matches reach ResNet layer {layers[da]} with {fewer_label} and {layers[db]} with "
-            f"{more_label}, of {len(layers)} layers down to {layers[-1]}. One run of each, and the two correlations "
-            "are not tested against each other: another seed may order them differently.")
+    return (f"{head}. The deepest best match is {layers[da]} with {fewer_label} and {layers[db]} with {more_label}, "
+            f"of the ResNet's {len(layers)} layers (the last is {layers[-1]}). One run of each, and the two "
+            "correlations are not tested against each other: another seed may order them differently.")
