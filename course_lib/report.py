@@ -141,28 +141,32 @@ def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | Non
 # The small-data curve
 
 def _curve_records(profile: Profile, data_root, train_missing) -> dict[str, dict[int, list[dict]]]:
-    """{label: {n: records}}: at each size, the seeds that every model of the curve has a record for (all of the
-    profile's seeds with ``train_missing``), so the models of one size are always compared on the same seeds. A
-    size no seed of which is complete is left out; sizes may differ in their number of seeds."""
-    specs = curve_specs(profile)
+    """{label: {n: records}}: each model's records at each size, for the seeds it has (all of the profile's seeds
+    with ``train_missing``); sizes and models without one are left out. Two models are only ever compared on the
+    seeds both have (:func:`_same_seeds`)."""
     out: dict[str, dict[int, list[dict]]] = {}
-    for n in sorted({n for by_n in specs.values() for n in by_n}):
-        found = {label: [get_record(s, data_root, train_missing=train_missing) for s in by_n.get(n, [])]
-                 for label, by_n in specs.items()}
-        complete = [i for i in range(min(len(r) for r in found.values()))
-                    if all(r[i] is not None for r in found.values())]
-        for label, records in found.items():
-            if complete:
-                out.setdefault(label, {})[n] = [records[i] for i in complete]
+    for label, by_n in curve_specs(profile).items():
+        for n, specs in by_n.items():
+            records = [r for r in (get_record(s, data_root, train_missing=train_missing) for s in specs) if r]
+            if records:
+                out.setdefault(label, {})[n] = records
     return out
 
 
+def _same_seeds(a: Sequence[dict], b: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """The records of ``a`` and ``b`` whose seeds both sides have, in the same order."""
+    common = {r["spec"]["seed"] for r in a} & {r["spec"]["seed"] for r in b}
+    return ([r for r in a if r["spec"]["seed"] in common], [r for r in b if r["spec"]["seed"] in common])
+
+
 def curve_seeds(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False
-                ) -> dict[int, list[int]]:
-    """{images per class: the seeds the curve uses at that size} (see :func:`small_data_points`)."""
-    by_label = _curve_records(profile, data_root, train_missing)
-    first = next(iter(by_label.values()), {})
-    return {n: [r["spec"]["seed"] for r in records] for n, records in sorted(first.items())}
+                ) -> dict[int, dict[str, list[int]]]:
+    """{images per class: {model label: the seeds of its point}} (see :func:`small_data_points`)."""
+    out: dict[int, dict[str, list[int]]] = {}
+    for label, by_n in _curve_records(profile, data_root, train_missing).items():
+        for n, records in by_n.items():
+            out.setdefault(n, {})[label] = [r["spec"]["seed"] for r in records]
+    return dict(sorted(out.items()))
 
 
 def small_data_points(profile: Profile, data_root: str | Path | None = None,
@@ -171,7 +175,7 @@ def small_data_points(profile: Profile, data_root: str | Path | None = None,
 
     The interval is over seeds and the sampling of the test images (a t interval of the mean, widened by the
     binomial variance of the test set) when there are several, else the exact interval of the single run on its test
-    set. Each size uses the seeds every model has a record for (:func:`curve_seeds`); sizes with none are left out.
+    set. Each model's point uses the seeds it has records for (:func:`curve_seeds`).
     """
     points: dict[str, list[tuple[int, float, float, float]]] = {}
     for label, by_n in _curve_records(profile, data_root, train_missing).items():
@@ -185,8 +189,13 @@ def small_data_points(profile: Profile, data_root: str | Path | None = None,
     return points
 
 
+def _seeds_words(used: list[int]) -> str:
+    return (f"{len(used)} seeds and the test images" if len(used) > 1
+            else f"the test images (one seed, {used[0]})")
+
+
 def small_data_table(points: dict[str, list[tuple]], caption: str = "",
-                     seeds: dict[int, list[int]] | None = None) -> Table:
+                     seeds: dict[int, dict[str, list[int]]] | None = None) -> Table:
     """The small-data curve as a table: one row per size, one column per model ("mean [low, high]"), and with
     ``seeds`` (:func:`curve_seeds`) a last column saying what each row's intervals cover."""
     sizes = sorted({p[0] for pts in points.values() for p in pts})
@@ -196,9 +205,10 @@ def small_data_table(points: dict[str, list[tuple]], caption: str = "",
     if seeds is not None:
         header.append("interval over")
         for row, n in zip(rows, sizes):
-            used = seeds.get(n, [])
-            row.append(f"{len(used)} seeds and the test images" if len(used) > 1
-                       else f"the test images (one seed, {used[0] if used else '?'})")
+            by_label = seeds.get(n, {})
+            kinds = {tuple(v) for v in by_label.values()}
+            row.append(_seeds_words(list(kinds.pop())) if len(kinds) == 1 else "; ".join(
+                f"{label}: {_seeds_words(v)}" for label, v in by_label.items()))
     return Table(header, rows, caption=caption)
 
 
@@ -209,16 +219,21 @@ def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_
     changes between the smallest and the largest size (:func:`gap_change`)."""
     records = _curve_records(profile, data_root, train_missing)
     vit_label = next(iter(comparison_specs(profile, "cifar10")))
-    found = [(n, compare_groups(records[a][n], records[b][n])) for n in profile.curve_sizes
+    pairs = [(n, _same_seeds(records[a][n], records[b][n])) for n in profile.curve_sizes
              for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]
              if n in records.get(a, {}) and n in records.get(b, {})]
+    found = [(n, compare_groups(*pair)) for n, pair in pairs if pair[0]]
     comparisons = [c for _, c in found]
     if holm and len(comparisons) > 1:
         comparisons = holm_verdicts(comparisons)
     lines = [f"{n:>5} per class: " + c.words() for (n, _), c in zip(found, comparisons)]
-    sizes = sorted(set(records.get("ResNet-18", {})) & set(records.get(vit_label, {})))
-    if len(sizes) >= 2:
-        lines.append(gap_change(records["ResNet-18"], records[vit_label], sizes[0], sizes[-1]))
+    cnn, vit = records.get("ResNet-18", {}), records.get(vit_label, {})
+    paired = {n: _same_seeds(cnn[n], vit[n]) for n in sorted(set(cnn) & set(vit))}
+    paired = {n: pair for n, pair in paired.items() if pair[0]}
+    if len(paired) >= 2:
+        small, large = min(paired), max(paired)
+        lines.append(gap_change({n: a for n, (a, _) in paired.items()}, {n: b for n, (_, b) in paired.items()},
+                                small, large))
     return lines
 
 

@@ -97,32 +97,44 @@ def test_the_curve_with_seeds_and_its_verdicts(tmp_path, monkeypatch):
     assert table.rows[0][0] == 25 and "[" in table.rows[0][1]
 
 
-def test_each_size_of_the_curve_uses_the_seeds_every_model_has(tmp_path, monkeypatch):
-    # The study's profile names seeds 0 and 1 but trains the second seed at one size only: the other sizes must
-    # still show (on seed 0), and no size may compare models on different seeds.
+def test_the_curve_shows_each_models_seeds_and_compares_models_on_the_seeds_both_have(tmp_path, monkeypatch):
+    # The study's profile names seeds 0 and 1 but trains the second seed for few runs, and not every model at every
+    # size: each point shows what exists, and no comparison pairs runs of different seeds.
     monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path))
     monkeypatch.setattr(records, "RECORDS_OF_RECORD", tmp_path / "none")
     profile = replace(CPU, name="cpu", curve_seeds=(0, 1))
     monkeypatch.setattr(report, "curve_specs", lambda p: curve_specs(profile))
-    sizes = profile.curve_sizes
+    s0, s1, s2, s3 = profile.curve_sizes
+    have = {s0: {"ResNet-18": [0], "ViT": [0], "ViT+DRLoc": [0]},
+            s1: {"ResNet-18": [0, 1], "ViT": [0, 1], "ViT+DRLoc": [0, 1]},
+            s2: {"ResNet-18": [1], "ViT": [0, 1], "ViT+DRLoc": [0]},
+            s3: {"ResNet-18": [0, 1], "ViT": [0]}}                       # no ViT+DRLoc at the largest size
+    rng = np.random.default_rng(5)
     for label, by_n in curve_specs(profile).items():
-        for n, (s0, s1) in by_n.items():
-            if not (n == sizes[2] and label == "ResNet-18"):        # at the third size ResNet-18 lacks seed 0
-                write(tmp_path, fake_record(s0, 40))
-            if n == sizes[1] or (n == sizes[2] and label != "ViT+DRLoc"):   # ... and ViT+DRLoc lacks seed 1
-                write(tmp_path, fake_record(s1, 42))
-            elif n == sizes[3] and label == "ResNet-18":
-                write(tmp_path, fake_record(s1, 42))               # a lone seed-1 run is not used
-    used = report.curve_seeds(CPU)
-    assert used == {sizes[0]: [0], sizes[1]: [0, 1], sizes[3]: [0]}     # the third size has no complete seed
+        for n, specs in by_n.items():
+            for seed in have[n].get(label, []):
+                write(tmp_path, fake_record(specs[seed], 0, rng.random(870) < 0.3 + 0.1 * seed))
+    assert report.curve_seeds(CPU) == have
     points = report.small_data_points(CPU)
-    assert [p[0] for p in points["ResNet-18"]] == [sizes[0], sizes[1], sizes[3]]
-    table = report.small_data_table(points, seeds=used)
+    assert [p[0] for p in points["ResNet-18"]] == [s0, s1, s2, s3]
+    assert [p[0] for p in points["ViT+DRLoc"]] == [s0, s1, s2]
+    table = report.small_data_table(points, seeds=have)
     assert table.columns[-1] == "interval over"
-    assert [row[-1] for row in table.rows] == ["the test images (one seed, 0)", "2 seeds and the test images",
-                                               "the test images (one seed, 0)"]
+    assert [row[-1] for row in table.rows][:2] == ["the test images (one seed, 0)", "2 seeds and the test images"]
+    assert table.rows[2][-1] == ("ResNet-18: the test images (one seed, 1); ViT: 2 seeds and the test images; "
+                                 "ViT+DRLoc: the test images (one seed, 0)")
+    seen, compare_groups = [], report.compare_groups
+    monkeypatch.setattr(report, "compare_groups", lambda a, b: seen.append(
+        ([r["spec"]["seed"] for r in a], [r["spec"]["seed"] for r in b])) or compare_groups(a, b))
     lines = report.curve_verdicts(CPU)
-    assert sum("paired seeds" in line for line in lines) == 2 and "one seed" in lines[0]
+    assert all(sa == sb for sa, sb in seen) and ([1], [1]) in seen     # same seeds on both sides, always
+    per_size = [line for line in lines if "per class:" in line]
+    assert len(per_size) == 7                                   # 2 + 2 + 2 + ResNet-18 vs ViT at the largest size
+    assert sum("paired seeds" in line for line in per_size) == 2     # only at s1 do both sides have two seeds
+    # At s2 ResNet-18 (seed 1 only) meets the ViT's seed-1 run, paired over the test images, never its seed 0.
+    at_s2 = [line for line in per_size if line.lstrip().startswith(f"{s2} per class: ResNet-18")]
+    assert len(at_s2) == 1 and "paired over 870" in at_s2[0]
+    assert lines[-1].startswith("ResNet-18's lead over ViT:") and f"at {s0} per class" in lines[-1]
 
 
 def test_gap_change_is_the_paired_difference_of_the_two_leads_per_test_image():
