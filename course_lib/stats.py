@@ -323,7 +323,7 @@ def seed_difference(acc_a: Sequence[float], acc_b: Sequence[float], label_a: str
         sampling_variance = accuracy_variance(a.mean(), n_a) + accuracy_variance(b.mean(), n_b)
     var_seed, df = _seed_spread(a, b, paired)
     diff = float(a.mean() - b.mean())
-    method = f"over {len(a)} paired {items}" if paired else f"over {len(a)} and {len(b)} {items}"
+    method = f"over {len(a):,} paired {items}" if paired else f"over {len(a):,} and {len(b):,} {items}"
     if items == "seeds" and sampling_variance is None:
         half = float(_scipy.t.ppf(0.975, df)) * math.sqrt(var_seed)
         return Comparison(label_a, label_b, diff, diff - half, diff + half, method, unit,
