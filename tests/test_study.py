@@ -47,3 +47,25 @@ def test_the_queue_puts_the_three_runs_of_record_first():
     assert contrast[0] in specs
     assert all(s.profile.name == "study" and s.dataset == "cifar10" for s in specs)
     assert specs[2].drloc_schedule == "official" and len(specs) == len(set(specs))
+
+
+def test_the_cap_per_run_refuses_a_long_estimate_and_can_be_raised(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from course_lib.experiments import study
+
+    fake = SimpleNamespace(train=SimpleNamespace(source="CIFAR-10 JPEG copy"), identity_hash="h", model=None,
+                           extra_losses=[], cfg=None, estimate_seconds=lambda ips: 70 * 60)   # 70 minutes
+    started = []
+    monkeypatch.setattr(study, "prepare", lambda spec, root: fake)
+    monkeypatch.setattr(study, "find_record", lambda key: None)
+    monkeypatch.setattr(study, "manifest_entry", lambda key, h: None)
+    monkeypatch.setattr(study, "measure_throughput", lambda *args: 50.0)
+    monkeypatch.setattr(study, "execute", lambda run, *a, **k: started.append(run) or (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    key = study.study_queue()[0][3].key                              # a curve run: no weights to export
+    study.run_study(only=[key], device="cpu")
+    assert not started and "not started (over the cap per run" in capsys.readouterr().out
+    with pytest.raises(KeyboardInterrupt):                          # execute is reached: the run would start
+        study.run_study(only=[key], device="cpu", max_run_s=75 * 60)
+    assert started == [fake]
