@@ -22,10 +22,10 @@ OFFSET_ID = "__section_offset__"
 
 
 def _chromium(chromium: str, page: Path, width: int, height: int, *extra: str) -> str:
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-           f"--window-size={width},{height}", *extra, page.as_uri()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:    # removed afterwards, unlike mkdtemp
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+               f"--window-size={width},{height}", *extra, page.as_uri()]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
 def screenshot_section(page: Path, anchor: str, out: Path, width: int = 1280, height: int = 1100) -> int:
