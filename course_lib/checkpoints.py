@@ -50,11 +50,15 @@ def data_fingerprint(data: ImageSet | None) -> str | None:
 
 
 def fit_identity(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
-                 extra_losses: Sequence[nn.Module]) -> dict:
-    """Everything that changes what :func:`~course_lib.train.fit` produces (eval_every and the seed included)."""
-    return {"model": model_signature(model), "config": asdict(cfg),
-            "extra_losses": [t.identity() for t in extra_losses],
-            "train_data": data_fingerprint(train_data), "test_data": data_fingerprint(test_data)}
+                 extra_losses: Sequence[nn.Module], val_data: ImageSet | None = None) -> dict:
+    """Everything that changes what :func:`~course_lib.train.fit` produces (eval_every and the seed included).
+    ``val_data`` enters only when given, so runs without a validation split keep their identity."""
+    identity = {"model": model_signature(model), "config": asdict(cfg),
+                "extra_losses": [t.identity() for t in extra_losses],
+                "train_data": data_fingerprint(train_data), "test_data": data_fingerprint(test_data)}
+    if val_data is not None:
+        identity["val_data"] = data_fingerprint(val_data)
+    return identity
 
 
 def _describe(signature: dict) -> str:

@@ -25,6 +25,13 @@ class History:
     extra: dict[str, list[float]] = field(default_factory=dict)   # mean of each extra loss, by its name
     extra_weight: dict[str, list[float]] = field(default_factory=dict)   # its weight (lambda) in that epoch
     test_correct: str | None = None   # the last evaluation, per test image: packed bits as hex (paired tests)
+    # With a validation split (fit(val_data=...)): at every evaluation, the validation images and the training
+    # images *without augmentation* ("clean" training accuracy: what the model fits, not what it fits under
+    # augmentation). None where not evaluated; empty in runs made without a validation split.
+    val_loss: list[float | None] = field(default_factory=list)
+    val_acc: list[float | None] = field(default_factory=list)
+    train_clean_loss: list[float | None] = field(default_factory=list)
+    train_clean_acc: list[float | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -40,6 +47,11 @@ class History:
     @property
     def final_test_acc(self) -> float | None:
         return self.test_acc[-1] if self.test_acc else None
+
+    def last(self, series: str) -> float | None:
+        """The last evaluated (not None) value of ``series`` (e.g. ``"val_acc"``), None if never evaluated."""
+        values = [v for v in getattr(self, series) if v is not None]
+        return values[-1] if values else None
 
 
 def pack_bits(hits: torch.Tensor) -> str:

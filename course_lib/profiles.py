@@ -57,6 +57,11 @@ class Profile:
             purpose, under that name.
         notebooks_train: notebooks may train this profile's missing runs (False: its own driver trains them, and a
             notebook leaves out what is not trained yet).
+        validation_per_class: images per class held out of the official training split as a validation split
+            that no training subset draws from (None: none); runs then record validation and clean training
+            accuracy at every evaluation, and the test set once, at the end.
+        equal_steps: the small-data curve's smaller sizes train as many optimiser steps as the full budget
+            (True), or as many epochs, so that compute grows with the data (False, the study's rule).
     """
 
     name: str
@@ -80,6 +85,8 @@ class Profile:
     ablation: bool = True
     notebooks_train: bool = True
     full_data: bool = False
+    validation_per_class: int | None = None
+    equal_steps: bool = True
 
     def for_dataset(self, dataset: str) -> "Profile":
         """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
@@ -118,6 +125,17 @@ PROFILES: dict[str, Profile] = {
                                  "29 epochs", curve_sizes=(100, 250, 500, 1000), curve_seeds=(0, 1),
                      drloc_subset=500, evaluations=4, drloc_schedule="official", data_source="jpeg",
                      covers=("cifar10",), fallback="cpu", ablation=False, notebooks_train=False),
+    # The CPU study of record, second design (issue 28): 100 images per class held out of CIFAR-10's training split
+    # as a validation split that chooses the budget; the recipe (learning rate, epochs) tuned on it at 100 per
+    # class with the same effort for both families, then kept fixed across sizes (as many epochs at every size, so
+    # compute grows with the data); three seeds per curve point. Its runs name their epochs and learning rate in
+    # their keys (course_lib.experiments.study: tuning_queue, study2_queue).
+    "study2": Profile("study2", epochs=None, train_images=5000, test_images=None, batch_size=64, eval_images=1000,
+                      description="CPU study of record with a validation split: CIFAR-10 JPEG copy, 100-500 per "
+                                  "class, all 10,000 test images, budget tuned on validation",
+                      curve_sizes=(100, 250, 500), curve_seeds=(0, 1, 2), drloc_subset=500, evaluations=10,
+                      drloc_schedule="official", data_source="jpeg", covers=("cifar10",), fallback="cpu",
+                      ablation=False, notebooks_train=False, validation_per_class=100, equal_steps=False),
 }
 
 

@@ -162,6 +162,8 @@ class _Run:
     prec: Precision
     scaler: torch.amp.GradScaler | None
     num_classes: int
+    val_loader: GPULoader | None = None       # the validation split
+    clean_loader: GPULoader | None = None     # the training images in order, without augmentation
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -169,7 +171,7 @@ class _Run:
 
 
 def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
-                  extra_losses: Sequence[ExtraLoss], cfg: TrainConfig) -> None:
+                  extra_losses: Sequence[ExtraLoss], cfg: TrainConfig, val_data: ImageSet | None = None) -> None:
     if any(not isinstance(t, ExtraLoss) for t in extra_losses):
         raise TypeError("extra_losses must be ExtraLoss instances (e.g. course_lib.drloc.DRLocLoss).")
     if extra_losses and not hasattr(model, "forward_features"):
@@ -186,12 +188,18 @@ def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | 
                          f"drop_path={built}. Build it with create_model(name, drop_path={cfg.drop_path}) (or "
                          f"pass drop_path={built} to fit).")
     outputs = getattr(model, "num_classes", None)
-    for data in (train_data, test_data):
+    for data in (train_data, test_data, val_data):
         if data is not None and outputs is not None and data.num_classes > outputs:
             raise ValueError(f"{data.info.title} {data.split} has {data.num_classes} classes but the model has "
                              f"{outputs} outputs. Build the model with num_classes={data.num_classes}.")
     if test_data is not None:
         check_test_set(train_data, test_data, stacklevel=3)
+    if val_data is not None:
+        if val_data.dataset != train_data.dataset:
+            raise ValueError(f"The validation split is {val_data.info.title}, the training data "
+                             f"{train_data.info.title}: hold the validation images out of the training set's own "
+                             "data (course_lib.data.hold_out).")
+        check_test_set(train_data, val_data, stacklevel=3)
 
 
 def _param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -214,7 +222,7 @@ def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
-             extra_losses: Sequence[ExtraLoss], device: torch.device) -> _Run:
+             extra_losses: Sequence[ExtraLoss], device: torch.device, val_data: ImageSet | None = None) -> _Run:
     """Move everything to the device; build loaders, optimiser, schedule and precision."""
     channels_last = getattr(model, "prefers_channels_last", False)
     model.to(device)
@@ -225,8 +233,10 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
     train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment, hflip=cfg.hflip,
                              randaugment=cfg.randaugment, random_erasing=cfg.random_erasing, preprocess=preprocess,
                              seed=cfg.seed, channels_last=channels_last)
-    test_loader = None if test_data is None else GPULoader(
-        test_data, cfg.eval_batch_size, device, preprocess=preprocess, channels_last=channels_last)
+    def eval_loader(data):
+        return None if data is None else GPULoader(data, cfg.eval_batch_size, device, preprocess=preprocess,
+                                                   channels_last=channels_last)
+    test_loader = eval_loader(test_data)
     steps = len(train_loader)
     total_steps = round((cfg.schedule_epochs or cfg.epochs) * steps)
     warmup_steps = round(cfg.warmup_epochs * steps)
@@ -235,7 +245,8 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
         s, total_steps, warmup_steps, cfg.schedule, cfg.min_lr / cfg.lr))
     prec = precision(device, cfg.amp)
     return _Run(model, extra, cfg, device, train_loader, test_loader, optimizer, scheduler, prec,
-                prec.scaler(device), getattr(model, "num_classes", None) or train_data.num_classes)
+                prec.scaler(device), getattr(model, "num_classes", None) or train_data.num_classes,
+                eval_loader(val_data), eval_loader(train_data) if val_data is not None else None)
 
 
 def _resume(run: _Run, path: Path | None, identity: dict, progress: bool) -> tuple[History, int]:
@@ -341,8 +352,23 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
             "extra": values[:, 1:].mean(dim=0).tolist(), "seconds": time.perf_counter() - start, "images": seen}
 
 
-def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluation) -> None:
-    test_loss, test_acc, hits = evaluation
+def _evaluations(run: _Run, epoch: int) -> dict:
+    """The evaluations due after ``epoch``: every ``eval_every`` epochs and after the last. With a validation split,
+    those are the validation images and the clean training images, and the test set is evaluated once, after the
+    last epoch (it chooses nothing, so its curve would only tempt)."""
+    last = epoch == run.cfg.epochs - 1
+    due = (epoch + 1) % run.cfg.eval_every == 0 or last
+    out = {}
+    if due and run.val_loader is not None:
+        out["val"] = _evaluate(run.model, run.val_loader, run.prec)
+        out["train_clean"] = _evaluate(run.model, run.clean_loader, run.prec)
+    if run.test_loader is not None and (last if run.val_loader is not None else due):
+        out["test"] = _evaluate(run.model, run.test_loader, run.prec)
+    return out
+
+
+def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluations: dict) -> None:
+    test_loss, test_acc, hits = evaluations.get("test", (None, None, None))
     history.epoch.append(epoch + 1)
     history.train_loss.append(stats["loss"])
     history.train_acc.append(stats["acc"])
@@ -356,11 +382,19 @@ def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluati
         history.extra_weight.setdefault(term.name, []).append(weight)
     if hits is not None:
         history.test_correct = pack_bits(hits)
+    if run.val_loader is not None:
+        for name in ("val", "train_clean"):
+            loss, acc, _ = evaluations.get(name, (None, None, None))
+            getattr(history, f"{name}_loss").append(loss)
+            getattr(history, f"{name}_acc").append(acc)
 
 
 def _print_epoch(history: History, epochs: int, images: int) -> None:
     extra = "".join(f"  {k} {v[-1]:.4f}" for k, v in history.extra.items())
     test = f"  test acc {history.test_acc[-1]:5.1f}%" if history.test_acc[-1] is not None else ""
+    if history.val_acc and history.val_acc[-1] is not None:
+        test = (f"  clean train acc {history.train_clean_acc[-1]:5.1f}%  val acc {history.val_acc[-1]:5.1f}%"
+                + test)
     seconds = history.seconds[-1]
     print(f"epoch {history.epoch[-1]:>3}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
           f"train acc {history.train_acc[-1]:5.1f}%{test}{extra}  ({seconds:.1f}s, {images / seconds:,.0f} img/s)",
@@ -394,7 +428,8 @@ def _progress_bar(run: _Run, start_epoch: int, enabled: bool):
 
 
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = None,
-        config: TrainConfig | None = None, *, extra_losses: Sequence[ExtraLoss] = (),
+        config: TrainConfig | None = None, *, val_data: ImageSet | None = None,
+        extra_losses: Sequence[ExtraLoss] = (),
         checkpoint: str | Path | None = None, resume: bool = True, device: str | torch.device | None = None,
         progress: bool = True, on_epoch_end: Callable[[History], bool] | None = None, **overrides) -> History:
     """Train ``model`` on ``train_data``, evaluating on ``test_data`` every ``eval_every`` epochs and at the end.
@@ -404,6 +439,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
         train_data, test_data: :class:`~course_lib.data.ImageSet` (uint8 images); they are moved to the device once.
             A test set that shares images with the training set is used but warned about
             (:class:`OverlappingTestSetWarning`): its accuracy measures memorisation.
+        val_data: a validation split held out of the training data's own split (:func:`course_lib.data.hold_out`).
+            With it, every evaluation measures the validation images and the training images without augmentation
+            (``History.val_acc``, ``History.train_clean_acc``), and the test set is evaluated once, at the end.
         config: a :class:`TrainConfig` (default ``RECIPES["course"]``); keyword ``overrides`` replace its fields,
             e.g. ``fit(model, train, test, epochs=5, lr=3e-4)``.
         extra_losses: :class:`ExtraLoss` instances added to the cross-entropy (e.g. ``DRLocLoss``).
@@ -426,9 +464,9 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
         CheckpointSaveError: a checkpoint could not be written (e.g. a full disk); the message names the folder.
     """
     cfg = replace(config or RECIPES["course"], **overrides)
-    _check_inputs(model, train_data, test_data, extra_losses, cfg)
-    run = _prepare(model, train_data, test_data, cfg, extra_losses, get_device(device))
-    identity = fit_identity(model, train_data, test_data, cfg, extra_losses)
+    _check_inputs(model, train_data, test_data, extra_losses, cfg, val_data)
+    run = _prepare(model, train_data, test_data, cfg, extra_losses, get_device(device), val_data)
+    identity = fit_identity(model, train_data, test_data, cfg, extra_losses, val_data)
     path = Path(checkpoint) if checkpoint is not None else None
     history, start_epoch = _resume(run, path, identity, progress) if resume else (History(), 0)
     if start_epoch and on_epoch_end is not None and on_epoch_end(history):
@@ -436,9 +474,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
     with _progress_bar(run, start_epoch, progress) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             stats = _train_epoch(run, epoch, bar)
-            due = run.test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1)
-            evaluation = _evaluate(run.model, run.test_loader, run.prec) if due else (None, None, None)
-            _record_epoch(history, run, epoch, stats, evaluation)
+            _record_epoch(history, run, epoch, stats, _evaluations(run, epoch))
             if progress:
                 _print_epoch(history, cfg.epochs, stats["images"])
             if path is not None:

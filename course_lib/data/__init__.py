@@ -17,10 +17,10 @@ from .loader import GPULoader
 from .preprocess import RAW, Preprocessing, normalize
 from .sets import (DATASETS, SAMPLES_DIR, STAND_IN, DatasetInfo, DataUnavailableError, ImageSet,
                    OfflineSamplesWarning, OverlappingTestSetWarning, check_dataset_name, check_test_set,
-                   first_of_each_class, subset, take)
+                   first_of_each_class, hold_out, subset, take)
 from .sources import SOURCES, load_cifar10_jpeg, load_dataset, load_samples
 
 __all__ = ["DatasetInfo", "DATASETS", "ImageSet", "DataUnavailableError", "OfflineSamplesWarning",
            "OverlappingTestSetWarning", "check_test_set", "STAND_IN",
-           "check_dataset_name", "load_dataset", "load_cifar10_jpeg", "load_samples", "SOURCES", "subset", "take",
+           "check_dataset_name", "load_dataset", "load_cifar10_jpeg", "load_samples", "SOURCES", "subset", "hold_out", "take",
            "first_of_each_class", "Preprocessing", "RAW", "normalize", "GPULoader", "SAMPLES_DIR"]

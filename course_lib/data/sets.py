@@ -189,13 +189,26 @@ def subset(data: ImageSet, n_per_class: int, seed: int = 0, allow_fewer: bool = 
                          f"has only {int(counts[short])} in this copy of {data.info.title} {data.split} "
                          f"({data.source}). Ask for at most {int(counts.min())}, pass allow_fewer=True, or load the "
                          "full data set.")
+    return data.select(_subset_positions(data, n_per_class, seed), f"subset of {n_per_class} per class (seed {seed})")
+
+
+def _subset_positions(data: ImageSet, n_per_class: int, seed: int) -> torch.Tensor:
+    """Positions (sorted) of :func:`subset`'s draw: each class shuffled with ``seed``, its first ``n_per_class``."""
     generator = torch.Generator().manual_seed(seed)
     keep = []
     for c in range(data.num_classes):
         members = torch.nonzero(data.labels == c).flatten()
         keep.append(members[torch.randperm(len(members), generator=generator)[:n_per_class]])
-    index = torch.cat(keep).sort().values
-    return data.select(index, f"subset of {n_per_class} per class (seed {seed})")
+    return torch.cat(keep).sort().values
+
+
+def hold_out(data: ImageSet, n_per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(the rest, the held-out part): ``n_per_class`` images of every class set aside with ``seed`` (a
+    :func:`subset`), the same draw every time, so a validation split never overlaps what is trained on."""
+    held = subset(data, n_per_class, seed=seed)          # validates n_per_class and the class counts
+    keep = torch.ones(len(data), dtype=torch.bool)
+    keep[_subset_positions(data, n_per_class, seed)] = False
+    return data.select(torch.nonzero(keep).flatten(), f"{n_per_class} per class held out (seed {seed})"), held
 
 
 def take(data: ImageSet, n: int | None, seed: int = 0) -> ImageSet:

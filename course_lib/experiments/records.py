@@ -45,7 +45,9 @@ REQUIRED = {"key": str, "spec": dict, "label": str, "final_test_acc": NUMBER, "e
             "test_correct": str, "train_seconds": NUMBER, "train_source": str, "test_source": str,
             "history": dict, "identity": dict, "environment": dict}
 OPTIONAL = {"format": int, "identity_hash": str, "best_test_acc": NUMBER, "test_fingerprint": str,
-            "parameters": int, "images_per_second": NUMBER, "recipe": dict, "preprocess": dict, "checkpoint": str}
+            "parameters": int, "images_per_second": NUMBER, "recipe": dict, "preprocess": dict, "checkpoint": str,
+            "val_images": int, "val_source": str, "final_val_acc": NUMBER, "best_val_acc": NUMBER,
+            "final_train_clean_acc": NUMBER}
 REQUIRED_SPEC = {"model": str, "dataset": str, "profile": str, "seed": int}
 REUSED = {"preprocess": dict}         # what reusing a trained run needs (records with an identity_hash)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from ..data import DATASETS, DataUnavailableError, Preprocessing, check_dataset_name, load_dataset, subset, take
+from ..data import (DATASETS, DataUnavailableError, Preprocessing, check_dataset_name, hold_out, load_dataset, subset,
+                    take)
 from ..drloc import DRLocLoss
 from ..files import CorruptFileError, file_lock, quarantine
 from ..models import MODELS, accepts, count_parameters, create_model, model_label
@@ -38,7 +40,10 @@ if TYPE_CHECKING:     # names used only in annotations
     from ..data import ImageSet
     from ..recipes import TrainConfig
 
-__all__ = ["RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
+# The validation split's draw (Profile.validation_per_class): one fixed seed, apart from every run's seed.
+VALIDATION_SEED = 20_231_000
+
+__all__ = ["VALIDATION_SEED", "RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
            "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
 
 
@@ -62,6 +67,7 @@ class RunSpec:
     recipe: str | None = None
     epochs: int | None = None
     seed: int = 0
+    lr: float | None = None         # overrides the recipe's learning rate (the study's tuning grid)
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, Profile):
@@ -77,6 +83,9 @@ class RunSpec:
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
                                         or self.epochs < 1):
             raise ValueError(f"RunSpec.epochs must be a whole number >= 1 or None, got {self.epochs!r}.")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                    or not math.isfinite(self.lr) or self.lr <= 0):
+            raise ValueError(f"RunSpec.lr must be a finite number > 0 or None, got {self.lr!r}.")
         # One run, one key: a per-class budget equal to the profile's default (or to the whole split) is no override.
         n, info = self.train_per_class, DATASETS[self.dataset]
         if n is not None and (n == self.profile.train_per_class(info.num_classes)
@@ -95,6 +104,8 @@ class RunSpec:
             parts.append(f"n{self.train_per_class}")
         if self.epochs is not None:
             parts.append(f"e{self.epochs}")
+        if self.lr is not None:
+            parts.append(f"lr{self.lr:g}")
         parts += [self.recipe, self.profile.name, f"s{self.seed}"]
         return "-".join(parts)
 
@@ -104,7 +115,11 @@ class RunSpec:
         return model_label(self.model, self.drloc)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "profile": self.profile.name}
+        """Plain values; ``lr`` only when set, so runs made before it existed keep their identity."""
+        d = {**asdict(self), "profile": self.profile.name}
+        if d["lr"] is None:
+            del d["lr"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
@@ -134,14 +149,18 @@ def _default_per_class(spec: RunSpec) -> int:
 def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of a run: its recipe with the profile's epochs (and, for the course recipe, batch).
 
-    A run on fewer images per class than the profile's default gets the same number of **optimiser steps** as the
-    full-budget run (so "less data" never means "less training"): its epochs are that step count divided by its
-    steps per epoch, rounded. ``n_train`` is the number of training images actually loaded (default: the plan's).
+    Under a profile with ``equal_steps``, a run on fewer images per class than the profile's default gets the same
+    number of **optimiser steps** as the full-budget run: its epochs are that step count divided by its steps per
+    epoch, rounded. Otherwise (the study's rule, as Dosovitskiy et al. keep the recipe fixed across data sizes)
+    every size trains the same epochs, so compute grows with the data. ``n_train`` is the number of training
+    images actually loaded (default: the plan's).
     """
     recipe = RECIPES[spec.recipe]
+    if spec.lr is not None:
+        recipe = replace(recipe, lr=spec.lr, min_lr=min(recipe.min_lr, spec.lr / 100))
     epochs = spec.epochs or spec.profile.epochs or recipe.epochs
     batch = spec.profile.batch_size if spec.recipe == "course" else recipe.batch_size
-    if spec.epochs is None and spec.train_per_class is not None:
+    if spec.epochs is None and spec.train_per_class is not None and spec.profile.equal_steps:
         classes = DATASETS[spec.dataset].num_classes
         full_steps = epochs * steps_per_epoch(_default_per_class(spec) * classes, batch)
         n = n_train if n_train is not None else spec.train_per_class * classes
@@ -152,20 +171,26 @@ def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
                    eval_every=max(1, round(epochs / spec.profile.evaluations)))
 
 
-def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
-    """Train and test splits of a run within its profile's budget (train: per class, stratified; test: random),
-    from the profile's copy of the data (``Profile.data_source``).
+def load_data(spec: RunSpec, data_root: str | Path | None = None) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """(train, test, validation) of a run within its profile's budget, from the profile's copy of the data
+    (``Profile.data_source``). Train: per class, stratified, drawn with the run's seed; test: random.
 
-    With fewer images per class than the budget asks (the committed samples), every image of that class is used.
+    Validation (profiles with ``validation_per_class``, else None): that many images of every class held out of
+    the official training split with :data:`VALIDATION_SEED`, the same for every run and every seed; training
+    subsets are drawn from the rest, so no training subset ever touches them. With fewer images per class than
+    the budget asks (the committed samples), every image of that class is used.
     """
     source = spec.profile.data_source
     train = load_dataset(spec.dataset, "train", root=data_root, source=source)
     test = load_dataset(spec.dataset, "test", root=data_root, source=source)
     _refuse_samples_for_full_data(spec, train, test)
+    val = None
+    if spec.profile.validation_per_class is not None:
+        train, val = hold_out(train, spec.profile.validation_per_class, seed=VALIDATION_SEED)
     per_class = spec.train_per_class or spec.profile.train_per_class(DATASETS[spec.dataset].num_classes)
     if per_class is not None:
         train = subset(train, per_class, seed=spec.seed, allow_fewer=True)
-    return train, take(test, spec.profile.test_images, seed=spec.seed)
+    return train, take(test, spec.profile.test_images, seed=spec.seed), val
 
 
 def _refuse_samples_for_full_data(spec: RunSpec, train: ImageSet, test: ImageSet) -> None:
@@ -198,14 +223,19 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
 
 
 def run_identity(spec: RunSpec, model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
-                 test: ImageSet) -> dict:
-    """Everything that changes a run's result (see the module docstring), as plain JSON values."""
+                 test: ImageSet, val: ImageSet | None = None) -> dict:
+    """Everything that changes a run's result (see the module docstring), as plain JSON values (the validation
+    split only when there is one, so runs without it keep their identity)."""
     def data(d: ImageSet) -> dict:
         return {"source": d.source, "images": len(d), "fingerprint": data_fingerprint(d)}
 
-    return {"spec": spec.to_dict(), "model": {"class": type(model).__name__, **asdict(model.config)},
-            "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra_losses], "train_data": data(train),
-            "test_data": data(test), "preprocess": Preprocessing.for_dataset(spec.dataset, cfg.normalize).to_dict()}
+    identity = {"spec": spec.to_dict(), "model": {"class": type(model).__name__, **asdict(model.config)},
+                "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra_losses],
+                "train_data": data(train), "test_data": data(test),
+                "preprocess": Preprocessing.for_dataset(spec.dataset, cfg.normalize).to_dict()}
+    if val is not None:
+        identity["val_data"] = data(val)
+    return identity
 
 
 def _hash(identity: dict) -> str:
@@ -249,12 +279,15 @@ def measure_throughput(model: nn.Module, extra_losses: list, cfg: TrainConfig, t
     return len(x) / (sum(seconds[1:]) / 2)
 
 
-def estimate_seconds(cfg: TrainConfig, n_train: int, n_test: int, images_per_second: float) -> float:
+def estimate_seconds(cfg: TrainConfig, n_train: int, n_test: int, images_per_second: float,
+                     n_val: int | None = None) -> float:
     """Expected wall time: every epoch's training images at the measured rate, plus the evaluations (about a
-    third of the cost per image of training) and 10 % for everything else."""
+    third of the cost per image of training) and 10 % for everything else. With a validation split (``n_val``),
+    each evaluation covers the validation and the training images, and the test set is evaluated once."""
     evaluations = -(-cfg.epochs // cfg.eval_every)
     images = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size) * cfg.batch_size
-    return 1.1 * (images + evaluations * n_test / 3) / images_per_second
+    evaluated = evaluations * n_test if n_val is None else evaluations * (n_val + n_train) + n_test
+    return 1.1 * (images + evaluated / 3) / images_per_second
 
 
 def _announce(spec: RunSpec, cfg: TrainConfig, train: ImageSet, test: ImageSet, ips: float | None,
@@ -276,8 +309,12 @@ def _duration(seconds: float) -> str:
 # Training, recording, reusing
 
 def _record(spec: RunSpec, model: nn.Module, history: History, cfg: TrainConfig, identity: dict, train: ImageSet,
-            test: ImageSet, device: torch.device, checkpoint: Path) -> dict:
-    return {
+            test: ImageSet, device: torch.device, checkpoint: Path, val: ImageSet | None = None) -> dict:
+    validation = {} if val is None else {
+        "val_images": len(val), "val_source": val.source, "final_val_acc": history.last("val_acc"),
+        "best_val_acc": max(a for a in history.val_acc if a is not None),
+        "final_train_clean_acc": history.last("train_clean_acc")}
+    return {**validation,
         "key": spec.key, "spec": spec.to_dict(), "label": spec.label, "identity_hash": _hash(identity),
         "final_test_acc": history.final_test_acc, "best_test_acc": max(a for a in history.test_acc if a is not None),
         "train_seconds": sum(history.seconds), "epochs": len(history), "steps": history.steps[-1],
@@ -304,23 +341,25 @@ class PreparedRun:
     extra_losses: list
     identity: dict
     checkpoint: Path
+    val: ImageSet | None = None
 
     @property
     def identity_hash(self) -> str:
         return _hash(self.identity)
 
     def estimate_seconds(self, images_per_second: float) -> float:
-        return estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second)
+        return estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second,
+                                None if self.val is None else len(self.val))
 
 
 def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None) -> PreparedRun:
     """Load the data of ``spec``, build its model and extra losses (seeded), and work out its identity."""
-    train, test = load_data(spec, data_root)
+    train, test, val = load_data(spec, data_root)
     cfg = training_config(spec, len(train))
     model, extra_losses = _build(spec, cfg)
-    identity = run_identity(spec, model, extra_losses, cfg, train, test)
+    identity = run_identity(spec, model, extra_losses, cfg, train, test, val)
     checkpoint = Path(root if root is not None else workdir()) / "checkpoints" / f"{spec.key}-{_hash(identity)}.pt"
-    return PreparedRun(spec, train, test, cfg, model, extra_losses, identity, checkpoint)
+    return PreparedRun(spec, train, test, cfg, model, extra_losses, identity, checkpoint, val)
 
 
 def _set_aside(run: PreparedRun, error: Exception) -> None:
@@ -343,12 +382,12 @@ def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
             ips = measure_throughput(run.model, run.extra_losses, run.cfg, run.train, device)
         _announce(run.spec, run.cfg, run.train, run.test, ips, device)
     try:
-        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra_losses, checkpoint=run.checkpoint,
-                   device=device, progress=progress)
+        return fit(run.model, run.train, run.test, run.cfg, val_data=run.val, extra_losses=run.extra_losses,
+                   checkpoint=run.checkpoint, device=device, progress=progress)
     except (CorruptFileError, CheckpointMismatchError) as error:
         _set_aside(run, error)
-        return fit(run.model, run.train, run.test, run.cfg, extra_losses=run.extra_losses, checkpoint=run.checkpoint,
-                   device=device, progress=progress)
+        return fit(run.model, run.train, run.test, run.cfg, val_data=run.val, extra_losses=run.extra_losses,
+                   checkpoint=run.checkpoint, device=device, progress=progress)
 
 
 def execute(run: PreparedRun, device: str | torch.device | None = None, progress: bool = True,
@@ -366,7 +405,7 @@ def execute(run: PreparedRun, device: str | torch.device | None = None, progress
                              Preprocessing.from_dict(record["preprocess"]))
         history = _fit(run, device, progress, same and run.checkpoint.exists(), images_per_second)
         record = _record(spec, run.model, history, run.cfg, run.identity, run.train, run.test, device,
-                         run.checkpoint)
+                         run.checkpoint, run.val)
         if same and previous[0]["history"] == record["history"]:
             record = previous[0]          # loaded from a finished checkpoint: keep the record of who trained it
         else:

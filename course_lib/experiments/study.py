@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import DATASETS, subset
+from ..data import hold_out
 from ..files import atomic_write_json, read_json
 from ..profiles import get_profile
 from ..runtime import device_name, get_device
@@ -59,24 +59,16 @@ def plateau_epoch(held_out_acc: list[float], tolerance: float = 2.0) -> int:
     return int(torch.nonzero(smooth >= smooth.max() - tolerance)[0]) + 1
 
 
-def _held_out_split(train, per_class: int, seed: int):
-    """(training part, held-out part): ``per_class`` images of every class set aside, the same draw every time."""
-    held = subset(train, per_class, seed=seed + 1000)
-    keep = torch.ones(len(train), dtype=torch.bool)
-    keep[torch.isin(train.indices, held.indices)] = False
-    return train.select(torch.nonzero(keep).flatten(), f"{per_class} per class held out"), held
-
-
 def pilot(data_root: str | Path | None = None, epochs: int = 40, held_out: int = 50, model: str = "vit",
           device: str | None = None, out: Path = PILOT_DIR) -> dict:
     """Train the pilot (see the module docstring), write its record to ``out`` and return it."""
     profile = get_profile("study")
     spec = RunSpec(model, "cifar10", profile)
-    train, _ = load_data(spec, data_root)
+    train, _, _ = load_data(spec, data_root)
     if "JPEG" not in train.source:
         raise RuntimeError(f"The study trains on the CIFAR-10 JPEG copy, but got {train.source}. Put "
                            "cifar10_yoongikim_jpg.tar.xz under <data root>/cifar10-jpeg/.")
-    part, held = _held_out_split(train, held_out, spec.seed)
+    part, held = hold_out(train, held_out, seed=spec.seed + 1000)
     run = prepare(spec, data_root)        # the run of record's model and recipe, before any change
     cfg = replace(run.cfg.with_epochs(epochs), schedule="constant", eval_every=1)
     dev = get_device(device)
@@ -111,6 +103,21 @@ def study_queue(seeds: tuple[int, ...] = (0, 1)) -> tuple[list[RunSpec], set[Run
     return list(dict.fromkeys(order)), set(first) | set(contrast)
 
 
+# The tuning grid (issue 28): at the cheapest size, the same effort for both families. Three learning rates
+# around the course recipe's 1e-3 at 50 epochs; the doubling check (100 epochs at the best rate) follows.
+TUNING_SIZE = 100
+TUNING_LRS = (1e-3, 5e-4, 2e-3)
+TUNING_EPOCHS = 50
+
+
+def tuning_queue(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
+    """The tuning runs of the study (profile ``study2``), cheapest and most informative first: the course
+    recipe's rate for every family, then the others."""
+    profile = get_profile("study2")
+    return [RunSpec(model, "cifar10", profile, train_per_class=TUNING_SIZE, epochs=TUNING_EPOCHS, lr=lr)
+            for lr in TUNING_LRS for model in models]
+
+
 def _commit(paths: list[Path], message: str) -> None:
     """Commit exactly ``paths`` (other staged work is left alone); retried while another git holds the lock."""
     names = [str(p) for p in paths]
@@ -125,7 +132,8 @@ def _commit(paths: list[Path], message: str) -> None:
 
 
 def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR, commit: bool = False,
-              device: str | None = None, only: list[str] | None = None, max_run_s: float = HOUR) -> None:
+              device: str | None = None, only: list[str] | None = None, max_run_s: float = HOUR,
+              queue: str = "study") -> None:
     """Work down :func:`study_queue` (or the runs whose keys are in ``only``, e.g. to train two at once, one per
     core): a run is done when a record of record with its identity exists (and, for the runs of record, its fp16
     weights with that identity); a run starts only if its estimate fits both ``max_run_s`` (an hour) and the time
@@ -133,6 +141,8 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
     a run that the cap refuses only because of that."""
     start = time.monotonic()
     specs, of_record = study_queue()
+    if queue == "tune":
+        specs, of_record = tuning_queue(), set()
     if only:
         unknown = sorted(set(only) - {s.key for s in specs})
         if unknown:
@@ -174,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_lib.experiments.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["pilot", "run"])
+    parser.add_argument("--queue", choices=["study", "tune"], default="study",
+                        help="which queue `run` works down: the first study's, or the second study's tuning grid")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--epochs", type=int, default=40, help="the pilot's epochs")
     parser.add_argument("--deadline-s", type=float, default=10 * HOUR)
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{record['plateau_epoch']} of {args.epochs} (python -m course_lib.experiments.study pilot)")
     else:
         run_study(args.data_root, args.deadline_s, args.commit, only=args.only.split(",") if args.only else None,
-                  max_run_s=60 * args.max_run_minutes)
+                  max_run_s=60 * args.max_run_minutes, queue=args.queue)
 
 
 if __name__ == "__main__":
