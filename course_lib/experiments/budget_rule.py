@@ -1,0 +1,226 @@
+"""The second CPU study's budget rule (profile ``study2``, issue 28): when is a model *trained*, and how much
+training does every run get?
+
+    fitted       its clean training accuracy (the training images without augmentation) reached 90 %;
+    at plateau   not fitted, but the same run with twice the epochs gained less than one point of validation
+                 accuracy (the check of Dosovitskiy et al.'s spirit: more budget would not help);
+    under-fitted neither: no data-size conclusion may be drawn from it.
+
+The budget is chosen on the validation split only (100 images per class held out of CIFAR-10's training
+images; the test set chooses nothing), with the same effort for both families, at the cheapest size:
+
+1. three learning rates at :data:`~course_lib.experiments.study.TUNING_EPOCHS` epochs (the tuning grid);
+2. the best rate by final validation accuracy; then its run with twice the epochs (the doubling check): the
+   longer budget is kept if it gains at least one point;
+3. that (epochs, learning rate) is kept for every size and seed of the family (compute grows with the data).
+
+:func:`fit_verdict` is what the book prints beside a run's test accuracy; :func:`choose_budget` is step 2 from
+the records; :func:`progress_table` is the study's progress, written to ``course_lib/records/STUDY2.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import DATASETS
+from ..files import atomic_write_text
+from ..profiles import get_profile
+from .records import RECORDS_OF_RECORD, load_results
+from .runs import RunSpec
+
+__all__ = ["FIT_THRESHOLD", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS", "TUNING_EPOCHS", "FitVerdict",
+           "fit_verdict", "tuning_table", "choose_budget", "study2_queue", "progress_table", "write_progress"]
+
+# The tuning grid: at the cheapest size, the same effort for both families; three learning rates around the course
+# recipe's 1e-3 at 50 epochs (about 15 min for the ViT, 30 for ResNet-18 on one thread), then the doubling check.
+TUNING_SIZE = 100
+TUNING_LRS = (1e-3, 5e-4, 2e-3)
+TUNING_EPOCHS = 50
+FIT_THRESHOLD = 90.0      # % clean training accuracy: the model fits its training set
+DOUBLING_GAIN = 1.0       # points of validation accuracy that twice the epochs must gain to be worth it
+
+
+@dataclass(frozen=True)
+class FitVerdict:
+    """``word``: "memorised" (clean training accuracy >= 99.5 %), "fitted", "at plateau" or "under-fitted";
+    ``sentence``: the numbers behind it."""
+
+    word: str
+    sentence: str
+
+    @property
+    def trained(self) -> bool:
+        """May a conclusion be drawn from this run?"""
+        return self.word != "under-fitted"
+
+
+def _doubled(record: dict, records: list[dict]) -> dict | None:
+    """The run that is ``record`` with twice its epochs (same model, data, seed, learning rate), if recorded."""
+    spec = record["spec"]
+    for other in records:
+        o = other["spec"]
+        if (other.get("final_val_acc") is not None and other["epochs"] == 2 * record["epochs"]
+                and all(o.get(k) == spec.get(k) for k in spec if k not in ("epochs",))):
+            return other
+    return None
+
+
+def fit_verdict(record: dict, records: list[dict] | None = None) -> FitVerdict:
+    """How well ``record``'s model fits its training data (see the module docstring). ``records``: where to look
+    for its doubled run (default: every record). Records without clean training accuracy (made before the
+    validation split) are judged on their last *running* training accuracy, under augmentation, and say so."""
+    clean = record.get("final_train_clean_acc")
+    what = "clean training accuracy"
+    if clean is None:
+        clean, what = record["history"]["train_acc"][-1], "running training accuracy (augmented, no clean one recorded)"
+    where = f"{what} {clean:.1f} % after {record['epochs']} epochs"
+    if clean >= 99.5:
+        return FitVerdict("memorised", f"memorised its training set: {where}")
+    if clean >= FIT_THRESHOLD:
+        return FitVerdict("fitted", f"fits its training set: {where}")
+    doubled = _doubled(record, load_results() if records is None else records)
+    if doubled is not None and record.get("final_val_acc") is not None:
+        gain = doubled["final_val_acc"] - record["final_val_acc"]
+        sentence = (f"{where}; twice the epochs changed validation accuracy by {gain:+.1f} points "
+                    f"({record['final_val_acc']:.1f} -> {doubled['final_val_acc']:.1f} % on "
+                    f"{record['val_images']:,} validation images)")
+        if gain < DOUBLING_GAIN:
+            return FitVerdict("at plateau", f"at its plateau: {sentence}")
+        return FitVerdict("under-fitted", f"under-fitted: {sentence}")
+    return FitVerdict("under-fitted", f"under-fitted: {where}, below {FIT_THRESHOLD:.0f} %, and no run with twice "
+                                      "the epochs to show that more training would not help")
+
+
+def _tuning_records(records: list[dict], model: str, size: int) -> list[dict]:
+    return sorted((r for r in records if r["spec"]["profile"] == "study2" and r["spec"]["model"] == model
+                   and not r["spec"].get("drloc") and r["spec"].get("train_per_class") == size
+                   and r["spec"]["seed"] == 0 and r["spec"].get("lr") is not None
+                   and r.get("final_val_acc") is not None),
+                  key=lambda r: (r["epochs"], r["spec"]["lr"]))
+
+
+def tuning_table(records: list[dict] | None = None, size: int = 100,
+                 models: tuple[str, ...] = ("vit", "resnet18")) -> list[dict]:
+    """One row per tuning run: model, epochs, learning rate, clean training / validation / best validation
+    accuracy, the fit verdict; the test accuracy is deliberately absent (it chooses nothing)."""
+    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    rows = []
+    for model in models:
+        for r in _tuning_records(records, model, size):
+            rows.append({"model": r["label"], "epochs": r["epochs"], "lr": r["spec"]["lr"],
+                         "train_clean_acc": r["final_train_clean_acc"], "val_acc": r["final_val_acc"],
+                         "best_val_acc": r["best_val_acc"], "fit": fit_verdict(r, records).word,
+                         "minutes": r["train_seconds"] / 60, "key": r["key"]})
+    return rows
+
+
+def choose_budget(model: str, records: list[dict] | None = None, size: int = 100,
+                  base_epochs: int = 50) -> tuple[tuple[int, float] | None, str]:
+    """((epochs, learning rate) for ``model``, the reason in words), or (None, what is missing) while the tuning
+    is not complete. The rate: best final validation accuracy at ``base_epochs`` (ties go to the smaller rate);
+    the epochs: doubled while doubling gains at least :data:`DOUBLING_GAIN` points (each doubling must be
+    recorded: a missing one is asked for)."""
+    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    runs = _tuning_records(records, model, size)
+    grid = [r for r in runs if r["epochs"] == base_epochs]
+    if len(grid) < 3:
+        return None, f"{model}: {len(grid)} of 3 learning rates tuned at {base_epochs} epochs"
+    best = max(grid, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]))
+    lr = best["spec"]["lr"]
+    words = [f"learning rate {lr:g}: best validation accuracy at {base_epochs} epochs ("
+             + ", ".join(f"{r['spec']['lr']:g}: {r['final_val_acc']:.1f} %" for r in grid) + ")"]
+    epochs, current = base_epochs, best
+    while True:
+        doubled = next((r for r in runs if r["epochs"] == 2 * epochs and r["spec"]["lr"] == lr), None)
+        if doubled is None:
+            return None, "; ".join(words + [f"the doubling check ({2 * epochs} epochs at {lr:g}) is not run yet"])
+        gain = doubled["final_val_acc"] - current["final_val_acc"]
+        words.append(f"{2 * epochs} epochs {'gained' if gain >= 0 else 'lost'} {abs(gain):.1f} points of "
+                     f"validation accuracy over {epochs}")
+        if gain < DOUBLING_GAIN:
+            return (epochs, lr), "; ".join(words + [f"so {epochs} epochs"])
+        epochs, current = 2 * epochs, doubled
+
+
+def _spec(model: str, n: int, budget: tuple[int, float], seed: int = 0, drloc: bool = False,
+          epochs: int | None = None) -> RunSpec:
+    extra = {"drloc": True, "drloc_schedule": "official"} if drloc else {}
+    return RunSpec(model, "cifar10", get_profile("study2"), train_per_class=n, epochs=epochs or budget[0],
+                   lr=budget[1], seed=seed, **extra)
+
+
+def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]]:
+    """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class; seed 0 of every
+    curve point and of ViT + DRLoc; the doubling check at the largest size; the other seeds (three per curve
+    point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500). ``planned`` is False
+    where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
+    :data:`TUNING_EPOCHS` epochs, a placeholder)."""
+    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    queue: list[tuple[RunSpec, bool]] = []
+    budgets = {}
+    for model in ("vit", "resnet18"):
+        queue += [(_spec(model, TUNING_SIZE, (TUNING_EPOCHS, lr)), True) for lr in TUNING_LRS]
+        budget, _ = choose_budget(model, records)
+        grid = _tuning_records(records, model, TUNING_SIZE)
+        at_base = [r for r in grid if r["epochs"] == TUNING_EPOCHS]
+        if budget is None and len(at_base) == len(TUNING_LRS):     # the doubling check still to run
+            best = max(at_base, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]))["spec"]["lr"]
+            done = sorted({r["epochs"] for r in grid if r["spec"]["lr"] == best})
+            queue.append((_spec(model, TUNING_SIZE, (2 * done[-1], best)), True))
+        budgets[model] = (budget or (TUNING_EPOCHS, 1e-3), budget is not None)
+    sizes, seeds = get_profile("study2").curve_sizes, get_profile("study2").curve_seeds
+    largest = sizes[-1]
+
+    def add(model, n, seed, drloc=False, epochs=None):
+        budget, planned = budgets[model]
+        queue.append((_spec(model, n, budget, seed, drloc, epochs), planned))
+
+    for n in sizes:
+        add("vit", n, 0), add("resnet18", n, 0)
+        if n in (TUNING_SIZE, largest):
+            add("vit", n, 0, drloc=True)
+    for model in ("vit", "resnet18"):
+        add(model, largest, 0, epochs=2 * budgets[model][0][0])
+    for seed in seeds[1:]:
+        for n in sizes:
+            add("vit", n, seed), add("resnet18", n, seed)
+            if n in (TUNING_SIZE, largest):
+                add("vit", n, seed, drloc=True)
+    for seed in (3, 4):
+        add("vit", TUNING_SIZE, seed), add("vit", TUNING_SIZE, seed, drloc=True)
+    first: dict[str, tuple[RunSpec, bool]] = {}
+    for spec, planned in queue:             # a run the tuning already made is the curve's run, not a second one
+        first.setdefault(spec.key, (spec, planned))
+    return list(first.values())
+
+
+def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
+                   images_per_second: dict[str, float]) -> str:
+    """The study's progress as Markdown: runs done and left, and the CPU-hours left at the measured one-thread
+    throughput of each model (``images_per_second``: {"vit": ..., "resnet18": ..., "vit+drloc": ...})."""
+    done = {r["key"]: r for r in records}
+    lines = ["| run | epochs | state | clean train acc | val acc | fit |", "|---|---|---|---|---|---|"]
+    left_hours = 0.0
+    for spec, planned in queue:
+        epochs, n_train = spec.epochs, (spec.train_per_class or 500) * DATASETS["cifar10"].num_classes
+        r = done.get(spec.key)
+        if r is not None:
+            lines.append(f"| `{spec.key}` | {r['epochs']} | done | {r['final_train_clean_acc']:.1f} % | "
+                         f"{r['final_val_acc']:.1f} % | {fit_verdict(r, records).word} |")
+            continue
+        model = "vit+drloc" if spec.drloc else spec.model
+        hours = epochs * n_train / images_per_second[model] / 3600
+        left_hours += hours
+        state = f"to run (~{hours:.1f} CPU-h)" if planned else f"placeholder budget (~{hours:.1f} CPU-h)"
+        lines.append(f"| `{spec.key}` | {epochs} | {state} | | | |")
+    n_done = sum(1 for spec, _ in queue if spec.key in done)
+    head = (f"Runs done: {n_done} of {len(queue)}; runs left: {len(queue) - n_done}, about {left_hours:.1f} "
+            f"CPU-hours at one thread ({', '.join(f'{k} {v:.0f} img/s' for k, v in images_per_second.items())}, "
+            "training only; runs marked *placeholder* wait for the tuning to choose their budget).")
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def write_progress(text: str, path: Path = RECORDS_OF_RECORD / "STUDY2.md") -> Path:
+    """Write the progress table where the records of record are (committed with each record that lands)."""
+    atomic_write_text(path, "# The second CPU study: progress\n\n" + text)
+    return path

@@ -1,0 +1,170 @@
+"""The second study's validation split, clean training accuracy and budget rule (issue 28)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from course_lib.data import hold_out, subset
+from course_lib.experiments import budget_rule as br
+from course_lib.experiments.runs import VALIDATION_SEED, RunSpec, load_data, run_identity, training_config
+from course_lib.models import ViT
+from course_lib.profiles import PROFILES
+from course_lib.train import evaluate, fit
+
+
+def tiny_vit(seed=0) -> ViT:
+    torch.manual_seed(seed)
+    return ViT(dim=32, depth=2, heads=2, num_classes=10)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The validation split
+
+def test_hold_out_is_disjoint_stratified_and_the_same_every_time(cifar10_samples):
+    train, _ = cifar10_samples
+    rest, held = hold_out(train, 5, seed=7)
+    assert len(rest) + len(held) == len(train)
+    assert not torch.isin(held.indices, rest.indices).any()
+    assert held.class_counts().tolist() == [5] * 10
+    again_rest, again_held = hold_out(train, 5, seed=7)
+    assert torch.equal(held.indices, again_held.indices) and torch.equal(rest.indices, again_rest.indices)
+    # the held part is exactly subset()'s draw with that seed
+    assert torch.equal(held.indices, subset(train, 5, seed=7).indices)
+
+
+def test_no_training_subset_of_any_seed_touches_the_validation_split(cifar10_samples, monkeypatch):
+    """load_data draws every training subset from what the validation split leaves."""
+    train, test = cifar10_samples
+    from course_lib.experiments import runs
+
+    monkeypatch.setattr(runs, "load_dataset", lambda name, split, **kw: train if split == "train" else test)
+    profile = PROFILES["study2"]
+    vals = []
+    for seed in (0, 1, 2):
+        tr, _, val = load_data(RunSpec("vit", "cifar10", profile, train_per_class=20, seed=seed))
+        assert val is not None and len(val) == 10 * profile.validation_per_class
+        assert not torch.isin(tr.indices, val.indices).any()
+        vals.append(val.indices)
+    assert all(torch.equal(v, vals[0]) for v in vals)            # one fixed split, whatever the seed
+    expected = hold_out(train, profile.validation_per_class, VALIDATION_SEED)[1]
+    assert torch.equal(vals[0], expected.indices)
+
+
+def test_study2_keeps_epochs_fixed_across_sizes_and_the_old_profiles_keep_equal_steps():
+    small = RunSpec("vit", "cifar10", PROFILES["study2"], train_per_class=100, epochs=50)
+    large = RunSpec("vit", "cifar10", PROFILES["study2"], epochs=50)
+    assert training_config(small).epochs == training_config(large).epochs == 50
+    old_small = training_config(RunSpec("vit", "cifar10", PROFILES["study"], train_per_class=100))
+    assert old_small.epochs > PROFILES["study"].epochs            # the first study's equal-steps rule, unchanged
+
+
+def test_a_learning_rate_override_enters_the_key_and_the_recipe_but_not_old_identities():
+    spec = RunSpec("vit", "cifar10", PROFILES["study2"], train_per_class=100, epochs=50, lr=5e-4)
+    assert "lr0.0005" in spec.key and training_config(spec).lr == 5e-4
+    assert "lr" not in RunSpec("vit", "cifar10", PROFILES["study"]).to_dict()
+    with pytest.raises(ValueError, match="RunSpec.lr"):
+        RunSpec("vit", "cifar10", PROFILES["study2"], lr=float("nan"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fit with a validation split
+
+def test_fit_records_validation_and_clean_training_accuracy_and_tests_once(cifar10_samples):
+    train, test = cifar10_samples
+    rest, val = hold_out(train, 3, seed=1)
+    tr, te = subset(rest, 4), subset(test, 2)
+    model = tiny_vit()
+    h = fit(model, tr, te, val_data=val, epochs=4, eval_every=2, batch_size=16, warmup_epochs=0.5,
+            progress=False)
+    assert h.val_acc[0] is None and h.val_acc[2] is None and h.val_acc[1] is not None
+    assert len(h.val_acc) == len(h.train_clean_acc) == len(h.epoch) == 4
+    assert h.test_acc == [None, None, None, h.test_acc[-1]] and h.test_acc[-1] is not None
+    # the series are what evaluate() says, independently, on the same images without augmentation
+    val_loss, val_acc = evaluate(model, val)
+    clean_loss, clean_acc = evaluate(model, tr)
+    assert h.val_acc[-1] == pytest.approx(val_acc) and h.val_loss[-1] == pytest.approx(val_loss, rel=1e-5)
+    assert h.train_clean_acc[-1] == pytest.approx(clean_acc)
+    assert h.last("val_acc") == h.val_acc[-1]
+
+
+def test_a_validation_split_of_another_data_set_is_refused(cifar10_samples):
+    from course_lib.data import load_dataset
+
+    train, test = cifar10_samples
+    svhn = load_dataset("svhn", "train", source="samples")
+    with pytest.raises(ValueError, match="hold_out"):
+        fit(tiny_vit(), subset(train, 2), test, val_data=subset(svhn, 1), epochs=1, progress=False)
+
+
+def test_the_validation_split_enters_the_identity_only_when_there_is_one(cifar10_samples):
+    train, test = cifar10_samples
+    spec = RunSpec("vit", "cifar10", PROFILES["cpu"])
+    model = tiny_vit()
+    cfg = training_config(spec)
+    plain = run_identity(spec, model, [], cfg, train, test)
+    assert "val_data" not in plain
+    with_val = run_identity(spec, model, [], cfg, train, test, subset(train, 1))
+    assert with_val["val_data"]["images"] == 10
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The budget rule, on made-up records
+
+def _record(model="vit", lr=1e-3, epochs=50, val=50.0, clean=80.0, seed=0, n=100):
+    spec = {"model": model, "dataset": "cifar10", "profile": "study2", "drloc": False, "train_per_class": n,
+            "epochs": epochs, "lr": lr, "seed": seed}
+    return {"key": f"{model}-{lr}-{epochs}", "spec": spec, "label": model, "epochs": epochs, "val_images": 1000,
+            "final_val_acc": val, "best_val_acc": val, "final_train_clean_acc": clean, "train_seconds": 60.0,
+            "history": {"train_acc": [clean - 10]}}
+
+
+def test_fit_verdict_words():
+    assert br.fit_verdict(_record(clean=99.9), []).word == "memorised"
+    assert br.fit_verdict(_record(clean=90.0), []).word == "fitted"
+    low = _record(clean=70.0, val=50.0)
+    assert br.fit_verdict(low, [low]).word == "under-fitted"
+    assert br.fit_verdict(low, [low, _record(epochs=100, clean=80.0, val=50.9)]).word == "at plateau"
+    assert br.fit_verdict(low, [low, _record(epochs=100, clean=80.0, val=51.0)]).word == "under-fitted"
+    old = {**low, "final_train_clean_acc": None}
+    old.pop("final_train_clean_acc")
+    assert "running training accuracy" in br.fit_verdict(old, []).sentence
+
+
+def test_choose_budget_follows_the_rule():
+    grid = [_record(lr=1e-3, val=50.0), _record(lr=5e-4, val=52.0), _record(lr=2e-3, val=49.0)]
+    budget, words = br.choose_budget("vit", grid)
+    assert budget is None and "doubling check" in words
+    gained = grid + [_record(lr=5e-4, epochs=100, val=54.0)]
+    budget, words = br.choose_budget("vit", gained)
+    assert budget is None and "200 epochs" in words           # a doubling that gains asks for the next one
+    flat = gained + [_record(lr=5e-4, epochs=200, val=54.5)]
+    assert br.choose_budget("vit", flat)[0] == (100, 5e-4)
+    assert br.choose_budget("vit", grid + [_record(lr=5e-4, epochs=100, val=52.5)])[0] == (50, 5e-4)
+    tie = [_record(lr=1e-3, val=50.0), _record(lr=5e-4, val=50.0), _record(lr=2e-3, val=49.0),
+           _record(lr=5e-4, epochs=100, val=50.0)]
+    assert br.choose_budget("vit", tie)[0] == (50, 5e-4)       # ties go to the smaller rate
+    assert br.choose_budget("resnet18", grid)[0] is None       # another family's records do not count
+
+
+def test_the_queue_has_no_duplicate_run_and_puts_tuning_first():
+    queue = br.study2_queue([])
+    keys = [s.key for s, _ in queue]
+    assert len(keys) == len(set(keys))
+    assert all(planned for _, planned in queue[:6]) and "e50-lr" in keys[0]
+    assert not any(planned for _, planned in queue[6:])          # no budget chosen yet
+    seeds_at_100 = {s.seed for s, _ in queue if s.drloc and s.train_per_class == 100}
+    seeds_at_500 = {s.seed for s, _ in queue if s.drloc and s.train_per_class is None}
+    assert seeds_at_100 == {0, 1, 2, 3, 4} and seeds_at_500 == {0, 1, 2}
+    vit_seeds_at_100 = {s.seed for s, _ in queue if s.model == "vit" and not s.drloc and s.train_per_class == 100}
+    assert seeds_at_100 <= vit_seeds_at_100                     # every DRLoc seed has its paired ViT
+
+
+def test_progress_table_counts_done_runs_and_hours():
+    queue = br.study2_queue([])
+    done = copy.deepcopy(_record())
+    done["key"] = queue[0][0].key
+    text = br.progress_table(queue, [done], {"vit": 50.0, "resnet18": 25.0, "vit+drloc": 40.0})
+    assert text.startswith(f"Runs done: 1 of {len(queue)}")
+    assert f"`{queue[0][0].key}` | 50 | done" in text
