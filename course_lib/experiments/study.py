@@ -143,6 +143,9 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
     specs, of_record = study_queue()
     if queue == "tune":
         specs, of_record = tuning_queue(), set()
+    elif queue == "study2":         # the second study's planned runs (budget_rule.study2_queue), in priority order
+        from .budget_rule import study2_queue
+        specs, of_record = [s for s, planned in study2_queue() if planned], set()
     if only:
         unknown = sorted(set(only) - {s.key for s in specs})
         if unknown:
@@ -184,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_lib.experiments.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["pilot", "run"])
-    parser.add_argument("--queue", choices=["study", "tune"], default="study",
-                        help="which queue `run` works down: the first study's, or the second study's tuning grid")
+    parser.add_argument("--queue", choices=["study", "tune", "study2"], default="study",
+                        help="which queue `run` works down: the first study's, the second study's tuning grid, or "
+                             "the second study's planned runs (budget_rule.study2_queue)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--epochs", type=int, default=40, help="the pilot's epochs")
     parser.add_argument("--deadline-s", type=float, default=10 * HOUR)
