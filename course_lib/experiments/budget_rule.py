@@ -124,7 +124,7 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
     runs = _tuning_records(records, model, size)
     grid = [r for r in runs if r["epochs"] == base_epochs]
     if len(grid) < 3:
-        return None, f"{model}: {len(grid)} of 3 learning rates tuned at {base_epochs} epochs"
+        return None, f"{len(grid)} of 3 learning rates tuned at {base_epochs} epochs"
     best = max(grid, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]))
     lr = best["spec"]["lr"]
     words = [f"learning rate {lr:g}: best validation accuracy at {base_epochs} epochs ("
@@ -220,7 +220,26 @@ def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
-def write_progress(text: str, path: Path = RECORDS_OF_RECORD / "STUDY2.md") -> Path:
-    """Write the progress table where the records of record are (committed with each record that lands)."""
-    atomic_write_text(path, "# The second CPU study: progress\n\n" + text)
+# One-thread training throughput (img/s) assumed for runs of a model that has no record yet (measured on the
+# course's 2-core machines, 2026-12-07: ViT 56-60, ResNet-18 29-32; ViT + DRLoc about 0.8x the ViT).
+DEFAULT_IMAGES_PER_SECOND = {"vit": 58.0, "resnet18": 31.0, "vit+drloc": 46.0}
+
+
+def write_progress(records: list[dict] | None = None, path: Path = RECORDS_OF_RECORD / "STUDY2.md") -> Path:
+    """Write the progress table of :func:`study2_queue` where the records of record are (the study driver commits
+    it with each record that lands). Throughputs: the mean of the model's recorded runs, else the defaults."""
+    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    ours = [r for r in records if r["spec"]["profile"] == "study2"]
+    rates = dict(DEFAULT_IMAGES_PER_SECOND)
+    for model in rates:
+        seen = [r["images_per_second"] for r in ours if r.get("images_per_second")
+                and ("vit+drloc" if r["spec"].get("drloc") else r["spec"]["model"]) == model]
+        if seen:
+            rates[model] = sum(seen) / len(seen)
+    lines = [f"- {model}: {choose_budget(model, records)[1]}" for model in ("vit", "resnet18")]
+    text = ("# The second CPU study: progress\n\nWritten by `course_lib.experiments.budget_rule.write_progress` "
+            "from the records of record (profile `study2`) each time one lands.\n\nThe budget chosen on the "
+            "validation split so far:\n\n" + "\n".join(lines) + "\n\n"
+            + progress_table(study2_queue(records), records, rates))
+    atomic_write_text(path, text)
     return path

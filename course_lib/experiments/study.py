@@ -177,6 +177,12 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
             paths += export_fp16(result.model, result.record, OF_RECORD_DIR) + [OF_RECORD_DIR / "manifest.json"]
         print(f"[study] {spec.key}: {result.record['final_test_acc']:.2f} % on {result.record['test_images']:,} "
               f"test images, {result.record['train_seconds'] / 60:.1f} min", flush=True)
+        if queue in ("tune", "study2"):      # the second study's progress table lands with each of its records
+            from .budget_rule import write_progress
+            paths.append(write_progress())
+            r = result.record
+            print(f"[study] {spec.key}: clean training accuracy {r['final_train_clean_acc']:.1f} %, validation "
+                  f"{r['final_val_acc']:.1f} % on {r['val_images']:,} images", flush=True)
         if commit:
             _commit(paths, f"Study of record: {spec.key} ({result.record['final_test_acc']:.2f} % on "
                            f"{result.record['test_images']:,} test images; python -m course_lib.experiments.study "
