@@ -118,17 +118,22 @@ def lines(capsys) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-def refused(site, capsys, expected: str) -> None:
-    """load_fp16 returns False, leaves the model and the cache alone, and says why in one line."""
+def refused(site, capsys, expected: str, cause: str = "network") -> of_record.CheckpointFetchError:
+    """load_fp16 stops with CheckpointFetchError (nothing is trained in place of a run of record), leaves the model
+    and the cache alone, and says what failed and the two ways on in one paragraph."""
     model = make_model(1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     capsys.readouterr()
-    assert of_record.load_fp16(model, KEY, IDENTITY) is False
-    out = lines(capsys)
-    assert len(out) == 1 and out[0].startswith(f"Could not fetch the course's trained model {KEY} from {site.url}/")
-    assert expected in out[0] and out[0].endswith("Training it instead."), out
+    with pytest.raises(of_record.CheckpointFetchError) as caught:
+        of_record.load_fp16(model, KEY, IDENTITY)
+    error = caught.value
+    assert lines(capsys) == []
+    assert str(error).startswith(f"The course's trained model {KEY} could not be fetched ({cause}): ")
+    assert expected in str(error) and "Nothing was trained. Two ways on: (1)" in str(error), str(error)
+    assert "\n" not in str(error) and error.cause == cause
     assert same_weights(model, before)
     assert not any(cache().glob(f"{KEY}*")), "a refused download was kept"
+    return error
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -200,13 +205,13 @@ def test_a_damaged_cache_is_fetched_again(site, capsys, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Refusals: one line, False, nothing kept
+# Refusals: a paragraph that stops the cell, nothing kept
 
 def test_a_wrong_sha256_is_refused(site, capsys):
     manifest = site.manifest()
     manifest[KEY]["sha256"] = "0" * 64
     site.set_manifest(manifest)
-    refused(site, capsys, "SHA-256")
+    refused(site, capsys, "SHA-256", "checksum")
 
 
 def test_a_file_of_another_run_is_refused(site, capsys):
@@ -215,7 +220,7 @@ def test_a_file_of_another_run_is_refused(site, capsys):
     manifest[KEY] = {**manifest["other"], "identity_hash": IDENTITY}       # the entry points at another file
     site.set_manifest(manifest)
     assert other
-    refused(site, capsys, "holds other (fedcba987654)")
+    refused(site, capsys, "holds other (fedcba987654)", "checksum")
 
 
 def test_another_identity_at_the_release_is_not_loaded(site, capsys):
@@ -227,7 +232,7 @@ def test_another_identity_at_the_release_is_not_loaded(site, capsys):
     assert len(site.requests) == 1                                 # the manifest only
 
 
-def test_an_http_404_returns_false_with_one_line(site, capsys):
+def test_an_http_404_stops_with_the_paragraph(site, capsys):
     site.rules[site.paths[1].name] = 404
     refused(site, capsys, "HTTP 404")
 
@@ -237,6 +242,9 @@ def test_a_release_without_checkpoints_is_asked_once(site, capsys):
     refused(site, capsys, f"HTTP 404 Not Found for {site.url}/manifest.json")
     refused(site, capsys, "HTTP 404")                              # said again, but not asked again
     assert len(site.requests) == 1
+    with pytest.raises(of_record.CheckpointFetchError, match="HTTP 404"):
+        of_record.course_weights(KEY, IDENTITY)                   # asked for on purpose: asked again
+    assert len(site.requests) == 2
 
 
 def test_a_server_that_does_not_answer_times_out(site, capsys, monkeypatch):
