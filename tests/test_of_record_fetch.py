@@ -17,7 +17,7 @@ import torch.nn as nn
 import yaml
 
 from course_lib import files, release
-from course_lib.experiments import of_record
+from course_lib.experiments import fetching, of_record
 from course_lib.settings import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def site(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     s.url = f"http://127.0.0.1:{server.server_address[1]}/course-org/vit-small-data/v0.2.0/checkpoints_of_record"
     monkeypatch.setattr(of_record, "OF_RECORD_DIR", tmp_path / "site-packages" / "checkpoints_of_record")
-    monkeypatch.setattr(of_record, "_REMOTE", {})
+    monkeypatch.setattr(fetching, "_REMOTE", {})
     monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path / "content"))
     monkeypatch.setenv("COURSE_CHECKPOINTS_URL", s.url)
     monkeypatch.setenv("COURSE_OFFLINE", "0")
@@ -159,7 +159,7 @@ def test_a_good_fetch_loads_the_weights_of_record_and_says_so_in_one_line(site, 
 def test_the_second_call_uses_the_cache_without_a_request(site, capsys, monkeypatch):
     assert of_record.load_fp16(make_model(1), KEY, IDENTITY)
     count = len(site.requests)
-    monkeypatch.setattr(of_record, "_REMOTE", {})                 # another process, e.g. the next notebook
+    monkeypatch.setattr(fetching, "_REMOTE", {})                 # another process, e.g. the next notebook
     model = make_model(2)
     capsys.readouterr()
     assert of_record.load_fp16(model, KEY, IDENTITY) is True
@@ -195,7 +195,7 @@ def test_a_damaged_cache_is_fetched_again(site, capsys, monkeypatch):
     assert of_record.load_fp16(make_model(1), KEY, IDENTITY)
     part = cache() / site.paths[0].name
     part.write_bytes(b"x" * part.stat().st_size)                  # same size, other bytes
-    monkeypatch.setattr(of_record, "_REMOTE", {})
+    monkeypatch.setattr(fetching, "_REMOTE", {})
     capsys.readouterr()
     model = make_model(2)
     assert of_record.load_fp16(model, KEY, IDENTITY) is True and same_weights(model, fp16_state(site.model))
@@ -248,7 +248,7 @@ def test_a_release_without_checkpoints_is_asked_once(site, capsys):
 
 
 def test_a_server_that_does_not_answer_times_out(site, capsys, monkeypatch):
-    monkeypatch.setattr(of_record, "FETCH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetching, "FETCH_TIMEOUT_S", 0.5)
     site.rules[of_record.MANIFEST] = "stall"
     start = time.monotonic()
     refused(site, capsys, "no answer within 0.5 s")
