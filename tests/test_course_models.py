@@ -246,3 +246,20 @@ def test_a_load_racing_a_re_export_of_the_same_key_never_sees_half_of_each(tmp_p
         stop.set()
         writer.join()
     assert not errors
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The study's CIFAR-10 JPEG archive is checked by its SHA-256 before it is read
+
+def test_the_study_jpeg_archive_is_refused_when_its_sha256_differs(tmp_path):
+    from course_lib.data import load_dataset, mirrors
+
+    folder = tmp_path / "cifar10-jpeg"
+    folder.mkdir()
+    (folder / mirrors.JPEG_ARCHIVE["name"]).write_bytes(b"not the study's archive")
+    with pytest.raises(mirrors.CopyRefusedError, match="is not the study's CIFAR-10 JPEG archive: its SHA-256"):
+        load_dataset("cifar10", "test", root=tmp_path, source="jpeg")
+    real = ROOT / "data" / "cifar10-jpeg" / mirrors.JPEG_ARCHIVE["name"]
+    if real.is_file():                     # the study's own copy (in the course's working copy) passes
+        assert real.stat().st_size == mirrors.JPEG_ARCHIVE["bytes"]
+        mirrors.verify_jpeg_archive(real)

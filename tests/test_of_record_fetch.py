@@ -71,6 +71,17 @@ def _handler(site: Site):
             if rule == "stall":
                 site.release.wait(10)
                 return
+            if rule == "trickle":                           # a byte now and then: no read ever times out
+                body = (site.folder / name).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for i in range(len(body)):
+                    if site.release.wait(0.1):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                return
             path = site.folder / name if name else None
             if isinstance(rule, int) or path is None or not path.is_file():
                 self.send_error(rule if isinstance(rule, int) else 404)
@@ -253,6 +264,26 @@ def test_a_server_that_does_not_answer_times_out(site, capsys, monkeypatch):
     start = time.monotonic()
     refused(site, capsys, "no answer within 0.5 s")
     assert time.monotonic() - start < 5
+
+
+def test_a_download_that_trickles_is_cut_off_by_the_overall_deadline(site, capsys, monkeypatch):
+    monkeypatch.setattr(fetching, "FETCH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetching, "FETCH_MIN_BYTES_PER_S", 10**6)
+    site.rules[site.paths[0].name] = "trickle"
+    start = time.monotonic()
+    refused(site, capsys, "arrived slower than")
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("change, words", [({"bytes": 10**12}, "not a number of bytes"),
+                                           ({"parts": ["a\x00b"]}, "not a list of file names")])
+def test_a_manifest_entry_with_an_absurd_size_or_a_nul_in_a_name_is_refused_before_any_read(
+        site, capsys, change, words):
+    manifest = site.manifest()
+    manifest[KEY].update(change)
+    site.set_manifest(manifest)
+    refused(site, capsys, words, "checksum")
+    assert len(site.requests) == 1                                 # the manifest only: no part was asked for
 
 
 def test_a_run_that_is_not_of_record_is_silent(site, capsys):
