@@ -91,11 +91,12 @@ def has_weights(spec: RunSpec, record: dict) -> bool:
 
 def at_hand(spec: RunSpec) -> bool:
     """Whether ``spec`` is recorded with its trained weights, so opening it trains nothing."""
-    return _step(spec, needs_models=True, use_course_models=False, manifest={})[0] == "load"
+    return _step(spec, needs_models=True, use_course_models=False, manifest=dict)[0] == "load"
 
 
-def _step(spec: RunSpec, needs_models: bool, use_course_models: bool, manifest: dict) -> tuple[str, str]:
-    """(what a notebook does with ``spec``: "fetch", "load", "train" or "leave out", the key it opens)."""
+def _step(spec: RunSpec, needs_models: bool, use_course_models: bool, manifest) -> tuple[str, str]:
+    """(what a notebook does with ``spec``: "fetch", "load", "train" or "leave out", the key it opens);
+    ``manifest()``: the course's manifest, asked for only when a recorded run lacks its weights here."""
     if use_course_models:
         choice = course_model_for(spec)
         if choice is None:
@@ -104,8 +105,8 @@ def _step(spec: RunSpec, needs_models: bool, use_course_models: bool, manifest: 
     found = find_record(spec.key)
     if found is not None and (not needs_models or has_weights(spec, found[0])):
         return "load", spec.key
-    entry = manifest.get(spec.key)
-    if found is not None and isinstance(entry, dict) and entry.get("identity_hash") == found[0].get("identity_hash"):
+    entry = manifest().get(spec.key) if found is not None else None
+    if isinstance(entry, dict) and entry.get("identity_hash") == found[0].get("identity_hash"):
         return "fetch", spec.key                # a run of record: train_run fetches its checkpoint of record
     return ("train" if spec.profile.notebooks_train else "leave out"), spec.key
 
@@ -118,7 +119,7 @@ def planned_runs(notebook: str, profile: Profile, datasets=tuple(DATASETS), data
     course lacks one of its models, as :func:`available` leaves it out."""
     groups = notebook_groups(notebook, profile, tuple(datasets), dataset, ablation)
     opened = opened_models(notebook, profile, tuple(datasets), dataset) if needs_models else set()
-    manifest = {} if use_course_models else course_manifest()
+    manifest = functools.cache(course_manifest)
     steps: dict[str, list[tuple[RunSpec, str]]] = {"fetch": [], "load": [], "train": [], "leave out": []}
     for group in groups:
         planned = [(spec, *_step(spec, spec in opened, use_course_models, manifest)) for spec in group]

@@ -29,7 +29,8 @@ from . import of_record
 from .records import RECORDS_OF_RECORD, read_record
 from .runs import RunResult, RunSpec
 
-__all__ = ["CourseModel", "CourseModelUnavailable", "missing_paragraph", "course_manifest", "course_model", "course_model_for", "open_course_model"]
+__all__ = ["CourseModel", "CourseModelUnavailable", "course_manifest", "course_model", "course_model_for",
+           "open_course_model", "missing_paragraph"]
 
 DEFAULT_DRLOC = {"drloc_weight": 0.5, "drloc_pairs": 64, "drloc_tokens": "pre_norm"}
 
