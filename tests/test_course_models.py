@@ -267,3 +267,12 @@ def test_the_study_jpeg_archive_is_refused_when_its_sha256_differs(tmp_path):
     if real.is_file():                     # the study's own copy (in the course's working copy) passes
         assert real.stat().st_size == mirrors.JPEG_ARCHIVE["bytes"]
         mirrors.verify_jpeg_archive(real)
+
+
+def test_a_damaged_export_outside_the_repository_is_never_told_to_restore_from_git(tmp_path):
+    _export(tmp_path)
+    part = tmp_path / "k.fp16.pt"
+    part.write_bytes(b"x" * part.stat().st_size)
+    with pytest.raises(of_record.CorruptFileError, match="SHA-256") as caught:
+        of_record.load_fp16(nn.Linear(3, 2), "k", "id", tmp_path)
+    assert "git" not in str(caught.value) and "Export k again" in str(caught.value)

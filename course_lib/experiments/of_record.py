@@ -107,9 +107,10 @@ def read_manifest(folder: str | Path) -> dict:
         return {}
     manifest = read_json(path)
     if not isinstance(manifest, dict):
+        git = folder.resolve() == OF_RECORD_DIR.resolve()
         raise CorruptFileError(path, f"a JSON {type(manifest).__name__}, not an object of entries",
-                               _restore_advice(folder, "each run").replace("Export each run again",
-                                                                           f"Delete {path} and export again"))
+                               f"Restore {folder} from git (`git checkout -- {folder.name}`)." if git else
+                               f"Delete {path} and export its runs again.")
     return manifest
 
 
