@@ -106,15 +106,18 @@ def test_set_repo_url_rewrites_config_and_notebooks(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------------------
 # papermill with other parameters
 
+# 02-05 train their own here (use_course_models = False): tests/test_course_models.py runs them with the course's.
 RUNS = {
     "01_vit_vs_resnet": ({"datasets": ["svhn"], "vit_model": "vit_paper", "recipe": "zhu2023"},
                          ["ViT (paper)", "SVHN", "batch_size=100"], ["CIFAR-100 test:"]),
-    "02_attention_rollout": ({"dataset": "svhn", "n_images": 3}, ["svhn-vit-course-smoke"], []),
-    "03_feature_maps": ({"dataset": "cifar100", "n_images": 2}, ["layer4.1.conv2"], []),
-    "04_cka": ({"datasets": ["svhn"], "batch_size": 16}, ["svhn: three CKA matrices"], ["cifar100:"]),
+    "02_attention_rollout": ({"dataset": "svhn", "n_images": 3, "use_course_models": False},
+                             ["svhn-vit-course-smoke"], []),
+    "03_feature_maps": ({"dataset": "cifar100", "n_images": 2, "use_course_models": False}, ["layer4.1.conv2"], []),
+    "04_cka": ({"datasets": ["svhn"], "batch_size": 16, "use_course_models": False}, ["svhn: three CKA matrices"],
+               ["cifar100:"]),
     # What the notebook shows whether its runs train now or load (a run trained earlier in the same work folder):
     # the run's key is printed only when it trains.
-    "05_drloc": ({"datasets": ["svhn"], "ablation": False},
+    "05_drloc": ({"datasets": ["svhn"], "ablation": False, "use_course_models": False},
                  ["ViT+DRLoc on SVHN", "SVHN: ViT+DRLoc vs ViT", "Top-1 test accuracy, profile 'smoke'"], ["λ ="]),
     "06_results": ({"datasets": ["svhn"]}, ["SVHN, profile 'smoke'", "images per class"],
                    ["CIFAR-100,", " now: "]),                    # " now: " would announce a training run

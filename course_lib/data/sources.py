@@ -6,7 +6,8 @@ On disk first, then the network (unless ``COURSE_OFFLINE=1`` or ``download=False
 2. ``cache``: a verified copy cached by an earlier load, ``root/course_cache/`` (:mod:`.cache`; under 2 s).
 3. ``jpeg`` (CIFAR-10 only): a JPEG copy laid out as ``<split>/<class>/<k>.jpg`` (the k-th image of that class in
    the official order), as a folder or a ``.tar.xz`` under ``root/cifar10-jpeg/``. Lossy (JPEG quality 75, about
-   30 dB PSNR), so accuracies on it run a little below the published ones.
+   30 dB PSNR), so accuracies on it run a little below the published ones. Its origin and the study's archive's
+   SHA-256, checked before it is read: :data:`.mirrors.JPEG_ARCHIVE`.
 4. ``mirror``: a fast copy, used only once it passed every check of :func:`.mirrors.verify` (size, class counts,
    order, and pixel equality with every committed sample): the Hugging Face Hub Parquet copy, then any archive
    byte-identical to torchvision's (md5). A verified Hub copy is cached (2.), so it is downloaded once.
@@ -155,6 +156,7 @@ def load_cifar10_jpeg(path: str | Path, split: str = "train") -> ImageSet:
     path = Path(path)
     check_dataset_name("cifar10", split)
     official = _official_labels("cifar10", split)
+    mirrors.verify_jpeg_archive(path)
     files = _read_jpeg_files(path, split)
     expected = {(c, k) for c in range(10) for k in range(int((official == c).sum()))}
     if files.keys() != expected:

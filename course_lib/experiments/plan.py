@@ -17,7 +17,8 @@ if TYPE_CHECKING:     # names used only in annotations
     from ..profiles import Profile
 
 __all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs",
-           "drloc_ablation", "curve_specs", "plan", "notebook_specs", "scale_box", "Markdown"]
+           "drloc_ablation", "curve_specs", "plan", "notebook_groups", "notebook_specs", "opened_models", "scale_box",
+           "Markdown"]
 
 CHAPTERS = ("ch1", "ch4", "ch5", "results")
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
@@ -101,21 +102,46 @@ def plan(profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS)) -> dict[
     return {chapter: [s for s in specs if not (s in seen or seen.add(s))] for chapter, specs in chapters.items()}
 
 
-def notebook_specs(notebook: str, profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS),
-                   dataset: str = "cifar10") -> list[RunSpec]:
-    """The runs whose results a notebook shows (for the box on the scale of its outputs at its top)."""
-    comparison = [s for d in datasets for s in comparison_specs(profile, d).values()]
+def notebook_groups(notebook: str, profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS),
+                    dataset: str = "cifar10", ablation: bool = True) -> list[list[RunSpec]]:
+    """The runs a notebook opens or reads, run alone (those it shares with other chapters included), in the groups
+    it shows together (a comparison, a DRLoc pair, the ablation): a group is shown whole or left out whole.
+    ``ablation``: notebook 05's parameter (its DRLoc ablation on the CIFAR-10 subset)."""
+    comparisons = [list(comparison_specs(profile, d).values()) for d in datasets]
+    drloc = [list(drloc_specs(profile, d).values()) for d in datasets]
+    if "cifar10" in datasets:
+        drloc.append(list(drloc_specs(profile, "cifar10", profile.drloc_subset).values()))
+        drloc += [list(drloc_ablation(profile).values())] if ablation else []
+        drloc.append([comparison_specs(profile, "cifar10")["ResNet-18"]])          # the CKA of ViT+DRLoc
     by_notebook = {
-        "01_vit_vs_resnet": comparison,
-        "02_attention_rollout": [comparison_specs(profile, dataset)[model_label(profile.vit_model)]],
-        "03_feature_maps": list(comparison_specs(profile, dataset).values()),
-        "04_cka": comparison + plan(profile, datasets)["ch4"],
-        "05_drloc": plan(profile, datasets)["ch5"],
-        "06_results": [s for specs in plan(profile, datasets).values() for s in specs],
+        "01_vit_vs_resnet": comparisons,
+        "02_attention_rollout": [[comparison_specs(profile, dataset)[model_label(profile.vit_model)]]],
+        "03_feature_maps": [list(comparison_specs(profile, dataset).values())],
+        "04_cka": comparisons + [plan(profile, datasets)["ch4"]],
+        "05_drloc": drloc,
+        "06_results": [[s] for specs in plan(profile, datasets).values() for s in specs],
     }
     if notebook not in by_notebook:
         raise ValueError(f"Unknown notebook {notebook!r}. Choose one of {NOTEBOOKS}.")
-    return by_notebook[notebook]
+    return [group for group in by_notebook[notebook] if group]
+
+
+def notebook_specs(notebook: str, profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS),
+                   dataset: str = "cifar10", ablation: bool = True) -> list[RunSpec]:
+    """Every run a notebook opens or reads, run alone, each once (see :func:`notebook_groups`)."""
+    groups = notebook_groups(notebook, profile, datasets, dataset, ablation)
+    return list(dict.fromkeys(s for group in groups for s in group))
+
+
+def opened_models(notebook: str, profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS),
+                  dataset: str = "cifar10") -> set[RunSpec]:
+    """The runs whose trained model a notebook opens (notebook 05 reads the records of the rest; 06 of all)."""
+    if notebook == "06_results":
+        return set()
+    if notebook == "05_drloc":
+        return ({*drloc_specs(profile, "cifar10").values(), comparison_specs(profile, "cifar10")["ResNet-18"]}
+                if "cifar10" in datasets else set())
+    return set(notebook_specs(notebook, profile, datasets, dataset))
 
 
 class Markdown(str):
