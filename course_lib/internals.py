@@ -32,8 +32,9 @@ def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trai
     if distances.dim() != 2 or distances.numel() == 0:
         raise ValueError(f"locality_verdict needs mean attention distances of shape (blocks, heads), got "
                          f"{tuple(distances.shape)}: measure them with course_lib.locality.mean_attention_distance.")
-    measured = distances[~distances.isnan()]
-    if not (torch.isfinite(measured).all() and (measured >= 0).all()) or not (math.isfinite(uniform) and uniform > 0):
+    measured = distances[~distances.isnan()]       # NaN: a head on the class token only (none at all: a fault)
+    if not (measured.numel() and torch.isfinite(measured).all() and (measured >= 0).all()) or not (
+            math.isfinite(uniform) and uniform > 0):
         raise ValueError(f"locality_verdict: the distances (smallest {distances.nan_to_num(0).min():.3g}) or the "
                          f"uniform distance ({uniform}) are not finite and at least 0; a distance is never negative: "
                          "recompute them with course_lib.locality.mean_attention_distance from attention weights.")

@@ -230,3 +230,19 @@ def test_the_pilot_refuses_too_few_epochs_before_training(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         study.main(["pilot", "--epochs", "2"])
     assert "at least 3" in capsys.readouterr().err
+
+
+def test_the_pilot_lands_and_is_committed_by_the_tool(repo, monkeypatch):
+    def fake_pilot(data_root, epochs):
+        record = {"key": "pilot-cifar10-vit-study", "plateau_epoch": 2, "recipe": {"epochs": epochs}}
+        path = records.RECORDS_OF_RECORD / "pilot" / f"{record['key']}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(study, "pilot", fake_pilot)
+    monkeypatch.setattr(study, "PILOT_DIR", records.RECORDS_OF_RECORD / "pilot")
+    monkeypatch.setattr(study_tool, "Committer", lambda: commit_records.Committer(repo))
+    study_tool.main(["pilot", "--epochs", "3", "--commit"])
+    assert untracked(repo) == ""
+    assert git(repo, "log", "-1", "--format=%s").startswith("Study pilot: held-out accuracy plateaus at epoch 2 of 3")

@@ -23,7 +23,7 @@ def message(spec, record: dict) -> str:
     """The commit message of a landed run (``spec`` None: the pilot)."""
     if spec is None:
         return (f"Study pilot: held-out accuracy plateaus at epoch {record['plateau_epoch']} of "
-                f"{len(record['history']['test_acc'])} (python tools/study.py pilot)")
+                f"{record['recipe']['epochs']} (python tools/study.py pilot)")
     return (f"Study of record: {spec.key} ({record['final_test_acc']:.2f} % on {record['test_images']:,} test "
             "images; python tools/study.py run)")
 
