@@ -99,14 +99,16 @@ def hsic_biased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 def cka_from_grams(K: torch.Tensor, L: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """CKA = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L)) for two (n, n) Gram matrices of the same n examples.
 
-    NaN or infinite entries raise a ValueError naming K or L. A Gram matrix with no similarity structure (that of a
-    constant representation: HSIC(K, K) = 0 up to rounding) gives a meaningless ratio: build the Grams with
-    :func:`gram_linear` / :func:`gram_rbf`, which refuse constant features.
-    """
-    _check_finite(K, "K")
-    _check_finite(L, "L")
+    NaN or infinite entries, or a Gram with no similarity structure (HSIC(K, K) <= 0, e.g. all ones), raise a
+    ValueError naming K or L: the ratio would be NaN or rounding noise."""
+    _check_finite(K, "K"), _check_finite(L, "L")
     hsic = hsic_unbiased if unbiased else hsic_biased
-    return hsic(K, L) / torch.sqrt(hsic(K, K) * hsic(L, L))
+    kk, ll = hsic(K, K), hsic(L, L)
+    for value, G, name in ((kk, K, "K"), (ll, L, "L")):     # a structureless Gram's rounding: ~1e-16 of its size
+        if not value > 1e-12 * G.double().square().sum() / G.shape[-1] ** 2:
+            raise ValueError(f"{name} has no similarity structure (HSIC({name}, {name}) = 0, e.g. all entries equal: a "
+                             "constant representation), so CKA is undefined. Check that the features vary.")
+    return hsic(K, L) / torch.sqrt(kk * ll)
 
 
 def linear_cka(X: torch.Tensor, Y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
@@ -369,8 +371,7 @@ def _matrix(x, name: str) -> torch.Tensor:
 def _status(dots: torch.Tensor, x: torch.Tensor, sq_median: torch.Tensor | None = None) -> torch.Tensor:
     """[trace(Xc Xcᵀ), median squared distance (RBF; else 1)] from the centred Gram ``dots`` of features x, on the
     device. The trace is 0 exactly when x is constant over its rows (the mean of n equal float32 values is exact in
-    float64; of float64 values it may round, so those rows are compared directly), NaN or inf when x is not finite.
-    """
+    float64; of float64 values it may round, so those rows are compared directly), NaN or inf when x is not finite."""
     trace = dots.diagonal().sum()
     if x.dtype == torch.float64:
         trace = trace.masked_fill((x == x[:1]).all() & trace.isfinite(), 0.0)
@@ -381,8 +382,7 @@ def _refuse_degenerate(status: torch.Tensor, labels: Sequence[str], n: int | Seq
     """Raise for the first layer with constant or non-finite features, or (RBF) a zero median distance.
 
     ``status``: (..., layers, 2) [trace(Xc Xcᵀ), median squared distance (1 for the linear kernel)], for one batch
-    or stacked over batches (then ``n`` lists each batch's size); read with one host sync.
-    """
+    or stacked over batches (then ``n`` lists each batch's size); read with one host sync."""
     trace, sq_median = status.reshape(-1, len(labels), 2).unbind(-1)
     bad = ~torch.isfinite(trace) | (trace == 0) | ~(sq_median > 0)
     if not bool(bad.any()):

@@ -288,6 +288,8 @@ def constant_baseline(k: int, target: str = "paper") -> float:
     """
     if target not in ("paper", "abs"):
         raise ValueError(f"constant_baseline is defined for the absolute targets 'paper' and 'abs', not {target!r}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be a whole number of at least 2 (cells per side of the grid), got {k!r}.")
     i, p = (c.flatten() for c in torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"))  # all k^2 pairs
     t = relative_targets(i, p, k, target).double()
     return min((t - c).abs().mean().item() for c in t.unique())

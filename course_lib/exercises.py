@@ -26,6 +26,9 @@ def _run(fn: Callable, *args):
     """(result, None) or (None, error text) for a call to the student's function."""
     try:
         return fn(*args), None
+    except SystemExit as error:   # exit() / sys.exit() in the answer: would end the checker (and a script) too
+        return None, (f"SystemExit({error.code!r}): it called exit() or sys.exit(), which would stop the whole "
+                      "notebook or script. Return the answer instead.")
     except Exception as error:  # noqa: BLE001 - report any error in the student's code
         return None, "".join(traceback.format_exception_only(type(error), error)).strip()
 
@@ -49,7 +52,7 @@ def _verdict(name: str, result, error: str | None, compare: Callable[[object], s
         return False
     try:
         problem = compare(result)
-    except Exception as error:  # noqa: BLE001 - an answer of an unexpected kind is wrong, never a crash
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - an answer of an unexpected kind is wrong
         problem = (f"your answer could not be checked ({type(error).__name__}: {error}). Return the kind of value "
                    "the exercise asks for.")
     if problem:

@@ -2,19 +2,25 @@
 
 - :func:`atomic_write_text` / :func:`atomic_write_bytes` / :func:`atomic_torch_save`: write to a temporary file with a
   unique name in the same folder, flush it to disk, then ``os.replace`` it over the target. A reader sees the old
-  file or the new one, never half of one, whatever kills the writer and however many writers race.
+  file or the new one, never half of one, whatever kills the writer and however many writers race. The temporary
+  file's name holds its writer's host and process id, so the next write of the same file removes those that a
+  killed writer left behind (a checkpoint's is tens of MB).
 - :func:`read_json` / :func:`safe_torch_load`: a damaged file raises :class:`CorruptFileError`, which names the
   file and what to do, instead of a bare ``JSONDecodeError`` or ``EOFError``. :func:`quarantine` moves it aside.
+  ``safe_torch_load`` loads with ``weights_only=True``: a checkpoint holds tensors and plain values only, and a
+  ``.pt`` file that holds anything else (code, which unpickling would run) is refused, never executed.
 - :func:`file_lock`: an exclusive lock on ``<path>.lock`` (``fcntl.flock``), so two processes never train the same
   run at once; the second one waits and says why. :func:`outside_lock_path` puts that lock file outside a folder
   that must hold only its own files.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import pickle
+import socket
 import tempfile
 import time
 import zipfile
@@ -64,9 +70,43 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
+STALE_FOREIGN_TEMP_S = 6 * 3600     # a temporary file of another machine's writer this old is a leftover too
+
+
+def _writer_tag() -> str:
+    """This writer's host and process id, as a temporary file's name holds them (no dots: the name splits on them)."""
+    return f"{socket.gethostname().replace('.', '_').replace('-', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:             # PermissionError: it exists, another user's
+        return True
+    return True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary files of ``path`` whose writer is gone: killed on this host (its process no longer
+    exists), or on another host (a shared Drive folder) more than :data:`STALE_FOREIGN_TEMP_S` ago."""
+    host = _writer_tag().rsplit("-", 1)[0]
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tag = tmp.name[len(path.name) + 2:].split(".")[0]
+        writer, _, pid = tag.rpartition("-")
+        try:
+            if (writer == host and pid.isdigit() and not _alive(int(pid))) or (
+                    writer != host and time.time() - tmp.stat().st_mtime > STALE_FOREIGN_TEMP_S):
+                tmp.unlink()
+        except OSError:         # removed by another writer meanwhile, or not ours to remove
+            pass
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:          # owns fd from here on: closed whatever happens
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)    # mkstemp makes 0600 files; keep the usual permissions
@@ -89,13 +129,23 @@ def read_json(path: str | Path) -> Any:
 
 
 def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` that names the file and the fix when it is truncated or damaged."""
+    """``torch.load(..., weights_only=True)`` that names the file and the fix when it is truncated or damaged, or
+    holds more than tensors and plain values (then it is refused unread: unpickling it could run its code)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except torch.cuda.OutOfMemoryError:   # (torch.OutOfMemoryError from torch 2.5)
         raise                                   # a RuntimeError too, but the file is fine: never quarantine it
-    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as error:
+    except pickle.UnpicklingError as error:
+        if "weights_only" not in str(error).lower() and "weights only" not in str(error).lower():
+            raise CorruptFileError(path, f"UnpicklingError: {str(error).splitlines()[0][:200]}",
+                                   f"It is probably a checkpoint cut short by an interruption: delete {path} (the "
+                                   "run is then trained again) or copy an intact one over it.") from None
+        raise CorruptFileError(path, "it holds Python objects besides tensors and plain values, which no checkpoint "
+                                     "of the course holds; unpickling them could run code, so it was not loaded",
+                               f"Delete {path} unless you know who made it (the run is then trained again).") \
+            from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as error:
         raise CorruptFileError(path, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
                                f"It is probably a checkpoint cut short by an interruption: delete {path} (the run "
                                "is then trained again) or copy an intact one over it.") from None

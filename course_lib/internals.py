@@ -26,19 +26,30 @@ def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str
 def locality_verdict(distances: torch.Tensor, uniform: float, label: str = "trained ViT",
                      share: float = 0.8) -> str:
     """How many heads of the lower third of the blocks attend locally: mean attention distance below ``share`` of
-    the distance under uniform attention (``distances``: (blocks, heads), in pixels)."""
+    the distance under uniform attention (``distances``: (blocks, heads), in pixels, never negative; NaN for a head
+    that attends to the class token only, which has no distance and is counted apart)."""
     distances = torch.as_tensor(distances, dtype=torch.float64)
     if distances.dim() != 2 or distances.numel() == 0:
         raise ValueError(f"locality_verdict needs mean attention distances of shape (blocks, heads), got "
                          f"{tuple(distances.shape)}: measure them with course_lib.locality.mean_attention_distance.")
-    if not torch.isfinite(distances).all() or not (math.isfinite(uniform) and uniform > 0):
-        raise ValueError(f"locality_verdict: the distances or the uniform distance ({uniform}) are not finite and "
-                         "positive; recompute them from attention maps that sum to 1.")
+    measured = distances[~distances.isnan()]       # NaN: a head on the class token only (none at all: a fault)
+    if not (measured.numel() and torch.isfinite(measured).all() and (measured >= 0).all()) or not (
+            math.isfinite(uniform) and uniform > 0):
+        raise ValueError(f"locality_verdict: the distances (smallest {distances.nan_to_num(0).min():.3g}) or the "
+                         f"uniform distance ({uniform}) are not finite and at least 0; a distance is never negative: "
+                         "recompute them with course_lib.locality.mean_attention_distance from attention weights.")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1] (a fraction of the uniform distance), got {share!r}.")
     lower = distances[: max(1, len(distances) // 3)]
-    local = int((lower < share * uniform).sum())
-    return (f"{label}: {local} of {lower.numel()} heads in blocks 1-{len(lower)} attend locally (mean distance "
-            f"below {share:.0%} of the {uniform:.1f} px that uniform attention gives); their mean distance is "
-            f"{lower.mean():.1f} px.")
+    seen = lower[~lower.isnan()]
+    if seen.numel() == 0:
+        return (f"{label}: every head in blocks 1-{len(lower)} attends to the class token only, so none has an "
+                "attention distance to judge.")
+    apart = lower.numel() - seen.numel()
+    note = f"; {apart} attend to the class token only and have no distance" if apart else ""
+    return (f"{label}: {int((seen < share * uniform).sum())} of {seen.numel()} heads in blocks 1-{len(lower)} attend "
+            f"locally (mean distance below {share:.0%} of the {uniform:.1f} px that uniform attention gives); their "
+            f"mean distance is {seen.mean():.1f} px{note}.")
 
 
 def _best_matches(matrix) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:

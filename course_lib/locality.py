@@ -12,7 +12,10 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["patch_distances", "mean_attention_distance"]
+__all__ = ["patch_distances", "mean_attention_distance", "MIN_PATCH_WEIGHT"]
+
+MIN_PATCH_WEIGHT = 1e-6       # a query's total weight on the patches below which it has no attention distance
+ROW_SUM_TOLERANCE = 1e-2      # |row sum - 1| allowed: softmax in bfloat16 rounds to ~4e-3
 
 
 def _check_grid(grid_size: int, patch_size: float) -> None:
@@ -41,12 +44,15 @@ def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, 
             (``model.forward_with_attention(x)[1]``).
         grid_size: K, patches per side. patch_size: pixels per patch side (distances in pixels).
         num_prefix_tokens: tokens before the patches (1 for a class token); they are left out as queries and keys,
-            and each query's weights over the patch keys are renormalised to sum to 1.
+            and each query's weights over the patch keys are renormalised to sum to 1. A query that puts (almost)
+            no weight on the patches (below ``MIN_PATCH_WEIGHT``: it attends to the class token) has no distance and
+            is left out of its head's mean; a head where every query does so gets NaN, never "the most local".
     Returns:
         (blocks, heads) float64 tensor.
     Raises:
         ValueError: grid_size not a whole number >= 1, patch_size not positive, shapes that do not fit the grid,
-            or NaN/infinite attention.
+            NaN/infinite attention, or values that are no attention weights (negative, or rows that do not sum to
+            1: logits or scores before the softmax).
     """
     if not isinstance(attentions, (list, tuple)) or not attentions:
         raise TypeError("attentions must be a non-empty list of (B, heads, T, T) tensors, e.g. "
@@ -63,9 +69,23 @@ def mean_attention_distance(attentions: Sequence[torch.Tensor], grid_size: int, 
     if not all(finite):
         raise ValueError(f"attentions[{finite.index(False)}] holds NaN or infinite values: the model produced them "
                          "(check that its weights are finite, and run it in float32, e.g. model.float()).")
+    _check_weights(attentions)
     out = []
     for a in attentions:
         p = a[..., num_prefix_tokens:, num_prefix_tokens:].double()       # (B, H, n, n) patch -> patch
-        p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)                  # each query's weights sum to 1 again
-        out.append((p * dist.to(p.device)).sum(-1).mean(dim=(0, 2)))      # (H,)
+        mass = p.sum(-1)                                                   # (B, H, n) each query's patch weight
+        seen = mass >= MIN_PATCH_WEIGHT
+        d = (p * dist.to(p.device)).sum(-1) / mass.clamp_min(MIN_PATCH_WEIGHT)   # renormalised to sum to 1
+        out.append((d * seen).sum(dim=(0, 2)) / seen.sum(dim=(0, 2)))     # (H,), NaN where no query is seen
     return torch.stack(out).cpu()
+
+
+def _check_weights(attentions: Sequence[torch.Tensor]) -> None:
+    """Attention weights are probabilities: non-negative, each query's row summing to 1 (to ``ROW_SUM_TOLERANCE``,
+    room for bfloat16 rounding)."""
+    worst = torch.stack([torch.stack([a.min().double(), (a.double().sum(-1) - 1).abs().max()]) for a in attentions])
+    smallest, off = worst[:, 0].min().item(), worst[:, 1].max().item()          # one host sync each
+    if smallest < -ROW_SUM_TOLERANCE or off > ROW_SUM_TOLERANCE:
+        raise ValueError(f"attentions are not attention weights (smallest value {smallest:.3g}, a row's sum off 1 by "
+                         f"up to {off:.3g}): pass the weights after the softmax, each query's row summing to 1 "
+                         "(model.forward_with_attention(x)[1]), not the scores or logits before it.")

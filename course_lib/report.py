@@ -342,6 +342,9 @@ def drloc_learned(record: dict) -> str:
     if not math.isfinite(loss):
         return (f"{head} {loss}: the loss is not finite (training diverged), so whether the head learned cannot be "
                 "judged")
+    if loss < 0:
+        raise ValueError(f"{record['key']}: its final DRLoc loss {loss:g} is negative, which an L1 loss never is: the "
+                         "record is damaged or holds another loss. Retrain the run or restore its record.")
     constant, identical = _drloc_baselines(record)
     r0, r1 = loss / constant, loss / identical
     verdict = ("not learned: no better than predicting a constant offset" if r0 > 0.97 else
@@ -382,10 +385,14 @@ def ablation_table(records: dict[str, dict], reference: str = "no DRLoc", captio
     return table, [c.words() for c in comparisons]
 
 
+PROFILE_ORDER = ("gpu", "paper", "study", "study2", "gpu-samples", "paper-samples", "cpu", "smoke")
+
+
 def profiles_with_records() -> list[str]:
-    """Profiles that have records (yours or the course's), most complete first: gpu, paper, study, cpu, smoke."""
+    """Every profile that has records (yours or the course's), most complete first (:data:`PROFILE_ORDER`), then any
+    other by name: a profile with records is never left out."""
     found = {r["spec"]["profile"] for r in load_results()}
-    return [p for p in ("gpu", "paper", "study", "cpu", "smoke") if p in found]
+    return [p for p in PROFILE_ORDER if p in found] + sorted(found - set(PROFILE_ORDER))
 
 
 def provenance(records: list[dict]) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
@@ -144,12 +145,22 @@ def _finite(values, name: str, percent: bool = False) -> np.ndarray:
     return x
 
 
+def _count(value, name: str, minimum: int = 0) -> int:
+    """A count (images, classes, disagreements) as an int: a whole number of at least ``minimum``, else a
+    ValueError that names it (a raw ZeroDivisionError or scipy domain error says nothing about the cause)."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum} (a count), got {value!r}.")
+    return int(value)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # One accuracy
 
 def wilson_interval(correct: int, n: int) -> tuple[float, float]:
     """95 % Wilson score interval for an accuracy of ``correct`` out of ``n``, in percent."""
-    if n < 1 or not 0 <= correct <= n:
+    correct, n = _count(correct, "correct"), _count(n, "n (the number of test images)", 1)
+    if not 0 <= correct <= n:
         raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}.")
     p, z2 = correct / n, Z95 ** 2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -160,7 +171,8 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
 def clopper_pearson_interval(correct: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Exact (Clopper-Pearson) 1 - ``alpha`` interval for ``correct`` out of ``n``, in percent. It excludes a value
     exactly when the two-sided exact binomial test (twice the smaller tail) rejects it."""
-    if n < 1 or not 0 <= correct <= n:
+    correct, n = _count(correct, "correct"), _count(n, "n (the number of test images)", 1)
+    if not 0 <= correct <= n:
         raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}.")
     low = _scipy.beta.ppf(alpha / 2, correct, n - correct + 1) if correct > 0 else 0.0
     high = _scipy.beta.ppf(1 - alpha / 2, correct + 1, n - correct) if correct < n else 1.0
@@ -170,8 +182,7 @@ def clopper_pearson_interval(correct: int, n: int, alpha: float = ALPHA) -> tupl
 def accuracy_variance(accuracy: float, test_images: int) -> float:
     """The test-set sampling variance of one accuracy (in %), in points squared: p(1-p)/n, with p shrunk by one right
     and one wrong answer, (k + 1) / (n + 2), so that 0 % and 100 % do not claim zero variance."""
-    if test_images < 1:
-        raise ValueError(f"test_images={test_images}: give the number of test images each accuracy was measured on.")
+    test_images = _count(test_images, "test_images (the number of test images each accuracy was measured on)", 1)
     p = (_finite(accuracy, "accuracy", percent=True)[0] / 100 * test_images + 1) / (test_images + 2)
     return 1e4 * p * (1 - p) / test_images
 
@@ -187,6 +198,10 @@ def mean_interval(values: Sequence[float], test_images: int | None = None) -> tu
         raise ValueError("mean_interval needs at least two values; for one run use clopper_pearson_interval.")
     var_seed = x.var(ddof=1) / len(x)
     extra = accuracy_variance(x.mean(), test_images) if test_images is not None else 0.0
+    if var_seed + extra == 0:
+        raise ValueError(f"mean_interval: the {len(x)} values are all equal ({x[0]:g}), so their spread gives no "
+                         "interval (a zero-width one would claim certainty). For accuracies pass test_images= (the "
+                         "test-set size) to add the sampling of test images; else more seeds are needed.")
     half = float(_scipy.t.ppf(0.975, _satterthwaite(var_seed, len(x) - 1, extra))) * math.sqrt(var_seed + extra)
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
@@ -202,6 +217,7 @@ def _chance_words(num_classes: int, class_counts, n: int) -> tuple[float, str]:
         return 100 / num_classes, f"1 in {num_classes}, assuming balanced classes"
     names, counts = ([f"'{k}'" for k in class_counts], list(class_counts.values())) \
         if isinstance(class_counts, Mapping) else ([f"class {i}" for i in range(len(class_counts))], list(class_counts))
+    counts = [_count(c, f"class_counts[{name}]") for name, c in zip(names, counts)]
     if len(counts) != num_classes or sum(counts) != n or min(counts) < 0:
         raise ValueError(f"class_counts should be the test set's {num_classes} per-class counts summing to its {n} "
                          f"images; got {len(counts)} counts summing to {sum(counts)}.")
@@ -219,6 +235,8 @@ def accuracy_verdict(label: str, accuracy: float, n: int, num_classes: int,
     usually means a bug in the order of the labels.
     """
     accuracy = float(_finite(accuracy, f"{label}'s accuracy", percent=True)[0])
+    n = _count(n, "n (the number of test images)", 1)
+    num_classes = _count(num_classes, "num_classes (a classifier chooses among at least 2 classes)", 2)
     low, high = clopper_pearson_interval(round(accuracy * n / 100), n)
     guess = 100 / num_classes
     chance, how = _chance_words(num_classes, class_counts, n)
@@ -250,6 +268,7 @@ def _right_wrong(x: torch.Tensor, name: str) -> torch.Tensor:
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p: ``b`` images where only A is right, ``c`` where only B is (1.0 when b + c = 0)."""
+    b, c = _count(b, "b (images where only A is right)"), _count(c, "c (images where only B is right)")
     return 1.0 if b + c == 0 else float(_scipy.binomtest(b, b + c, 0.5).pvalue)
 
 
@@ -264,8 +283,8 @@ def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, label_a:
     a, b_ = _right_wrong(correct_a, "correct_a"), _right_wrong(correct_b, "correct_b")
     n, b, c = len(a), int((a & ~b_).sum()), int((~a & b_).sum())
     method = f"paired over {n:,} test images, {label_a} alone right on {b:,}, {label_b} alone on {c:,}"
-    if b + c == 0:      # no disagreement: the rule of three bounds the share of images where they could differ
-        bound = 300 / n
+    if b + c == 0:      # no disagreement: the exact one-sided 95 % bound on the share of images where they could
+        bound = 100 * (1 - ALPHA ** (1 / n))            # differ (about 3 / n, the rule of three, for large n)
         return Comparison(label_a, label_b, 0.0, -bound, bound, f"paired over {n:,} test images, identical predictions",
                           p_value=1.0, test="exact McNemar", covers=ONE_SEED)
     m = b + c
@@ -282,6 +301,7 @@ def unpaired_difference(acc_a: float, acc_b: float, n_a: int, n_b: int, label_a:
     """Difference of two accuracies (in %) on independent test sets of ``n_a`` and ``n_b`` images: Wald interval,
     verdict also requiring Fisher's exact test."""
     pa, pb = _finite([acc_a, acc_b], "accuracies", percent=True) / 100
+    n_a, n_b = _count(n_a, "n_a (test images of A)", 1), _count(n_b, "n_b (test images of B)", 1)
     se = math.sqrt(max(pa * (1 - pa), 0.25 / n_a) / n_a + max(pb * (1 - pb), 0.25 / n_b) / n_b)
     ka, kb = round(pa * n_a), round(pb * n_b)
     p = float(_scipy.fisher_exact([[ka, n_a - ka], [kb, n_b - kb]]).pvalue)
@@ -319,7 +339,7 @@ def seed_difference(acc_a: Sequence[float], acc_b: Sequence[float], label_a: str
     if len(a) < 2 or len(b) < 2:
         raise ValueError("seed_difference needs at least two seeds per side; with one seed use paired_difference.")
     if test_images is not None:
-        n_a, n_b = (test_images, test_images) if isinstance(test_images, int) else test_images
+        n_a, n_b = (test_images, test_images) if isinstance(test_images, numbers.Number) else test_images
         sampling_variance = accuracy_variance(a.mean(), n_a) + accuracy_variance(b.mean(), n_b)
     var_seed, df = _seed_spread(a, b, paired)
     diff = float(a.mean() - b.mean())

@@ -52,20 +52,20 @@ def test_the_queue_puts_the_three_runs_of_record_first():
 def test_the_cap_per_run_refuses_a_long_estimate_and_can_be_raised(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from course_lib.experiments import study
+    from course_lib.experiments import queue, study
 
-    fake = SimpleNamespace(train=SimpleNamespace(source="CIFAR-10 JPEG copy"), identity_hash="h", model=None,
-                           extra_losses=[], cfg=None, estimate_seconds=lambda ips: 70 * 60)   # 70 minutes
+    spec = study.study_queue()[0][3]                               # a curve run: no weights to export
+    fake = SimpleNamespace(spec=spec, train=SimpleNamespace(source="CIFAR-10 JPEG copy"), identity_hash="h",
+                           model=None, extra_losses=[], cfg=None, checkpoint=SimpleNamespace(exists=lambda: False),
+                           estimate_seconds=lambda ips: 70 * 60)   # 70 minutes
     started = []
-    monkeypatch.setattr(study, "prepare", lambda spec, root: fake)
-    monkeypatch.setattr(study, "find_record", lambda key: None)
-    monkeypatch.setattr(study, "manifest_entry", lambda key, h: None)
-    monkeypatch.setattr(study, "measure_throughput", lambda *args: 50.0)
-    monkeypatch.setattr(study, "execute", lambda run, *a, **k: started.append(run) or (_ for _ in ()).throw(
+    monkeypatch.setattr(queue, "prepare", lambda spec, root, work: fake)
+    monkeypatch.setattr(queue, "read_record", lambda path: None)
+    monkeypatch.setattr(queue, "measure_throughput", lambda *args: 50.0)
+    monkeypatch.setattr(queue, "execute", lambda run, *a, **k: started.append(run) or (_ for _ in ()).throw(
         KeyboardInterrupt))
-    key = study.study_queue()[0][3].key                              # a curve run: no weights to export
-    study.run_study(only=[key], device="cpu")
-    assert not started and "not started (over the cap per run" in capsys.readouterr().out
+    study.run_study(only=[spec.key], device="cpu")
+    assert not started and "over the cap of 3600 s per run" in capsys.readouterr().out
     with pytest.raises(KeyboardInterrupt):                          # execute is reached: the run would start
-        study.run_study(only=[key], device="cpu", max_run_s=75 * 60)
+        study.run_study(only=[spec.key], device="cpu", max_run_s=75 * 60)
     assert started == [fake]

@@ -8,6 +8,8 @@ What a download does here, and why:
 - **minimum rate** (``LIMITS.min_rate`` bytes/s averaged over ``LIMITS.window_s``): a slow but steady transfer
   never trips a socket timeout (the official CIFAR host served ~75 kB/s in 2026, an hour for CIFAR-10), so a
   source slower than that is given up loudly and the caller moves on to the next source.
+- **overall deadline** (``LIMITS.deadline_s``): however the bytes trickle in (one every half second never trips
+  the stall timeout, and ``min_rate=0`` turns the rate rule off), one download never takes longer.
 - **resume**: bytes go to ``<file>.part``; a later try asks only for the rest (an HTTP ``Range`` request) and
   starts again from zero when the server ignores it.
 - **checksum** (md5 or sha256) when one is known; a mismatch deletes the file.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import os
 import re
 import sys
@@ -68,6 +71,14 @@ class Limits:
     timeout_s: float = 20.0
     min_rate: float = 1e6
     window_s: float = 30.0
+    deadline_s: float = 3 * 3600.0      # CIFAR-10 from the official host at 75 kB/s took an hour
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "window_s", "deadline_s", "min_rate"):
+            value, least = getattr(self, name), "at least 0" if name == "min_rate" else "above 0"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    value < 0 if name == "min_rate" else value <= 0):
+                raise ValueError(f"Limits.{name} must be a finite number {least}, got {value!r}.")
 
 
 LIMITS = Limits()        # the defaults; set e.g. ``download.LIMITS = Limits(min_rate=0)`` to wait for any source
@@ -161,10 +172,16 @@ class CountProgress:
 class _RateRule:
     """Raises :class:`TooSlowError` when fewer than ``min_rate * window_s`` bytes arrived in a window."""
 
-    def __init__(self, limits: Limits, done: int):
-        self.limits, self.since, self.bytes_then = limits, time.monotonic(), done
+    def __init__(self, limits: Limits, done: int, until: float):
+        self.limits, self.since, self.bytes_then, self.until = limits, time.monotonic(), done, until
 
     def check(self, done: int, url: str, what: str, total: int | None) -> None:
+        if time.monotonic() > self.until:
+            raise TooSlowError(
+                f"*** {what}: {url} did not finish within {self.limits.deadline_s:,.0f} s (the longest one download "
+                f"may take): giving up on this source at {_mb(done)}{f' of {_mb(total)}' if total else ''}. The part "
+                "already downloaded is kept, so a later try resumes it. To wait longer, set "
+                "course_lib.data.download.LIMITS = Limits(deadline_s=...) before loading. ***")
         elapsed = time.monotonic() - self.since
         if self.limits.min_rate <= 0 or elapsed < self.limits.window_s:
             return
@@ -208,9 +225,11 @@ def _resumed_from(response, offset: int) -> tuple[int, int | None]:
     return 0, int(length) if length and response.status == 200 else None
 
 
-def _copy(response, part: Path, start: int, total: int | None, url: str, what: str, limits: Limits) -> int:
-    """Append the response body to ``part`` (truncated first when ``start`` is 0); the bytes now in ``part``."""
-    done, progress, rule = start, _Progress(what, total, start), _RateRule(limits, start)
+def _copy(response, part: Path, start: int, total: int | None, url: str, what: str, limits: Limits,
+          until: float) -> int:
+    """Append the response body to ``part`` (truncated first when ``start`` is 0) until the monotonic time
+    ``until``; the bytes now in ``part``."""
+    done, progress, rule = start, _Progress(what, total, start), _RateRule(limits, start, until)
     complete = False
     try:
         with open(part, "ab" if start else "wb") as out:
@@ -257,9 +276,11 @@ def fetch(url: str, dest: str | Path, what: str, checksum: tuple[str, str] | Non
 
     Raises:
         DownloadError: HTTP error, no connection, stalled or broken transfer, wrong checksum.
-        TooSlowError: slower than ``limits.min_rate`` for ``limits.window_s`` seconds.
+        TooSlowError: slower than ``limits.min_rate`` for ``limits.window_s`` seconds, or not done within
+            ``limits.deadline_s`` seconds.
     """
     limits, dest = limits or LIMITS, Path(dest)
+    until = time.monotonic() + limits.deadline_s
     if dest.is_file() and (checksum is None or file_digest(dest, checksum[0]) == checksum[1].lower()):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +297,7 @@ def fetch(url: str, dest: str | Path, what: str, checksum: tuple[str, str] | Non
             print(f"{what}: the server ignored the request to resume at {_mb(offset)}; starting again.", flush=True)
         elif offset:
             print(f"{what}: resuming at {_mb(offset)}{f' of {_mb(total)}' if total else ''}.", flush=True)
-        done = _copy(response, part, start, total, url, what, limits)
+        done = _copy(response, part, start, total, url, what, limits, until)
     if total is not None and done != total:
         raise SourceDownError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
                             f"{total:,} bytes). A later try resumes it.")

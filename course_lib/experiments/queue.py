@@ -1,40 +1,48 @@
-"""Runs in priority order against a deadline, each result written out the moment it exists (for short GPU loans).
+"""The one deadline runner: runs in priority order, each result landing the moment it exists. The GPU loan's queue
+(:func:`run_queue`) and the CPU study (:mod:`.study`) both work down their lists with :func:`work_down`.
 
-A lent GPU comes with minutes, not hours, and a command that runs past its limit is killed. So :func:`run_queue`
-works down a priority list, starts a run only if its expected time (from the throughput it measures on this device
-before each run) fits before the deadline, and as soon as a run ends writes its record, and for the models of record
-an fp16 checkpoint, into the output folder that comes back. Run the same command again: finished runs are skipped,
-so it continues where it stopped.
+A lent GPU comes with minutes, not hours, and a command that runs past its limit is killed; a CPU study runs for
+hours and may be killed too. So the runner works down a priority list, starts a run only if its expected time (from
+the throughput it measures on this device) fits before the deadline (and under the cap per run, when there is one),
+and as soon as a run ends its record lands, and for the models of record an fp16 checkpoint. Run the same command
+again: finished runs are skipped, so it continues where it stopped. Once the deadline has passed, the remaining runs
+are reported "not started" without loading their data or measuring anything.
 
-A run is *done* when a record of **this very run** exists (in ``results/`` or in the course's records of record):
-the run is prepared and its identity hash compared, so a record of the same key made with other data or settings
-does not count. A run of record is done only when its fp16 file exists too (a manifest entry with the same identity
-in ``out`` or ``checkpoints_of_record/``, every part present); if it was recorded but never exported (killed in
-between), its finished checkpoint is loaded and exported, nothing is trained.
+A run is *done* when a record of **this very run** exists where the queue's records land: the run is prepared and
+its identity hash compared, so a record of the same key made with other data or settings does not count. The GPU
+queue's records land in the work folder's ``results/`` and a record of record counts too; the study's land in the
+records of record, and only a record there counts (a record in ``results/`` never stands in for one). A run of record
+is done only when its fp16 file exists too (a manifest entry with the same identity, every part present); if it was
+recorded but never exported (killed in between), its finished checkpoint is loaded and exported, nothing is
+trained. ``on_landed`` (e.g. a commit in ``tools/study.py``) is called for every run that is done, the runs done
+before included, so that a run killed between landing and that call is finished on the rerun; its error stops the
+queue at once.
 """
 from __future__ import annotations
 
 import io
+import math
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..files import atomic_write_bytes
 from ..runtime import get_device
+from . import of_record as _of_record
 from .of_record import export_fp16, manifest_entry
 from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
-from .records import find_record, record_files, results_dir
+from .records import find_record, read_record, record_files, results_dir, write_record
 from .runs import execute, measure_throughput, prepare
 
 if TYPE_CHECKING:     # names used only in annotations
     from ..profiles import Profile
     from .runs import PreparedRun, RunSpec
 
-__all__ = ["priority_queue", "QueueReport", "run_queue"]
+__all__ = ["priority_queue", "QueueReport", "Queue", "check_limit", "work_down", "run_queue"]
 
 
 def priority_queue(profile: Profile) -> tuple[list[RunSpec], set[RunSpec]]:
@@ -57,13 +65,44 @@ def priority_queue(profile: Profile) -> tuple[list[RunSpec], set[RunSpec]]:
 
 @dataclass
 class QueueReport:
-    """What one call of :func:`run_queue` did: per run, "trained", "done before" or why it was skipped."""
+    """What one call of :func:`work_down` did: per run, "trained", "done before" or why it was not started."""
 
     outcome: dict[str, str] = field(default_factory=dict)
     throughput: dict[str, float] = field(default_factory=dict)     # model label -> images/s measured
 
     def summary(self) -> str:
         return "\n".join(f"  {key}: {what}" for key, what in self.outcome.items())
+
+
+Landed = Callable[["RunSpec", "list[Path]", dict], None]
+
+
+@dataclass
+class Queue:
+    """A list of runs and where they land. ``weights``: the folder of the fp16 files of record (with their
+    ``manifest.json``); ``records``: where records land (None: the work folder's ``results/``, and a record of
+    record counts as done too); ``pack``: also pack every record of the work folder into ``weights/results.tar.gz``
+    (the one file a GPU loan brings back); ``max_run_s``: the cap per run (None: none); ``check``: called with each
+    prepared run before anything else (raises to refuse it); ``on_landed(spec, paths, record)``: see the module
+    docstring; ``name``: the prefix of the lines it prints."""
+
+    specs: list[RunSpec]
+    weights: Path
+    of_record: set[RunSpec] = field(default_factory=set)
+    records: Path | None = None
+    pack: bool = False
+    max_run_s: float | None = None
+    check: Callable[[PreparedRun], None] | None = None
+    on_landed: Landed | None = None
+    name: str = "queue"
+
+
+def check_limit(value, what: str, option: str) -> float:
+    """``value`` as a finite number of seconds above 0, else a ValueError naming ``option`` (NaN compares False
+    with everything, so it would silently mean "no limit")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a finite number above 0 ({what}), got {value!r}.")
+    return float(value)
 
 
 def _pack_records(root: str | Path | None, out: Path) -> None:
@@ -75,64 +114,120 @@ def _pack_records(root: str | Path | None, out: Path) -> None:
     atomic_write_bytes(out / "results.tar.gz", buffer.getvalue())
 
 
-def _status(run: PreparedRun, of_record: bool, out: Path, root: str | Path | None) -> str:
-    """"done" (recorded with this identity and, for a run of record, exported), "export" (recorded, its fp16 file
-    missing, its finished checkpoint here) or "train"."""
-    key, identity_hash = run.spec.key, run.identity_hash
-    if find_record(key, root, identity_hash) is None:
-        return "train"
-    if not of_record or manifest_entry(key, identity_hash, out) or manifest_entry(key, identity_hash):
-        return "done"
-    return "export" if run.checkpoint.exists() else "train"
+def _landed_record(queue: Queue, run: PreparedRun, root) -> tuple[dict, Path] | None:
+    """The record of this very run where the queue's records land (see the module docstring), else None."""
+    if queue.records is None:
+        return find_record(run.spec.key, root, run.identity_hash)
+    path = Path(queue.records) / f"{run.spec.key}.json"
+    record = read_record(path) if path.exists() else None
+    return (record, path) if record is not None and record.get("identity_hash") == run.identity_hash else None
 
 
-def _train(run: PreparedRun, report: QueueReport, time_left, out: Path, of_record: bool,
-           device: str | torch.device | None) -> str:
-    """Measure the speed, train the run if its estimate fits ``time_left()``, write its results out; the outcome."""
-    spec = run.spec
-    ips = report.throughput.get(spec.label) or measure_throughput(
-        run.model, run.extra_losses, run.cfg, run.train, get_device(device))
-    report.throughput[spec.label] = ips
+def _weights(queue: Queue, run: PreparedRun) -> list[Path] | None:
+    """The paths of this run's fp16 file of record and its manifest ([] for a run not of record), else None."""
+    if run.spec not in queue.of_record:
+        return []
+    folders = [queue.weights] + ([_of_record.OF_RECORD_DIR] if queue.records is None else [])
+    for folder in folders:
+        if (entry := manifest_entry(run.spec.key, run.identity_hash, folder)) is not None:
+            return [Path(folder) / name for name in entry["parts"]] + [Path(folder) / "manifest.json"]
+    return None
+
+
+def _throughput(queue: Queue, run: PreparedRun, report: QueueReport, device) -> float:
+    """Images/s of this model here, measured once per model and call: the best of three short measurements (another
+    process on the same core only ever slows one down)."""
+    label = run.spec.label
+    if label not in report.throughput:
+        report.throughput[label] = max(measure_throughput(run.model, run.extra_losses, run.cfg, run.train,
+                                                          get_device(device)) for _ in range(3))
+    return report.throughput[label]
+
+
+def _land(queue: Queue, run: PreparedRun, result, root) -> list[Path]:
+    """Write what a finished run leaves (its record where the queue's records land, its fp16 file); the paths."""
+    record = result.record
+    if queue.records is not None:
+        path = Path(queue.records) / f"{run.spec.key}.json"
+        if _landed_record(queue, run, root) is None:     # execute() reused a record kept elsewhere (results/)
+            write_record(dict(record), folder=queue.records)
+        paths = [path]
+    else:
+        paths = [results_dir(root) / f"{run.spec.key}.json"]
+    if queue.pack:
+        _pack_records(root, queue.weights)
+    if run.spec in queue.of_record:
+        paths += export_fp16(result.model, record, queue.weights) + [Path(queue.weights) / "manifest.json"]
+    return paths
+
+
+def _train(queue: Queue, run: PreparedRun, report: QueueReport, time_left, device, root) -> tuple[str, list, dict]:
+    """Measure, then train the run if its estimate fits; (outcome, landed paths, record)."""
+    ips = _throughput(queue, run, report, device)
     need, left = run.estimate_seconds(ips), time_left()
-    print(f"[queue] {spec.key}: {ips:,.0f} img/s, needs ~{need:.0f} s, {left:.0f} s left", flush=True)
+    print(f"[{queue.name}] {run.spec.key}: {ips:,.0f} img/s measured, needs ~{need:.0f} s, {left:.0f} s left",
+          flush=True)
+    if queue.max_run_s is not None and need > queue.max_run_s:
+        return f"not started: needs ~{need:.0f} s, over the cap of {queue.max_run_s:.0f} s per run", [], {}
     if need > left:
-        return f"skipped: needs ~{need:.0f} s, {left:.0f} s left"
-    result = execute(run, device, progress=True, images_per_second=ips)
-    _pack_records(run.checkpoint.parents[1], out)
-    if of_record:
-        export_fp16(result.model, result.record, out)
-    return f"trained: {result.record['final_test_acc']:.2f} % in {result.record['train_seconds']:.0f} s"
+        return f"skipped: needs ~{need:.0f} s, {left:.0f} s left", [], {}
+    result = execute(run, device, progress=True, images_per_second=ips, results_folder=queue.records)
+    paths = _land(queue, run, result, root)
+    record = result.record
+    return (f"trained: {record['final_test_acc']:.2f} % on {record['test_images']:,} test images in "
+            f"{record['train_seconds']:.0f} s"), paths, record
+
+
+def _one(queue: Queue, spec: RunSpec, report: QueueReport, time_left, data_root, root, device) -> str:
+    """Prepare one run, find out whether it is done, and do what is missing; its outcome."""
+    run = prepare(spec, data_root, root)
+    if queue.check is not None:
+        queue.check(run)
+    found, weights = _landed_record(queue, run, root), _weights(queue, run)
+    if found is not None and weights is not None:
+        outcome, paths, record = "done before", [found[1], *weights], found[0]
+    elif found is not None and run.checkpoint.exists():     # recorded, killed before its export: load, export
+        result = execute(run, device, progress=False, results_folder=queue.records)
+        paths, record = _land(queue, run, result, root), result.record
+        outcome = "exported: trained before, its fp16 file was missing"
+    else:
+        outcome, paths, record = _train(queue, run, report, time_left, device, root)
+    if paths and queue.on_landed is not None:
+        queue.on_landed(spec, paths, record)
+    return outcome
+
+
+def work_down(queue: Queue, deadline_s: float, data_root: str | Path | None = None, root: str | Path | None = None,
+              device: str | torch.device | None = None, start: float | None = None,
+              clock=time.monotonic) -> QueueReport:
+    """Work down ``queue.specs`` in order while their expected times fit before ``deadline_s`` seconds from
+    ``start`` (default now); see the module docstring. Prints each run's outcome as it is decided."""
+    check_limit(deadline_s, "seconds until the deadline", "deadline_s")
+    if queue.max_run_s is not None:
+        check_limit(queue.max_run_s, "the most seconds one run may take", "max_run_s")
+    start = clock() if start is None else start
+    Path(queue.weights).mkdir(parents=True, exist_ok=True)
+    report = QueueReport()
+    if queue.pack:
+        _pack_records(root, queue.weights)        # records a killed call wrote but never packed come back too
+    def time_left() -> float:
+        return deadline_s - (clock() - start)
+
+    for spec in queue.specs:
+        if time_left() <= 0:
+            report.outcome[spec.key] = "not started: the deadline has passed"
+        else:
+            report.outcome[spec.key] = _one(queue, spec, report, time_left, data_root, root, device)
+        print(f"[{queue.name}] {spec.key}: {report.outcome[spec.key]}", flush=True)
+    return report
 
 
 def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_record: set[RunSpec] = frozenset(),
               data_root: str | Path | None = None, root: str | Path | None = None,
               device: str | torch.device | None = None, start: float | None = None,
               clock=time.monotonic) -> QueueReport:
-    """Train ``specs`` in order while their expected times fit before ``deadline_s`` seconds from ``start``.
-
-    A run that is done (see the module docstring) is skipped; a run that would not finish in the time left is
-    skipped (a shorter one later in the list may still fit). After each run its record goes into
-    ``out/results.tar.gz`` and, for runs in ``of_record``, an fp16 checkpoint into ``out`` (see :mod:`.of_record`).
-    ``start``: when the deadline's clock started (default now).
-    """
-    start = clock() if start is None else start
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = QueueReport()
-    _pack_records(root, out)              # records a killed call wrote but never packed come back too
-    for spec in specs:
-        if clock() - start >= deadline_s:
-            report.outcome[spec.key] = "not started: the deadline has passed"
-            continue
-        run = prepare(spec, data_root, root)
-        status = _status(run, spec in of_record, out, root)
-        if status == "done":
-            report.outcome[spec.key] = "done before"
-        elif status == "export":            # recorded, killed before its export: load the finished checkpoint
-            result = execute(run, device, progress=False)
-            export_fp16(result.model, result.record, out)
-            report.outcome[spec.key] = "exported: trained before, its fp16 file was missing"
-        else:
-            report.outcome[spec.key] = _train(run, report, lambda: deadline_s - (clock() - start), out,
-                                              spec in of_record, device)
-    return report
+    """A GPU loan's queue: train ``specs`` in order while their expected times fit before ``deadline_s`` seconds
+    from ``start`` (default now). Records land in the work folder's ``results/`` and, packed, in
+    ``out/results.tar.gz``; the fp16 checkpoints of the runs in ``of_record`` in ``out`` (see :mod:`.of_record`)."""
+    return work_down(Queue(list(specs), Path(out), set(of_record), pack=True), deadline_s, data_root, root, device,
+                     start, clock)

@@ -13,39 +13,44 @@ after warm-up, and evaluated every epoch on the 50 held-out images per class. Th
 The runs of record then train for ``min(plateau, the epochs ResNet-18 fits in an hour)`` with the course recipe's
 cosine, the same number of optimiser steps for every model. The queue (:func:`study_queue`): (1) the three models
 at 500 per class, (2) the small-data curve at 100, 250 and 1,000 per class, (3) a second seed of (1). Each record
-lands in ``course_lib/records/``, the fp16 weights of (1) in ``checkpoints_of_record/``; ``--commit`` commits each
-file as it lands, so a session that ends loses at most the run in progress (which resumes from its checkpoint).
+lands in ``course_lib/records/``, the fp16 weights of (1) in ``checkpoints_of_record/``; ``--commit`` (done by
+``tools/study.py``, which takes the same options: course_lib never writes to git) commits each run as it lands, so
+a session that ends loses at most the run in progress (which resumes from its checkpoint). The driver's contract is
+:func:`run_study`'s; the loop is the one deadline runner, :func:`course_lib.experiments.queue.work_down`.
 
     python -m course_lib.experiments.study pilot --data-root data
-    python -m course_lib.experiments.study run --data-root data --deadline-s 9000 --commit
+    python -m course_lib.experiments.study run --data-root data --deadline-s 9000      # records land, uncommitted
+    python tools/study.py run --data-root data --deadline-s 9000 --commit               # ... and are committed
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from ..data import hold_out
-from ..files import atomic_write_json, read_json
+from ..files import atomic_write_json
 from ..profiles import get_profile
 from ..runtime import device_name, get_device
 from ..settings import workdir
 from ..train import fit
-from .of_record import OF_RECORD_DIR, export_fp16, manifest_entry
+from . import of_record, records
+from .budget_rule import TUNING_EPOCHS, TUNING_LRS, TUNING_SIZE, study2_queue, write_progress
 from .plan import comparison_specs, drloc_specs, plan
 from .provenance import environment_summary
-from .records import RECORDS_OF_RECORD, find_record
-from .runs import RunSpec, execute, load_data, measure_throughput, prepare
+from .queue import Landed, Queue, QueueReport, check_limit, work_down
+from .runs import PreparedRun, RunSpec, load_data, measure_throughput, prepare
 
-__all__ = ["plateau_epoch", "PILOT_DIR", "pilot", "study_queue", "run_study"]
+__all__ = ["plateau_epoch", "PILOT_DIR", "MIN_PILOT_EPOCHS", "check_pilot_epochs", "pilot", "study_queue",
+           "tuning_queue", "select", "run_study", "parser", "parse", "run", "main"]
 
-PILOT_DIR = RECORDS_OF_RECORD / "pilot"
+PILOT_DIR = records.RECORDS_OF_RECORD / "pilot"
 HOUR = 3600.0
+MIN_PILOT_EPOCHS = 3          # plateau_epoch's 3-epoch mean needs three epochs
 
 
 def plateau_epoch(held_out_acc: list[float], tolerance: float = 2.0) -> int:
@@ -59,9 +64,19 @@ def plateau_epoch(held_out_acc: list[float], tolerance: float = 2.0) -> int:
     return int(torch.nonzero(smooth >= smooth.max() - tolerance)[0]) + 1
 
 
+def check_pilot_epochs(epochs) -> int:
+    """The pilot's epochs: a whole number of at least :data:`MIN_PILOT_EPOCHS`, refused before any training (the
+    rule is applied after it)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < MIN_PILOT_EPOCHS:
+        raise ValueError(f"--epochs {epochs!r}: the pilot's rule (plateau_epoch) needs at least {MIN_PILOT_EPOCHS} "
+                         "epochs of held-out accuracy; pass --epochs 3 or more (the study's pilot used 40).")
+    return epochs
+
+
 def pilot(data_root: str | Path | None = None, epochs: int = 40, held_out: int = 50, model: str = "vit",
           device: str | None = None, out: Path = PILOT_DIR) -> dict:
     """Train the pilot (see the module docstring), write its record to ``out`` and return it."""
+    check_pilot_epochs(epochs)
     profile = get_profile("study")
     spec = RunSpec(model, "cifar10", profile)
     train, _, _ = load_data(spec, data_root)
@@ -103,115 +118,156 @@ def study_queue(seeds: tuple[int, ...] = (0, 1)) -> tuple[list[RunSpec], set[Run
     return list(dict.fromkeys(order)), set(first) | set(contrast)
 
 
-# The tuning grid (issue 28): at the cheapest size, the same effort for both families. Three learning rates
-# around the course recipe's 1e-3 at 50 epochs; the doubling check (100 epochs at the best rate) follows.
-TUNING_SIZE = 100
-TUNING_LRS = (1e-3, 5e-4, 2e-3)
-TUNING_EPOCHS = 50
-
-
 def tuning_queue(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
-    """The tuning runs of the study (profile ``study2``), cheapest and most informative first: the course
-    recipe's rate for every family, then the others."""
-    profile = get_profile("study2")
-    return [RunSpec(model, "cifar10", profile, train_per_class=TUNING_SIZE, epochs=TUNING_EPOCHS, lr=lr)
-            for lr in TUNING_LRS for model in models]
+    """The tuning grid of the second study (profile ``study2``, :mod:`.budget_rule`), cheapest and most informative
+    first: the course recipe's rate for every family, then the others."""
+    return [RunSpec(model, "cifar10", get_profile("study2"), train_per_class=TUNING_SIZE, epochs=TUNING_EPOCHS,
+                    lr=lr) for lr in TUNING_LRS for model in models]
 
 
-def _commit(paths: list[Path], message: str) -> None:
-    """Commit exactly ``paths`` (other staged work is left alone); retried while another git holds the lock."""
-    names = [str(p) for p in paths]
-    for _ in range(30):
-        add = subprocess.run(["git", "add", "--", *names], capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", *names], capture_output=True, text=True).returncode == 0
-        if done:
-            return
-        time.sleep(10)
-    print(f"[study] could not commit {names}; commit them by hand.", flush=True)
+QUEUES = ("study", "tune", "study2")
 
 
-def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR, commit: bool = False,
-              device: str | None = None, only: list[str] | None = None, max_run_s: float = HOUR,
-              queue: str = "study") -> None:
-    """Work down :func:`study_queue` (or the runs whose keys are in ``only``, e.g. to train two at once, one per
-    core): a run is done when a record of record with its identity exists (and, for the runs of record, its fp16
-    weights with that identity); a run starts only if its estimate fits both ``max_run_s`` (an hour) and the time
-    left. The estimate comes from a throughput measured now, which a busy machine lowers: raise ``max_run_s`` for
-    a run that the cap refuses only because of that."""
-    start = time.monotonic()
-    specs, of_record = study_queue()
-    if queue == "tune":
-        specs, of_record = tuning_queue(), set()
-    elif queue == "study2":         # the second study's planned runs (budget_rule.study2_queue), in priority order
-        from .budget_rule import study2_queue
-        specs, of_record = [s for s, planned in study2_queue() if planned], set()
-    if only:
-        unknown = sorted(set(only) - {s.key for s in specs})
-        if unknown:
-            raise SystemExit(f"--only names runs that are not in the study's queue: {unknown}. Choose from "
-                             f"{[s.key for s in specs]}.")
-        specs = [s for s in specs if s.key in only]
-    dev = get_device(device)
-    for spec in specs:
-        run = prepare(spec, data_root)
-        if "JPEG" not in run.train.source:
-            raise RuntimeError(f"{spec.key}: the study trains on the CIFAR-10 JPEG copy, got {run.train.source}.")
-        found = find_record(spec.key)
-        recorded = found is not None and found[0].get("identity_hash") == run.identity_hash
-        weights = manifest_entry(spec.key, run.identity_hash) is not None
-        if recorded and (weights or spec not in of_record):
-            print(f"[study] {spec.key}: done before", flush=True)
-            continue
-        # The best of three short measurements: another process on the same core only ever slows one down.
-        ips = max(measure_throughput(run.model, run.extra_losses, run.cfg, run.train, dev) for _ in range(3))
-        need, left = run.estimate_seconds(ips), deadline_s - (time.monotonic() - start)
-        print(f"[study] {spec.key}: {ips:,.0f} img/s measured, needs ~{need / 60:.0f} min, {left / 60:.0f} min left",
-              flush=True)
-        if not recorded and (need > max_run_s or need > left):
-            print(f"[study] {spec.key}: not started (over the cap per run or past the deadline)", flush=True)
-            continue
-        result = execute(run, dev, progress=True, results_folder=RECORDS_OF_RECORD, images_per_second=ips)
-        paths = [RECORDS_OF_RECORD / f"{spec.key}.json"]
-        if spec in of_record:
-            paths += export_fp16(result.model, result.record, OF_RECORD_DIR) + [OF_RECORD_DIR / "manifest.json"]
-        print(f"[study] {spec.key}: {result.record['final_test_acc']:.2f} % on {result.record['test_images']:,} "
-              f"test images, {result.record['train_seconds'] / 60:.1f} min", flush=True)
-        if queue in ("tune", "study2"):      # the second study's progress table lands with each of its records
-            from .budget_rule import write_progress
-            paths.append(write_progress())
-            r = result.record
-            print(f"[study] {spec.key}: clean training accuracy {r['final_train_clean_acc']:.1f} %, validation "
-                  f"{r['final_val_acc']:.1f} % on {r['val_images']:,} images", flush=True)
-        if commit:
-            _commit(paths, f"Study of record: {spec.key} ({result.record['final_test_acc']:.2f} % on "
-                           f"{result.record['test_images']:,} test images; python -m course_lib.experiments.study "
-                           f"run, 2-core CPU)")
+def _queue(name: str) -> tuple[list[RunSpec], set[RunSpec]]:
+    """(runs in priority order, the runs whose fp16 weights are of record) of the queue ``name``: the first
+    study's, the second study's tuning grid, or the second study's planned runs (:func:`.budget_rule.study2_queue`:
+    the grid, its doubling checks, then the curve once the budget is chosen)."""
+    if name not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}, got {name!r}.")
+    if name == "tune":
+        return tuning_queue(), set()
+    if name == "study2":
+        return [s for s, planned in study2_queue() if planned], set()
+    return study_queue()
 
 
-def main(argv: list[str] | None = None) -> None:
+def _with_progress(on_landed: Landed | None) -> Landed:
+    """``on_landed`` with the second study's progress table (course_lib/records/STUDY2.md) rewritten first and
+    landed with the record."""
+    def landed(spec, paths, record):
+        paths = [*paths, write_progress()]
+        if record is not None and record.get("final_val_acc") is not None:
+            print(f"[study] {record['key']}: clean training accuracy {record['final_train_clean_acc']:.1f} %, "
+                  f"validation {record['final_val_acc']:.1f} % on {record['val_images']:,} images", flush=True)
+        if on_landed is not None:
+            on_landed(spec, paths, record)
+    return landed
+
+
+def _check_study_data(run: PreparedRun) -> None:
+    if "JPEG" not in run.train.source:
+        raise RuntimeError(f"{run.spec.key}: the study trains on the CIFAR-10 JPEG copy, got {run.train.source}. Put "
+                           "cifar10_yoongikim_jpg.tar.xz under <data root>/cifar10-jpeg/.")
+
+
+def select(specs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:
+    """The runs of ``specs`` whose keys are in ``only`` (None: all), in queue order; an empty or unknown selection
+    is refused with the choices."""
+    if only is None:
+        return specs
+    only = [key.strip() for key in only if key.strip()]
+    if not only:
+        raise ValueError(f"--only selects no run. Leave it out for the whole queue, or name runs (comma-separated) "
+                         f"from {[s.key for s in specs]}.")
+    unknown = sorted(set(only) - {s.key for s in specs})
+    if unknown:
+        raise ValueError(f"--only names runs that are not in the study's queue: {unknown}. Choose from "
+                         f"{[s.key for s in specs]}.")
+    return [s for s in specs if s.key in only]
+
+
+def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR, device: str | None = None,
+              only: list[str] | None = None, max_run_s: float = HOUR, queue: str = "study",
+              on_landed: Landed | None = None) -> QueueReport:
+    """Work down :func:`study_queue` (or another of :data:`QUEUES`, see :func:`_queue`), or the runs whose keys are
+    in ``only`` (e.g. to train two at once, one per core), with the one deadline runner (:func:`.queue.work_down`).
+
+    The contract (tested in ``tests/test_study_driver.py``):
+
+    - a run is done only when its record of record (``course_lib/records/<key>.json``) exists, validates and holds
+      this very run's identity (and, for the runs of record, its fp16 weights are in ``checkpoints_of_record/``)
+      and ``on_landed`` returned for it; a record in the work folder's ``results/`` never stands in for it;
+    - ``on_landed(spec, paths, record)`` is called for every run that is done, the runs done before included, so
+      that a run killed between landing and, say, its commit is committed on the rerun (``tools/study.py`` commits
+      there: course_lib never writes to git); an error it raises (git's reason) stops the study at once;
+    - ``deadline_s`` and ``max_run_s`` are finite and above 0, ``only`` selects at least one run of the queue;
+      anything else is refused before anything is loaded;
+    - a run starts only if its estimate fits both ``max_run_s`` (an hour) and the time left; once the deadline has
+      passed, the remaining runs are reported "not started" without being loaded or measured.
+
+    The estimate comes from a throughput measured now, which a busy machine lowers: raise ``max_run_s`` for a run
+    that the cap refuses only because of that."""
+    check_limit(deadline_s, "seconds until the study stops starting runs", "--deadline-s")
+    check_limit(max_run_s, "the most seconds one run may take", "--max-run-minutes")
+    specs, weights_of_record = _queue(queue)
+    if queue != "study":
+        on_landed = _with_progress(on_landed)
+    job = Queue(select(specs, only), of_record.OF_RECORD_DIR, weights_of_record, records=records.RECORDS_OF_RECORD,
+                max_run_s=max_run_s, check=_check_study_data, on_landed=on_landed, name="study")
+    return work_down(job, deadline_s, data_root, device=device)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The study's command line (``tools/study.py`` takes the same, and commits)."""
     parser = argparse.ArgumentParser(prog="python -m course_lib.experiments.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["pilot", "run"])
-    parser.add_argument("--queue", choices=["study", "tune", "study2"], default="study",
+    parser.add_argument("--queue", choices=QUEUES, default="study",
                         help="which queue `run` works down: the first study's, the second study's tuning grid, or "
                              "the second study's planned runs (budget_rule.study2_queue)")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--epochs", type=int, default=40, help="the pilot's epochs")
+    parser.add_argument("--epochs", type=int, default=40, help=f"the pilot's epochs (at least {MIN_PILOT_EPOCHS})")
     parser.add_argument("--deadline-s", type=float, default=10 * HOUR)
-    parser.add_argument("--commit", action="store_true", help="git-commit each record and checkpoint as it lands")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit each record and checkpoint as it lands (done by tools/study.py)")
     parser.add_argument("--only", default=None, help="comma-separated run keys (default: the whole queue)")
     parser.add_argument("--max-run-minutes", type=float, default=60.0,
                         help="start no run estimated to take longer (default 60)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options, every limit and the selection checked before anything is loaded or trained."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        check_limit(args.deadline_s, "seconds until the study stops starting runs", "--deadline-s")
+        check_limit(args.max_run_minutes, "minutes", "--max-run-minutes")
+        if args.command == "pilot":
+            check_pilot_epochs(args.epochs)
+        else:
+            specs = _queue(args.queue)[0]
+            select(specs, None if args.only is None else args.only.split(","))
+    except ValueError as error:
+        p.error(str(error))
+    return args
+
+
+def run(args: argparse.Namespace, on_landed: Landed | None = None) -> None:
+    """Run the parsed command; ``on_landed`` as in :func:`run_study` (for the pilot: its record)."""
     if args.command == "pilot":
         record = pilot(args.data_root, args.epochs)
-        if args.commit:
-            _commit([PILOT_DIR / f"{record['key']}.json"], f"Study pilot: held-out accuracy plateaus at epoch "
-                    f"{record['plateau_epoch']} of {args.epochs} (python -m course_lib.experiments.study pilot)")
-    else:
-        run_study(args.data_root, args.deadline_s, args.commit, only=args.only.split(",") if args.only else None,
-                  max_run_s=60 * args.max_run_minutes, queue=args.queue)
+        if on_landed is not None:
+            on_landed(None, [PILOT_DIR / f"{record['key']}.json"], record)
+        return
+    report = run_study(args.data_root, args.deadline_s, only=None if args.only is None else args.only.split(","),
+                       max_run_s=60 * args.max_run_minutes, queue=args.queue, on_landed=on_landed)
+    print("study:\n" + report.summary(), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``--commit`` hands the same command over to ``tools/study.py``, which commits (course_lib never writes to
+    git); without it the records land and are left for you to commit."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    if args.commit:
+        tool = Path(__file__).resolve().parents[2] / "tools" / "study.py"
+        if not tool.is_file():
+            raise SystemExit(f"--commit needs the course's git checkout ({tool} is missing); leave --commit out and "
+                             "commit the records by hand.")
+        print(f"[study] --commit: handing over to {tool}, which commits each run as it lands.", flush=True)
+        os.execv(sys.executable, [sys.executable, str(tool), *argv])
+    run(args)
 
 
 if __name__ == "__main__":
