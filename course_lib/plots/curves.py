@@ -27,9 +27,28 @@ def _finish_curve(fig, ax, xlabel: str, ylabel: str, title: str = ""):
     return fig
 
 
+def _cross_entropy(h: dict) -> list[float | None] | None:
+    """The training cross-entropy per epoch: the recorded loss less each auxiliary term times its weight (the
+    weight is constant within an epoch, so the epoch means subtract exactly); None when a weight is not recorded."""
+    loss = list(h["train_loss"])
+    for name, values in (h.get("extra") or {}).items():
+        weights = (h.get("extra_weight") or {}).get(name)
+        if weights is None or len(weights) != len(values):
+            return None
+        loss = [None if t is None else t - w * v for t, w, v in zip(loss, weights, values)]
+    return loss
+
+
 def _history_points(h: History | dict, metric: str) -> list[tuple[int, float]]:
     h = h if isinstance(h, dict) else h.to_dict()
-    values = h[metric] if metric in h else h["extra"][metric]
+    if metric == "train_loss":          # cross-entropy alone, comparable between runs with and without DRLoc
+        values = _cross_entropy(h)
+        if values is None:
+            raise ValueError("plot_history: this history has an auxiliary loss without its weight per epoch, so its "
+                             "cross-entropy cannot be separated from it; plot metrics=('test_acc',) instead, or "
+                             "retrain it with this course_lib, which records the weight.")
+    else:
+        values = h[metric] if metric in h else h["extra"][metric]
     return [(e, v) for e, v in zip(h["epoch"], values) if v is not None]
 
 
@@ -38,8 +57,10 @@ def plot_history(histories: Mapping[str, History | dict], metrics: Sequence[str]
     """Learning curves: one panel per metric (two per row), one line per run (``{label: History}``).
 
     Epochs without an evaluation (``None``) are skipped, so sparse test curves are drawn point to point.
+    ``train_loss`` is drawn as the cross-entropy alone: a run with DRLoc records cross-entropy + λ·L_drloc, which on
+    one axis with a plain run's cross-entropy would read as worse fitting (:func:`plot_drloc_loss` draws L_drloc).
     """
-    names = {"train_loss": "training loss", "test_loss": "test loss", "train_acc": "training accuracy (%)",
+    names = {"train_loss": "training cross-entropy", "test_loss": "test loss", "train_acc": "training accuracy (%)",
              "test_acc": "test accuracy (%)"}
     n_cols = min(2, len(metrics))
     n_rows = math.ceil(len(metrics) / n_cols)
