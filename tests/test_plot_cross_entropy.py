@@ -36,3 +36,24 @@ def test_an_auxiliary_loss_without_its_weight_is_refused():
     with pytest.raises(ValueError, match="weight"):
         plot_history({"ViT+DRLoc": h}, metrics=("train_loss",))
     plt.close("all")
+
+
+def test_the_distance_plot_shows_the_local_threshold_and_keeps_the_legend_off_the_points():
+    import torch
+
+    from course_lib.plots import plot_attention_distance
+
+    d = torch.full((9, 12), 16.0)
+    d[0, 0] = 14.0
+    fig = plot_attention_distance({"trained": d}, uniform=16.5)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low == 0 and high > 16.5 and low < 0.8 * 16.5           # the threshold (13.2 px) is in view
+    levels = sorted(round(float(line.get_ydata()[0]), 6) for line in ax.get_lines() if len(set(line.get_ydata())) == 1
+                    and len(line.get_ydata()) == 2)
+    assert round(0.8 * 16.5, 6) in levels and 16.5 in levels
+    legend = ax.get_legend()
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    assert box.y1 <= ax.get_window_extent().y0 + 1                  # below the axes, not on the points
+    plt.close(fig)

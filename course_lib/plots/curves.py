@@ -114,13 +114,16 @@ def plot_small_data_curve(points: Mapping[str, Sequence[tuple]], title: str = ""
 
 
 def plot_attention_distance(distances: Mapping[str, torch.Tensor], uniform: float | None = None,
-                            title: str = ""):
+                            title: str = "", local_share: float | None = 0.8):
     """Mean attention distance per block: a dot per head and a line through the per-block mean, one colour per
     label (``{label: (blocks, heads) tensor}``, from :func:`course_lib.locality.mean_attention_distance`).
 
-    ``uniform``: the distance under uniform attention (e.g. ``patch_distances(K, P).mean()``), drawn dashed.
+    ``uniform``: the distance under uniform attention (e.g. ``patch_distances(K, P).mean()``), drawn dashed;
+    ``local_share``: with ``uniform``, the distance below which a head counts as local (that share of ``uniform``,
+    as :func:`course_lib.internals.locality_verdict` counts them), drawn dotted. The y-axis starts at 0, so both lines
+    and every head are in view, and the legend sits below the axes, never on the points.
     """
-    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     n = len(distances)
     for i, (label, d) in enumerate(distances.items()):
         d = torch.as_tensor(d).detach().double().cpu()
@@ -131,8 +134,16 @@ def plot_attention_distance(distances: Mapping[str, torch.Tensor], uniform: floa
         ax.plot(blocks, d.mean(1), marker="o", ms=4, color=color, label=f"{label} (mean over heads)")
     if uniform is not None:
         ax.axhline(uniform, ls="--", color="k", lw=0.9, label="uniform attention")
+        if local_share is not None:
+            ax.axhline(local_share * uniform, ls=":", color="k", lw=0.9,
+                       label=f"local: below {local_share:.0%} of uniform")
+    top = max([float(torch.as_tensor(d).max()) for d in distances.values()] + [uniform or 0.0])
+    ax.set_ylim(0, 1.08 * top)
     ax.set_xticks(range(1, max(len(d) for d in distances.values()) + 1))
-    return _finish_curve(fig, ax, "block", "mean attention distance (pixels)", title)
+    fig = _finish_curve(fig, ax, "block", "mean attention distance (pixels)", title)
+    ax.legend(fontsize=MIN_FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_drloc_loss(losses: Mapping[str, Sequence[float]], baseline: float, title: str = ""):
