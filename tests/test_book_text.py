@@ -111,3 +111,17 @@ def test_the_kentaroy47_numbers_are_the_ones_its_table_gives():
     assert [table[k].value for k in ("vit_patch4_200ep", "vit_patch4_500ep", "resnet18", "resnet18_randaug")] == \
         [80.0, 88.0, 93.0, 95.0]
     assert papers.reference_number("vit", "cifar10").value == table["vit_patch4_500ep"].value
+
+
+def test_the_runner_drops_papermills_injected_cell_before_storing(tmp_path):
+    from course_lib.experiments.notebooks import clean_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("datasets = ['cifar10', 'svhn']", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("datasets = ['cifar10']", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("print(datasets)")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    clean_notebook(path)
+    kept = nbformat.read(path, as_version=4).cells
+    assert [c.source for c in kept] == ["datasets = ['cifar10', 'svhn']", "print(datasets)"]
