@@ -125,3 +125,24 @@ def test_the_runner_drops_papermills_injected_cell_before_storing(tmp_path):
     clean_notebook(path)
     kept = nbformat.read(path, as_version=4).cells
     assert [c.source for c in kept] == ["datasets = ['cifar10', 'svhn']", "print(datasets)"]
+
+
+def _stored_text(number: str) -> str:
+    nb = nbformat.read(NOTEBOOKS[number], as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") if "text" in out else str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("number", sorted(NOTEBOOKS))
+def test_stored_outputs_credit_no_unread_number_and_name_each_tables_real_profile(number):
+    text = _stored_text(number)
+    assert "81.36" not in text and "second-hand" not in text
+    # A CIFAR-100 or SVHN results table under a profile that covers CIFAR-10 alone shows its fallback's runs.
+    from course_lib.profiles import PROFILES
+
+    for m in re.finditer(r"^(CIFAR-100|SVHN), profile '([\w-]+)'", text, re.M):
+        shown = PROFILES[m.group(2)]
+        assert shown.covers is None or m.group(1).lower().replace("-", "") in shown.covers, m.group(0)
