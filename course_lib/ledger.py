@@ -30,6 +30,7 @@ MEMORISED_GAP = 20.0   # ... and its test accuracy at least this many points low
 CLOSE = 2.0            # "close" (Zhu et al. on SVHN): the whole 95 % interval of the gap within this many points
 NOT_TESTED = "not tested at a scale where it could show"
 RUNNING = "running, augmented"
+TUNED = ("lr", "epochs")   # chosen per model family (profile study2 tunes them on validation): never paired on
 
 
 def train_accuracy(record: dict) -> tuple[float | None, str]:
@@ -83,21 +84,35 @@ def _profile_of_record(records: Sequence[dict], dataset: str) -> str | None:
     return max(ranks, key=lambda p: ranks[p]) if ranks else None
 
 
+def _pick(groups: Sequence[list[dict]]) -> list[dict]:
+    """Of several runs of one model at one size (e.g. a study's tuning runs beside its runs of record): the one with
+    the most seeds, then the best validation accuracy (what tuning chooses by), then the profile's own budget."""
+    def rank(g: list[dict]) -> tuple:
+        val = [r.get("final_val_acc") for r in g]
+        mean_val = sum(val) / len(val) if all(v is not None for v in val) else float("-inf")
+        return len(g), mean_val, all(g[0]["spec"].get(k) is None for k in TUNED)
+    return max(groups, key=rank)
+
+
 def _arms(records: Sequence[dict], dataset: str, a: Callable[[dict], bool], b: Callable[[dict], bool],
           pair_on: Callable[[dict], tuple]) -> list[tuple[list[dict], list[dict]]]:
     """Pairs (arm A's seeds, arm B's seeds) of the profile of record, matched by ``pair_on``, smallest size first;
     each side keeps only the seeds both have."""
     profile = _profile_of_record(records, dataset)
     mine = [r for r in records if r["spec"]["dataset"] == dataset and r["spec"]["profile"] == profile]
-    groups = _groups(mine)
-    b_by = {pair_on(g[0]): g for g in groups.values() if b(g[0])}
+    by_key: dict[tuple, tuple[list, list]] = {}
+    for g in _groups(mine).values():
+        for side, belongs in enumerate((a, b)):
+            if belongs(g[0]):
+                by_key.setdefault(pair_on(g[0]), ([], []))[side].append(g)
     pairs = []
-    for g in groups.values():
-        if a(g[0]) and pair_on(g[0]) in b_by:
-            other = b_by[pair_on(g[0])]
-            seeds = {r["spec"]["seed"] for r in g} & {r["spec"]["seed"] for r in other}
-            pairs.append(([r for r in g if r["spec"]["seed"] in seeds],
-                          [r for r in other if r["spec"]["seed"] in seeds]))
+    for groups_a, groups_b in by_key.values():
+        if groups_a and groups_b:
+            ga, gb = _pick(groups_a), _pick(groups_b)
+            seeds = {r["spec"]["seed"] for r in ga} & {r["spec"]["seed"] for r in gb}
+            if seeds:
+                pairs.append(([r for r in ga if r["spec"]["seed"] in seeds],
+                              [r for r in gb if r["spec"]["seed"] in seeds]))
     return sorted(pairs, key=lambda p: p[0][0]["images_per_class"])
 
 
@@ -123,9 +138,10 @@ def scale(runs: Sequence[dict]) -> str:
     full = info.sizes["train"] // info.num_classes
     seeds = len(runs)
     stand_in = " (a stand-in drawn from the training split)" if "STAND-IN" in r["test_source"] else ""
+    tuned = "".join(f", {k} {r['spec'][k]:g}" for k in TUNED if r["spec"].get(k) is not None)
     return (f"{r['images_per_class']:,} of {full:,} images/class, {r['epochs']} epochs ({r['steps']:,} steps), "
             f"{seeds} seed{'s' if seeds > 1 else ''}, {r['test_images']:,} test images{stand_in}, "
-            f"profile '{r['spec']['profile']}'")
+            f"profile '{r['spec']['profile']}'{tuned}")
 
 
 def short_scale(runs: Sequence[dict]) -> str:
@@ -180,7 +196,7 @@ class Entry:
 
 def _ordering(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Zhu et al.: ViT below ResNet-18 (CIFAR-10, CIFAR-100), or close to it (SVHN)."""
-    pairs = _arms(records, dataset, _is_resnet, _is_vit, lambda r: _setting(r, "model", "label"))
+    pairs = _arms(records, dataset, _is_resnet, _is_vit, lambda r: _setting(r, "model", *TUNED))
     comparisons = holm_verdicts([compare_groups(res, vit) for res, vit in pairs])
     close = dataset == "svhn"
     claim = ("ViT close to ResNet-18 on SVHN (slower to train)" if close else
@@ -211,7 +227,7 @@ def _ordering(records: Sequence[dict], dataset: str) -> list[Entry]:
 
 def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Liu et al.: DRLoc improves a ViT trained on small data (paired with the ViT of the same recipe)."""
-    drloc_fields = ("drloc", "drloc_weight", "drloc_pairs", "drloc_schedule", "drloc_tokens", "label")
+    drloc_fields = ("drloc", "drloc_weight", "drloc_pairs", "drloc_schedule", "drloc_tokens", *TUNED)
     pairs = _arms(records, dataset, _is_drloc, _is_vit, lambda r: _setting(r, *drloc_fields))
     comparisons = holm_verdicts([compare_groups(d, v) for d, v in pairs])
     entries = []
@@ -230,11 +246,15 @@ def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
 
 
 def _cifar10_vits(records: Sequence[dict]) -> list[list[dict]]:
-    """The CIFAR-10 ViTs (no DRLoc) of the profile of record, one list of seeds per size, smallest first."""
+    """The CIFAR-10 ViTs (no DRLoc) of the profile of record, one list of seeds per size (:func:`_pick` among
+    several at a size), smallest first."""
     profile = _profile_of_record(records, "cifar10")
     vits = [r for r in records if r["spec"]["dataset"] == "cifar10" and r["spec"]["profile"] == profile and
             _is_vit(r)]
-    return sorted(_groups(vits).values(), key=lambda g: g[0]["images_per_class"])
+    sizes: dict[object, list[list[dict]]] = {}
+    for g in _groups(vits).values():
+        sizes.setdefault(g[0]["spec"].get("train_per_class"), []).append(g)
+    return sorted((_pick(gs) for gs in sizes.values()), key=lambda g: g[0]["images_per_class"])
 
 
 def _inside(records: Sequence[dict], claim: str, notebook: str, contrast: bool) -> Entry:

@@ -147,3 +147,30 @@ def test_the_books_ledger_covers_every_claim_of_the_issue():
                   "lower layers do not learn to attend locally", "CKA correspondence", "DRLoc improves a ViT"):
         assert claim in text
     assert len(load_results(folders=[RECORDS_OF_RECORD])) > 0
+
+
+def test_study2_runs_pair_across_per_family_budgets_and_leave_the_tuning_runs_out():
+    def run(model, n, seed, lr, epochs, acc, val=None, per_class=None):
+        r = record(model, acc=acc, clean=95.0, n=n, seed=seed, profile="study2", per_class=per_class)
+        r["spec"].update(lr=lr, epochs=epochs)
+        r["key"] = f"cifar10-{model}-n{n}-e{epochs}-lr{lr}-course-study2-s{seed}"
+        if val is not None:
+            r["final_val_acc"] = val
+        return r
+
+    tuning = [run(m, 100, 0, lr, 50, 40.0, val=v, per_class=100)
+              for m in ("vit", "resnet18") for lr, v in ((1e-3, 40.0), (5e-4, 45.0), (2e-3, 38.0))]
+    final = [run("vit", n, s, 5e-4, 100, 40.0 + s, per_class=n) for n in (100, 250) for s in range(3)]
+    final += [run("resnet18", n, s, 1e-3, 100, 60.0 + s, per_class=n) for n in (100, 250) for s in range(3)]
+    rows = _entries(tuning + final, "ViT below ResNet-18 on CIFAR-10")
+    assert [r.size for r in rows] == ["100/class, 30 epochs, 3 seeds", "250/class, 30 epochs, 3 seeds"]
+    assert all(r.verdict.startswith("agrees at this scale") for r in rows)
+    assert "lr 0.001" in rows[0].scale          # the ResNet arm's own learning rate
+
+
+def test_of_several_single_runs_the_best_on_validation_is_taken():
+    a = record("vit", acc=30.0, clean=95.0, per_class=100, n=100)
+    b = record("vit", acc=50.0, clean=95.0, per_class=100, n=100)
+    a["spec"]["lr"], b["spec"]["lr"] = 1e-3, 2e-3
+    a["final_val_acc"], b["final_val_acc"] = 45.0, 40.0
+    assert ledger._pick([[b], [a]]) == [a]
