@@ -17,7 +17,7 @@ import torch
 
 from .models import ViT, resnet18_cifar
 
-__all__ = ["check_patchify", "check_receptive_field", "check_rollout_step", "check_rollout_max", "check_linear_cka",
+__all__ = ["check_patchify", "check_unpatchify", "check_receptive_field", "check_rollout_step", "check_rollout_max", "check_linear_cka",
            "check_hsic_unbiased", "check_rbf_cka", "check_drloc_targets", "check_signed_targets",
            "check_expected_target"]
 
@@ -147,6 +147,27 @@ def check_patchify(fn: Callable) -> bool:
                 "flattened as (channel, row, column), the order of a Conv2d kernel.")
 
     return _verdict("patchify", result, error, compare)
+
+
+def check_unpatchify(fn: Callable) -> bool:
+    """``fn(patches (B, N, C*p*p), p, H, W) -> (B, C, H, W)``: the images back from their patches, the inverse of
+    the ViT's patch cut (N row-major over the grid, each patch flattened as (channel, row, column)). A non-square
+    image catches H and W swapped."""
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, 8, 12, generator=g)
+    p, (B, C, H, W) = 4, images.shape
+    grid = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)    # (B, rows, cols, C, p, p)
+    patches = grid.reshape(B, (H // p) * (W // p), C * p * p)
+    result, error = _run(fn, patches.clone(), p, H, W)
+
+    def compare(got):
+        problem = _close(got, images, 1e-6, "image batch")
+        if problem is None or "shape" in problem or "NaN" in problem:
+            return problem
+        return ("the pixels are in the wrong places: patch n sits at grid row n // (W/p) and column n % (W/p), and "
+                "its C*p*p values are (channel, row, column) in that order.")
+
+    return _verdict("unpatchify", result, error, compare)
 
 
 # --------------------------------------------------------------------------------------------------------------

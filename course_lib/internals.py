@@ -11,7 +11,15 @@ import torch
 
 from .stats import seed_difference, spearman
 
-__all__ = ["concentration_verdict", "locality_verdict", "layer_correspondence", "correspondence_contrast"]
+__all__ = ["concentration_verdict", "locality_verdict", "layer_correspondence", "correspondence_contrast", "REACH"]
+
+# A rising order of best matches is a layer-by-layer correspondence only if the matches reach at least this far up the
+# ResNet (a share of its depth): nine blocks that all match its first two layers are not (issue 30).
+REACH = 0.5
+
+
+def _reaches(best: Sequence[int], n_layers: int) -> bool:
+    return max(best) >= REACH * (n_layers - 1)
 
 
 def concentration_verdict(trained: torch.Tensor, untrained: torch.Tensor) -> str:
@@ -84,7 +92,10 @@ def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
                 f"order{note}.")
     rho, p = spearman(blocks, best)
     kind = "exact p" if len(blocks) <= 10 else "p"
-    verdict = ("an increasing correspondence" if rho > 0 and p < 0.05 else
+    short = rho > 0 and p < 0.05 and not _reaches(best, m.shape[1])
+    verdict = (f"an increasing order, but only within ResNet layers {min(best)}-{max(best)} of 0-{m.shape[1] - 1}: "
+               "not a layer-by-layer correspondence" if short else
+               "an increasing correspondence" if rho > 0 and p < 0.05 else
                "no correspondence that these blocks can show (p >= 0.05)" if p >= 0.05 else "a reversed order")
     return (f"{label}best-matching ResNet layer per ViT block {best}: Spearman rho = {rho:.2f} ({kind} = {p:.2g}), "
             f"{verdict}{note}.")
@@ -104,11 +115,19 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
     for label, matrix in ((fewer_label, fewer), (more_label, more)):
         _, _, blocks, best = _best_matches(matrix)
         rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
-        found[label] = (rho > 0 and p < 0.05, rho, p, max(best, default=0))
-    (a, ra, pa, da), (b, rb, pb, db) = found[fewer_label], found[more_label]
+        rising = rho > 0 and p < 0.05
+        found[label] = (rising and _reaches(best, len(layers)), rho, p, max(best, default=0), rising)
+    (a, ra, pa, da, a_rises), (b, rb, pb, db, b_rises) = found[fewer_label], found[more_label]
     numbers = (f"Spearman rho = {ra:.2f}, exact p = {pa:.2g} with {fewer_label}; {rb:.2f}, p = {pb:.2g} with "
                f"{more_label}")
-    if b and not a:
+    if (a_rises or b_rises) and not (a or b):      # a rising order, but within the ResNet's first few layers
+        short = [(lab, d) for lab, d, rises in ((fewer_label, da, a_rises), (more_label, db, b_rises)) if rises]
+        top = max(d for _, d in short)
+        head = (f"Neither ViT lines up with the ResNet layer by layer ({numbers}): the rising order of best matches "
+                f"({' and '.join(f'with {lab}' for lab, _ in short)}) never goes past {layers[top]} (layer "
+                f"{top + 1} of the ResNet's {len(layers)}), which is not a correspondence of depths, so there is no "
+                "contrast to read")
+    elif b and not a:
         head = (f"Only the ViT trained on {more_label} lines up with the ResNet layer by layer ({numbers}): the "
                 "order Zhu et al.'s account predicts, less data and a weaker correspondence")
     elif a and not b:

@@ -104,8 +104,8 @@ def _paper_column(label: str, record: dict | None, dataset: str) -> str:
 def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None = None,
                   train_missing: bool = False, include_drloc: bool = True) -> Table:
     """Top-1 of our runs on one data set next to the reference numbers, with each run's 95 % interval."""
-    rows = []
-    for label, rec in dataset_runs(dataset, profile, data_root, train_missing, include_drloc).items():
+    rows, runs = [], dataset_runs(dataset, profile, data_root, train_missing, include_drloc)
+    for label, rec in runs.items():
         if rec is None:
             rows.append([label, None, "not run yet", _paper_column(label, rec, dataset), None, None, None, None])
             continue
@@ -113,8 +113,26 @@ def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None =
         rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", _paper_column(label, rec, dataset),
                      f"{rec['steps']:,}", f"{rec['images_per_class']:,}", f"{rec['train_seconds'] / 60:.1f} min",
                      rec["environment"]["device"]])
+    shown = [r for r in runs.values() if r is not None]
     return Table(["model", "ours top-1 (%)", "95 % CI", "reference top-1 (%)", "steps", "images / class",
-                  "train time", "device"], rows, caption=f"{DATASETS[dataset].title}, profile '{profile.name}'")
+                  "train time", "device"], rows, caption=_table_caption(dataset, profile, shown))
+
+
+def _table_caption(dataset: str, profile: Profile, records: Sequence[dict]) -> str:
+    """The data set, the profile whose runs the table shows (a fallback named as such) and their scale (issue 30:
+    a caption said 'study' over the cpu fallback's runs)."""
+    shown = profile.for_dataset(dataset).name
+    text = f"{DATASETS[dataset].title}, profile '{shown}'"
+    if shown != profile.name:
+        text += f" (the fallback of '{profile.name}', which does not cover {DATASETS[dataset].title})"
+    sizes = sorted({r["images_per_class"] for r in records})
+    tests = sorted({r["test_images"] for r in records})
+    if sizes:
+        text += (f": {'/'.join(f'{n:,}' for n in sizes)} training images per class, "
+                 f"{'/'.join(f'{n:,}' for n in tests)} test images")
+        if any("STAND-IN" in r["test_source"] for r in records):
+            text += f" (a stand-in drawn from {DATASETS[dataset].title}'s training split)"
+    return text
 
 
 def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | None = None,

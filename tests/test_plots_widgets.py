@@ -203,7 +203,8 @@ def test_error_bars_and_new_curves():
     assert sorted(s[:, 1].tolist() for s in segments.get_segments()) == [[18.0, 23.0], [24.0, 26.0]]
     fig = plots.plot_attention_distance({"a": torch.ones(3, 4), "b": 2 * torch.ones(3, 4)}, uniform=5.0)
     ax = fig.axes[0]
-    assert len(ax.collections) == 2 and len(ax.lines) == 3 and ax.lines[-1].get_linestyle() == "--"
+    assert len(ax.collections) == 2 and len(ax.lines) == 4 and ax.lines[2].get_linestyle() == "--"
+    assert ax.lines[3].get_linestyle() == ":" and ax.lines[3].get_ydata()[0] == 0.8 * 5.0    # the local threshold
     assert ax.lines[0].get_color() != ax.lines[1].get_color()
     fig = plots.plot_drloc_loss({"x": [0.3, 0.2, 0.1]}, baseline=0.195)
     ax = fig.axes[0]

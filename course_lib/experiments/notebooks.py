@@ -3,7 +3,8 @@
 The budget and the data folder go to the kernel through its environment (``COURSE_PROFILE``, ``COURSE_DATA_ROOT``),
 never as papermill parameters: an injected-parameters cell is stored with the outputs, and a stored
 ``profile = "gpu"`` would pin every later run of the notebook (nbval in CI included) to that budget. Only
-``datasets``, when narrower than all three, is injected, so a reader sees which data sets the stored run covered.
+``datasets``, when narrower than all three, is injected for the run; the stored notebook keeps no injected cell (it
+would override the parameters cell a learner edits), so its text says which data sets the stored run covered.
 Papermill runs in a child process with an explicit environment: the caller's ``os.environ`` is never changed.
 """
 from __future__ import annotations
@@ -33,8 +34,11 @@ def _declares(path: Path, name: str) -> bool:
 
 def clean_notebook(path: Path) -> None:
     """Drop what must not be stored: widget state and views (Colab's ipywidgets 7 cannot show the state that
-    ipywidgets 8 stores; the notebooks show a static figure of each explorer instead) and local paths."""
+    ipywidgets 8 stores; the notebooks show a static figure of each explorer instead), local paths, and papermill's
+    injected-parameters cell, which would override the parameters cell a learner edits (the notebook's text says
+    which data sets its stored run covered)."""
     nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     nb.metadata.pop("widgets", None)
     nb.metadata.get("papermill", {}).pop("input_path", None)
     nb.metadata.get("papermill", {}).pop("output_path", None)

@@ -27,9 +27,28 @@ def _finish_curve(fig, ax, xlabel: str, ylabel: str, title: str = ""):
     return fig
 
 
+def _cross_entropy(h: dict) -> list[float | None] | None:
+    """The training cross-entropy per epoch: the recorded loss less each auxiliary term times its weight (the
+    weight is constant within an epoch, so the epoch means subtract exactly); None when a weight is not recorded."""
+    loss = list(h["train_loss"])
+    for name, values in (h.get("extra") or {}).items():
+        weights = (h.get("extra_weight") or {}).get(name)
+        if weights is None or len(weights) != len(values):
+            return None
+        loss = [None if t is None else t - w * v for t, w, v in zip(loss, weights, values)]
+    return loss
+
+
 def _history_points(h: History | dict, metric: str) -> list[tuple[int, float]]:
     h = h if isinstance(h, dict) else h.to_dict()
-    values = h[metric] if metric in h else h["extra"][metric]
+    if metric == "train_loss":          # cross-entropy alone, comparable between runs with and without DRLoc
+        values = _cross_entropy(h)
+        if values is None:
+            raise ValueError("plot_history: this history has an auxiliary loss without its weight per epoch, so its "
+                             "cross-entropy cannot be separated from it; plot metrics=('test_acc',) instead, or "
+                             "retrain it with this course_lib, which records the weight.")
+    else:
+        values = h[metric] if metric in h else h["extra"][metric]
     return [(e, v) for e, v in zip(h["epoch"], values) if v is not None]
 
 
@@ -38,8 +57,10 @@ def plot_history(histories: Mapping[str, History | dict], metrics: Sequence[str]
     """Learning curves: one panel per metric (two per row), one line per run (``{label: History}``).
 
     Epochs without an evaluation (``None``) are skipped, so sparse test curves are drawn point to point.
+    ``train_loss`` is drawn as the cross-entropy alone: a run with DRLoc records cross-entropy + λ·L_drloc, which on
+    one axis with a plain run's cross-entropy would read as worse fitting (:func:`plot_drloc_loss` draws L_drloc).
     """
-    names = {"train_loss": "training loss", "test_loss": "test loss", "train_acc": "training accuracy (%)",
+    names = {"train_loss": "training cross-entropy", "test_loss": "test loss", "train_acc": "training accuracy (%)",
              "test_acc": "test accuracy (%)"}
     n_cols = min(2, len(metrics))
     n_rows = math.ceil(len(metrics) / n_cols)
@@ -93,13 +114,16 @@ def plot_small_data_curve(points: Mapping[str, Sequence[tuple]], title: str = ""
 
 
 def plot_attention_distance(distances: Mapping[str, torch.Tensor], uniform: float | None = None,
-                            title: str = ""):
+                            title: str = "", local_share: float | None = 0.8):
     """Mean attention distance per block: a dot per head and a line through the per-block mean, one colour per
     label (``{label: (blocks, heads) tensor}``, from :func:`course_lib.locality.mean_attention_distance`).
 
-    ``uniform``: the distance under uniform attention (e.g. ``patch_distances(K, P).mean()``), drawn dashed.
+    ``uniform``: the distance under uniform attention (e.g. ``patch_distances(K, P).mean()``), drawn dashed;
+    ``local_share``: with ``uniform``, the distance below which a head counts as local (that share of ``uniform``,
+    as :func:`course_lib.internals.locality_verdict` counts them), drawn dotted. The y-axis starts at 0, so both lines
+    and every head are in view, and the legend sits below the axes, never on the points.
     """
-    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     n = len(distances)
     for i, (label, d) in enumerate(distances.items()):
         d = torch.as_tensor(d).detach().double().cpu()
@@ -110,8 +134,16 @@ def plot_attention_distance(distances: Mapping[str, torch.Tensor], uniform: floa
         ax.plot(blocks, d.mean(1), marker="o", ms=4, color=color, label=f"{label} (mean over heads)")
     if uniform is not None:
         ax.axhline(uniform, ls="--", color="k", lw=0.9, label="uniform attention")
+        if local_share is not None:
+            ax.axhline(local_share * uniform, ls=":", color="k", lw=0.9,
+                       label=f"local: below {local_share:.0%} of uniform")
+    top = max([float(torch.as_tensor(d).max()) for d in distances.values()] + [uniform or 0.0])
+    ax.set_ylim(0, 1.08 * top)
     ax.set_xticks(range(1, max(len(d) for d in distances.values()) + 1))
-    return _finish_curve(fig, ax, "block", "mean attention distance (pixels)", title)
+    fig = _finish_curve(fig, ax, "block", "mean attention distance (pixels)", title)
+    ax.legend(fontsize=MIN_FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_drloc_loss(losses: Mapping[str, Sequence[float]], baseline: float, title: str = ""):
