@@ -6,10 +6,8 @@ verdict is never read without the scale that limits it. Where that scale cannot 
 "not tested at a scale where it could show", with the reason. Nothing is typed in: change the records and the
 ledger changes (``python tools/make_ledger.py`` rewrites the book's copy; a test checks that it is current).
 
-The core, as a reader would write it: how well did a run fit its training data?
-
-    train = record["final_train_clean_acc"]            # or, in older records, the last running accuracy
-    "memorised" if train >= 99 and train - test >= 20 else "fits its data" if train >= 90 else "under-fitted"
+How well a run fits its training data is :func:`course_lib.experiments.budget_rule.fit_verdict` (memorised /
+fits its data / at plateau / under-fitted), the study's budget rule, used here as everywhere.
 """
 from __future__ import annotations
 
@@ -17,39 +15,17 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .data import DATASETS
+from .experiments.budget_rule import RUNNING, fit_verdict, train_accuracy
 from .report import compare_groups
 from .stats import clopper_pearson_interval, holm_verdicts
 from .tables import Table
 
-__all__ = ["FITS", "MEMORISED", "MEMORISED_GAP", "CLOSE", "train_accuracy", "fit_verdict", "above_chance",
+__all__ = ["CLOSE", "above_chance",
            "Entry", "claims_ledger", "ledger_table", "ledger_details", "ledger_markdown", "NOT_TESTED"]
 
-FITS = 90.0            # training accuracy (%) from which a run "fits its data"
-MEMORISED = 99.0       # ... and "memorised" when it is at least this high
-MEMORISED_GAP = 20.0   # ... and its test accuracy at least this many points lower
 CLOSE = 2.0            # "close" (Zhu et al. on SVHN): the whole 95 % interval of the gap within this many points
 NOT_TESTED = "not tested at a scale where it could show"
-RUNNING = "running, augmented"
 TUNED = ("lr", "epochs")   # chosen per model family (profile study2 tunes them on validation): never paired on
-
-
-def train_accuracy(record: dict) -> tuple[float | None, str]:
-    """(training accuracy in %, how it was measured): the clean accuracy on the training images when the record
-    has it, else the last running accuracy of the training loop (on augmented images, while the weights changed)."""
-    if record.get("final_train_clean_acc") is not None:
-        return float(record["final_train_clean_acc"]), "clean"
-    running = [a for a in record["history"].get("train_acc", []) if a is not None]
-    return (float(running[-1]), RUNNING) if running else (None, "not recorded")
-
-
-def fit_verdict(record: dict) -> str:
-    """'memorised', 'fits its data', 'under-fitted', or 'unknown' (no training accuracy in the record)."""
-    train, _ = train_accuracy(record)
-    if train is None:
-        return "unknown"
-    if train >= MEMORISED and train - record["final_test_acc"] >= MEMORISED_GAP:
-        return "memorised"
-    return "fits its data" if train >= FITS else "under-fitted"
 
 
 def above_chance(record: dict) -> bool:
@@ -152,7 +128,8 @@ def short_scale(runs: Sequence[dict]) -> str:
 
 def short_fit(arms: Sequence[tuple[str, Sequence[dict]]]) -> str:
     """'ResNet-18 fits its data, ViT under-fitted' (several seeds: each seed's verdict once)."""
-    return ", ".join(f"{label} {' / '.join(dict.fromkeys(fit_verdict(r) for r in runs))}" for label, runs in arms)
+    return ", ".join(f"{label} {' / '.join(dict.fromkeys(fit_verdict(r).word for r in runs))}"
+                     for label, runs in arms)
 
 
 def fit_words(label: str, runs: Sequence[dict]) -> str:
@@ -161,12 +138,12 @@ def fit_words(label: str, runs: Sequence[dict]) -> str:
     for r in runs:
         train, how = train_accuracy(r)
         acc = "train not recorded" if train is None else f"train {train:.1f} %, {how}"
-        parts.append(f"{fit_verdict(r)} ({acc}; test {r['final_test_acc']:.1f} %)")
+        parts.append(f"{fit_verdict(r).word} ({acc}; test {r['final_test_acc']:.1f} %)")
     return f"{label} " + "; ".join(parts)
 
 
 def _fitted(runs: Sequence[dict]) -> bool:
-    return all(fit_verdict(r) in ("fits its data", "memorised") for r in runs)
+    return all(fit_verdict(r).word in ("fits its data", "memorised", "at plateau") for r in runs)
 
 
 def _chance_reason(arms: Sequence[tuple[str, Sequence[dict]]]) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from course_lib import ledger
+from course_lib.experiments import budget_rule
 from course_lib.experiments.records import RECORDS_OF_RECORD, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,24 +33,24 @@ def record(model="vit", dataset="cifar10", acc=50.0, train=None, clean=None, n=5
 
 def test_fit_verdict_prefers_the_clean_training_accuracy_and_says_which_it_used():
     r = record(acc=50, train=60.0, clean=95.0)
-    assert ledger.train_accuracy(r) == (95.0, "clean")
-    assert ledger.fit_verdict(r) == "fits its data"
+    assert budget_rule.train_accuracy(r) == (95.0, "clean")
+    assert budget_rule.fit_verdict(r, []).word == "fits its data"
     del r["final_train_clean_acc"]
-    assert ledger.train_accuracy(r) == (60.0, ledger.RUNNING)
-    assert ledger.fit_verdict(r) == "under-fitted"
+    assert budget_rule.train_accuracy(r) == (60.0, budget_rule.RUNNING)
+    assert budget_rule.fit_verdict(r, []).word == "under-fitted"
     assert "running, augmented" in ledger.fit_words("ViT", [r])
 
 
 @pytest.mark.parametrize("train, test, verdict", [(99.5, 40.0, "memorised"), (99.5, 90.0, "fits its data"),
                                                   (90.0, 40.0, "fits its data"), (89.9, 40.0, "under-fitted")])
 def test_fit_verdict_thresholds(train, test, verdict):
-    assert ledger.fit_verdict(record(acc=test, clean=train)) == verdict
+    assert budget_rule.fit_verdict(record(acc=test, clean=train), []).word == verdict
 
 
 def test_fit_verdict_unknown_without_a_training_accuracy():
     r = record()
     r["history"]["train_acc"] = [None]
-    assert ledger.fit_verdict(r) == "unknown"
+    assert budget_rule.fit_verdict(r, []).word == "unknown"
 
 
 def test_above_chance_uses_the_exact_interval():

@@ -117,19 +117,22 @@ def _record(model="vit", lr=1e-3, epochs=50, val=50.0, clean=80.0, seed=0, n=100
             "epochs": epochs, "lr": lr, "seed": seed}
     return {"key": f"{model}-{lr}-{epochs}", "spec": spec, "label": model, "epochs": epochs, "val_images": 1000,
             "final_val_acc": val, "best_val_acc": val, "final_train_clean_acc": clean, "train_seconds": 60.0,
+            "final_test_acc": val - 1,
             "history": {"train_acc": [clean - 10]}}
 
 
 def test_fit_verdict_words():
     assert br.fit_verdict(_record(clean=99.9), []).word == "memorised"
-    assert br.fit_verdict(_record(clean=90.0), []).word == "fitted"
+    assert br.fit_verdict(_record(clean=90.0), []).word == "fits its data"
+    assert br.fit_verdict(_record(clean=99.9, val=85.0), []).word == "fits its data"   # memorised: 20 points lower
     low = _record(clean=70.0, val=50.0)
     assert br.fit_verdict(low, [low]).word == "under-fitted"
     assert br.fit_verdict(low, [low, _record(epochs=100, clean=80.0, val=50.9)]).word == "at plateau"
     assert br.fit_verdict(low, [low, _record(epochs=100, clean=80.0, val=51.0)]).word == "under-fitted"
     old = {**low, "final_train_clean_acc": None}
     old.pop("final_train_clean_acc")
-    assert "running training accuracy" in br.fit_verdict(old, []).sentence
+    assert "running, augmented" in br.fit_verdict(old, []).sentence
+    assert br.fit_verdict({**old, "history": {"train_acc": []}}, []).word == "unknown"
 
 
 def test_choose_budget_follows_the_rule():
