@@ -130,6 +130,14 @@ def tuning_table(records: list[dict] | None = None, size: int = 100,
     return rows
 
 
+def _half_width(a: dict, b: dict) -> float:
+    """Half-width (points) of the normal 95 % interval of the difference of two validation accuracies, treated as
+    independent (the records keep no per-image validation results, so the pairing cannot be used: this is wider
+    than a paired interval)."""
+    p, q, n = a["final_val_acc"] / 100, b["final_val_acc"] / 100, a["val_images"]
+    return 196 * ((p * (1 - p) + q * (1 - q)) / n) ** 0.5
+
+
 def choose_budget(model: str, records: list[dict] | None = None, size: int = 100,
                   base_epochs: int = 50) -> tuple[tuple[int, float] | None, str]:
     """((epochs, learning rate) for ``model``, the reason in words), or (None, what is missing) while the tuning
@@ -141,10 +149,16 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
     grid = [r for r in runs if r["epochs"] == base_epochs]
     if len(grid) < 3:
         return None, f"{len(grid)} of 3 learning rates tuned at {base_epochs} epochs"
-    best = max(grid, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]))
+    ranked = sorted(grid, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]), reverse=True)
+    best, second = ranked[0], ranked[1]
     lr = best["spec"]["lr"]
     words = [f"learning rate {lr:g}: best validation accuracy at {base_epochs} epochs ("
              + ", ".join(f"{r['spec']['lr']:g}: {r['final_val_acc']:.1f} %" for r in grid) + ")"]
+    gap, half = best["final_val_acc"] - second["final_val_acc"], _half_width(best, second)
+    if gap < half:
+        words[0] += (f", {gap:.1f} points ahead of {second['spec']['lr']:g}, within the ±{half:.1f}-point 95 % "
+                     f"interval of a difference on {best['val_images']:,} validation images: a tie that the rule "
+                     "breaks, not a measured advantage")
     epochs, current = base_epochs, best
     while True:
         doubled = next((r for r in runs if r["epochs"] == 2 * epochs and r["spec"]["lr"] == lr), None)
