@@ -4,7 +4,7 @@ training does every run get?
     memorised    its training accuracy reached 99 % with a test accuracy at least 20 points lower;
     fits its data  its clean training accuracy (the training images without augmentation) reached 90 %;
     at plateau   not fitted, but the same run with twice the epochs gained less than one point of validation
-                 accuracy (the check of Dosovitskiy et al.'s spirit: more budget would not help);
+                 accuracy (more budget would not help);
     under-fitted neither: no data-size conclusion may be drawn from it.
 
 The budget is chosen on the validation split only (100 images per class held out of CIFAR-10's training

@@ -151,7 +151,7 @@ def training_config(spec: RunSpec, n_train: int | None = None) -> TrainConfig:
 
     Under a profile with ``equal_steps``, a run on fewer images per class than the profile's default gets the same
     number of **optimiser steps** as the full-budget run: its epochs are that step count divided by its steps per
-    epoch, rounded. Otherwise (the study's rule, as Dosovitskiy et al. keep the recipe fixed across data sizes)
+    epoch, rounded. Otherwise (the second study's rule: the recipe fixed across data sizes)
     every size trains the same epochs, so compute grows with the data. ``n_train`` is the number of training
     images actually loaded (default: the plan's).
     """

@@ -61,7 +61,8 @@ def plot_history(histories: Mapping[str, History | dict], metrics: Sequence[str]
     one axis with a plain run's cross-entropy would read as worse fitting (:func:`plot_drloc_loss` draws L_drloc).
     """
     names = {"train_loss": "training cross-entropy", "test_loss": "test loss", "train_acc": "training accuracy (%)",
-             "test_acc": "test accuracy (%)"}
+             "test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
+             "train_clean_acc": "clean training accuracy (%)"}
     n_cols = min(2, len(metrics))
     n_rows = math.ceil(len(metrics) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(min(MAX_WIDTH, 3.5 * n_cols), 3.0 * n_rows), squeeze=False)
