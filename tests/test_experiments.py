@@ -326,9 +326,32 @@ def test_the_gpu_wrapper_runs_end_to_end_on_the_cpu(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHON": sys.executable, "COURSE_WORKDIR": str(tmp_path), "PROFILE": "smoke",
            "DEADLINE_S": "30", "OUT": str(tmp_path / "out")}
-    done = subprocess.run(["bash", str(root / "tools" / "gpu_session.sh")], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(["bash", str(root / "tools" / "gpu_session.sh"), "queue"], env=env, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (tmp_path / "out" / "log.txt").read_text()
     order, _ = queue.priority_queue(SMOKE)
     assert "queue:" in log and all(f"  {s.key}: " in log for s in order)
+
+
+def test_the_gpu_wrapper_runs_the_second_study_first_and_returns_what_landed(tmp_path):
+    """The default stage works down the second study's queue with the study driver (here a stand-in python that
+    records its arguments and lands one record), stops when a pass lands nothing, and packs what landed."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "repo"
+    (copy / "tools").mkdir(parents=True)
+    (copy / "course_lib" / "records").mkdir(parents=True)
+    (copy / "tools" / "gpu_session.sh").write_text((root / "tools" / "gpu_session.sh").read_text())
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/bash\necho \"$@\" >> calls.txt\n"
+                    "n=$(wc -l < calls.txt); [ $n -eq 1 ] && echo '{}' > course_lib/records/new-run.json; exit 0\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "DEADLINE_S": "120", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(copy / "tools" / "gpu_session.sh")], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=copy)
+    assert done.returncode == 0, done.stderr[-2000:]
+    calls = (copy / "calls.txt").read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("-m course_lib.experiments.study run --queue study2") for c in calls)
+    import tarfile
+    with tarfile.open(tmp_path / "out" / "study2-records.tar.gz") as tar:
+        assert tar.getnames() == ["course_lib/records/new-run.json"]
