@@ -28,7 +28,7 @@ def test_budget_per_class():
 
 
 def test_each_profile_names_its_models_and_recipes():
-    from course_lib.train import RECIPES
+    from course_lib.recipes import RECIPES
     from course_lib.models import MODELS
 
     for p in PROFILES.values():

@@ -48,7 +48,8 @@ from course_lib.files import CorruptFileError
 from course_lib.models import ViT, hybrid_vit, resnet18_cifar
 from course_lib.profiles import PROFILES
 from course_lib.rollout import attention_rollout, model_rollout
-from course_lib.train import fit, load_weights
+from course_lib.checkpoints import load_weights
+from course_lib.train import fit
 
 TINY = replace(PROFILES["smoke"], test_images=40)
 

@@ -31,7 +31,7 @@ from ..settings import workdir
 from ..recipes import RECIPES, steps_per_epoch
 from ..checkpoints import CheckpointMismatchError, data_fingerprint
 from ..history import History
-from ..train import fit
+from ..train import fit, train_step
 from .provenance import environment_summary
 from .of_record import load_fp16
 from .records import find_record, write_record
@@ -252,30 +252,25 @@ def _what_differs(old: dict, new: dict) -> str:
 
 def measure_throughput(model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
                        device: torch.device) -> float:
-    """Training images per second of this model on this device: two timed forward+backward passes on one batch
-    (after one warm-up pass). The model's weights, buffers and gradients are left exactly as they were."""
-    saved = copy.deepcopy(model.state_dict())
-    model.to(device).train()
+    """Training images per second of this model on this device: two timed :func:`~course_lib.train.train_step` s
+    on one batch (after one warm-up step), on a copy, so the model and its extra losses are left as they were."""
+    model, extra_losses = copy.deepcopy(model).to(device).train(), copy.deepcopy(extra_losses)
     for term in extra_losses:
         term.to(device)
     prec = precision(device, cfg.amp)
+    params = [p for module in [model, *extra_losses] for p in module.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+    autocast = torch.autocast(device.type, dtype=prec.dtype, enabled=prec.dtype is not None)
     x = Preprocessing.for_dataset(train.dataset, cfg.normalize)(train.images[:cfg.batch_size].to(device))
     y = train.labels[:cfg.batch_size].to(device)
     seconds = []
     for _ in range(3):
         start = time.perf_counter()
-        with prec.autocast(device)():
-            features = model.forward_features(x)
-            loss = nn.functional.cross_entropy(model.forward_head(features).float(), y)
-            loss = loss + sum(t(model, features, x, y) for t in extra_losses)
-        loss.backward()
+        train_step(model, (x, y, y), optimizer, scaler, [(1.0, t) for t in extra_losses], autocast=autocast)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
-    for term in extra_losses:
-        term.zero_grad(set_to_none=True)
-    model.load_state_dict(saved)
     return len(x) / (sum(seconds[1:]) / 2)
 
 
