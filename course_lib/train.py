@@ -35,16 +35,17 @@ from tqdm.auto import tqdm as auto_tqdm
 from . import augment as aug
 from .checkpoints import fit_identity, load_resumable, save_checkpoint
 from .data import GPULoader, Preprocessing, check_test_set
+from .evaluation import evaluate_loader
 from .history import History, pack_bits
 from .recipes import RECIPES, TrainConfig, drops_ragged_batch, lr_factor
-from .runtime import eval_mode, get_device, precision, train_mode
+from .runtime import get_device, precision, train_mode
 from .settings import plain_progress
 
 if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
     from .runtime import Precision
 
-__all__ = ["train_step", "fit", "ExtraLoss", "evaluate", "predict_correct"]
+__all__ = ["train_step", "fit", "ExtraLoss"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -105,72 +106,6 @@ class ExtraLoss(nn.Module):
     def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Evaluation
-
-def _check_outputs(model: nn.Module, outputs: int, num_classes: int | None, what: str) -> None:
-    """Refuse a model with fewer outputs than the data has classes (the cross-entropy would fail with a bare
-    IndexError on the CPU and a device-side assert on a GPU)."""
-    if num_classes is not None and outputs < num_classes:
-        raise ValueError(f"{what} has {num_classes} classes but the model ({type(model).__name__}) has {outputs} "
-                         f"outputs. Evaluate a model built for this data set (num_classes={num_classes}), or the "
-                         "data set this model was trained on.")
-
-
-def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision, num_classes: int | None = None
-              ) -> tuple[float, float, torch.Tensor]:
-    """(mean cross-entropy, top-1 % , per-image correctness bool (N,) on the CPU) over a loader, in eval mode.
-
-    ``num_classes``: the data's classes, checked against the logits' width (a shape: no host sync)."""
-    device = loader.device
-    autocast = prec.autocast(device)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = []
-    with eval_mode(model):
-        for x, y in loader:
-            with autocast():
-                logits = model(x)
-            if not correct:
-                _check_outputs(model, logits.shape[-1], num_classes, "The data")
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct.append(logits.argmax(dim=1) == y)
-    hits = torch.cat(correct).cpu()
-    return loss_sum.item() / len(hits), 100.0 * hits.float().mean().item(), hits
-
-
-def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.device | None = None,
-             batch_size: int = 500, preprocess: Preprocessing | None = None,
-             amp: bool | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (in %) of ``model`` on ``data`` (no augmentation).
-
-    ``preprocess``: how the model's inputs were made in training (default: the data set's standardisation).
-    """
-    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    loss, acc, _ = _evaluate(model, loader, precision(loader.device, amp), classes)
-    return loss, acc
-
-
-def predict_correct(model: nn.Module, data: ImageSet, preprocess: Preprocessing | None = None,
-                    device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
-    """Whether each image of ``data`` is classified correctly: bool (N,), in the data's order."""
-    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    return _evaluate(model, loader, precision(loader.device), classes)[2]
-
-
-def _eval_loader(model, data, device, batch_size, preprocess) -> tuple[GPULoader, int]:
-    """(a loader over ``data``, the number of classes its labels may take), the model's outputs checked first."""
-    if isinstance(data, GPULoader):
-        loader, classes, what = data, int(data.labels.max()) + 1, "The loader's data"
-    else:
-        loader = GPULoader(data, batch_size, device, train=False, preprocess=preprocess,
-                           channels_last=getattr(model, "prefers_channels_last", False))
-        classes, what = data.num_classes, f"{data.info.title} {data.split}"
-    outputs = getattr(model, "num_classes", None)
-    if isinstance(outputs, int):
-        _check_outputs(model, outputs, classes, what)
-    return loader, classes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,7 +197,8 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
     preprocess = Preprocessing.for_dataset(train_data.dataset, cfg.normalize)
     train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment, hflip=cfg.hflip,
                              randaugment=cfg.randaugment, random_erasing=cfg.random_erasing, preprocess=preprocess,
-                             seed=cfg.seed, channels_last=channels_last)
+                             drop_last=drops_ragged_batch(len(train_data), cfg.batch_size), seed=cfg.seed,
+                             channels_last=channels_last)
     def eval_loader(data):
         return None if data is None else GPULoader(data, cfg.eval_batch_size, device, preprocess=preprocess,
                                                    channels_last=channels_last)
@@ -362,10 +298,10 @@ def _evaluations(run: _Run, epoch: int) -> dict:
     due = (epoch + 1) % run.cfg.eval_every == 0 or last
     out = {}
     if due and run.val_loader is not None:
-        out["val"] = _evaluate(run.model, run.val_loader, run.prec)
-        out["train_clean"] = _evaluate(run.model, run.clean_loader, run.prec)
+        out["val"] = evaluate_loader(run.model, run.val_loader, run.prec)
+        out["train_clean"] = evaluate_loader(run.model, run.clean_loader, run.prec)
     if run.test_loader is not None and (last if run.val_loader is not None else due):
-        out["test"] = _evaluate(run.model, run.test_loader, run.prec)
+        out["test"] = evaluate_loader(run.model, run.test_loader, run.prec)
     return out
 
 

@@ -10,7 +10,8 @@ from course_lib.models import ResNetCIFAR, ViT
 from course_lib.recipes import RECIPES, TrainConfig, lr_factor
 from course_lib.history import pack_bits, unpack_bits
 from course_lib.checkpoints import CheckpointMismatchError, CheckpointSaveError, load_weights
-from course_lib.train import ExtraLoss, evaluate, fit, predict_correct
+from course_lib.evaluation import evaluate, predict_correct
+from course_lib.train import ExtraLoss, fit
 
 
 def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
