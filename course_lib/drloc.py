@@ -235,9 +235,10 @@ class DRLocLoss(ExtraLoss):
             return self.grid_loss(model.feature_grid(features, final_norm=True))
         return self.grid_loss(model.feature_grid(features))
 
-    def extra_repr(self) -> str:
-        return (f"dim={self.dim}, weight={self.weight}, m={self.m}, loss={self.loss!r}, target={self.target!r}, "
-                f"hidden={self.head.hidden}, schedule={self.schedule!r}, tokens={self.tokens!r}")
+    def settings(self) -> dict:
+        """Every setting that changes the term, in this order (their text form names the runs of record)."""
+        return {"dim": self.dim, "weight": self.weight, "m": self.m, "loss": self.loss, "target": self.target,
+                "hidden": self.head.hidden, "schedule": self.schedule, "tokens": self.tokens}
 
 
 def _check_grid(grid: torch.Tensor, dim: int, grid_size: int | None = None) -> None:

@@ -10,7 +10,6 @@ Families of comparisons (the ablation, the curve) are Holm-adjusted. Verdicts on
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -289,9 +288,8 @@ def _drloc_settings(record: dict) -> tuple[str, str]:
     """(loss, target) of a record's DRLoc term, read from its identity; the course's defaults (l1, paper) if absent."""
     for term in record.get("identity", {}).get("extra_losses", []):
         if term.get("class") == "DRLocLoss":
-            found = {key: re.search(rf"{key}='(\w+)'", term.get("settings", "")) for key in ("loss", "target")}
-            return (found["loss"].group(1) if found["loss"] else "l1",
-                    found["target"].group(1) if found["target"] else "paper")
+            settings = term["settings"]           # data (a Record reads format 1's text as data)
+            return settings.get("loss", "l1"), settings.get("target", "paper")
     return "l1", "paper"
 
 

@@ -33,7 +33,7 @@ from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 from . import augment as aug
-from .checkpoints import fit_identity, load_resumable, save_checkpoint
+from .checkpoints import fit_identity, load_resumable, save_checkpoint, settings_text
 from .data import GPULoader, Preprocessing, check_test_set
 from .evaluation import evaluate_loader
 from .history import History, pack_bits
@@ -86,9 +86,10 @@ class ExtraLoss(nn.Module):
     """A loss that :func:`fit` adds to the cross-entropy: ``total = cross_entropy + weight_at(epoch) * loss``
     (the papers' "auxiliary loss"; in the code it is always an *extra loss*, logged in ``History.extra[name]``).
 
-    Subclasses set ``name`` and ``weight`` and implement ``forward(model, features, images, labels)`` returning a
-    scalar. ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the loss
-    costs no second pass through the backbone. Any parameters it has are trained with the model. Override
+    Subclasses set ``name`` and ``weight``, implement ``forward(model, features, images, labels)`` returning a
+    scalar, and return every setting that changes the result from :meth:`settings` (it enters the run's
+    identity). ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the
+    loss costs no second pass through the backbone. Any parameters it has are trained with the model. Override
     :meth:`weight_at` for a weight that changes over the epochs.
     """
 
@@ -99,9 +100,16 @@ class ExtraLoss(nn.Module):
         """The weight in (0-based) ``epoch`` of ``epochs``: constant unless a subclass says otherwise."""
         return self.weight
 
+    def settings(self) -> dict:
+        """The settings that change this loss's result, as plain values (none for a loss without settings)."""
+        return {}
+
     def identity(self) -> dict:
-        """What changes the result of this loss (kept with checkpoints and records)."""
-        return {"class": type(self).__name__, "settings": self.extra_repr()}
+        """What changes the result of this loss (kept with checkpoints and records): its class and settings."""
+        return {"class": type(self).__name__, "settings": self.settings()}
+
+    def extra_repr(self) -> str:
+        return settings_text(self.settings())
 
     def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
