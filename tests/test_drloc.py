@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_weight,
                               relative_targets, sample_positions)
-from course_lib.drloc_variants import TARGET_MODES, cycle_back_regression, official_targets
+from course_lib.drloc import TARGET_MODES
+from course_lib.drloc_variants import DRLocVariantLoss, cycle_back_regression
 from course_lib.checkpoints import settings_text
 from course_lib.models import HybridViT, ViT
 
@@ -85,11 +86,11 @@ def test_relative_targets_hand_computed():
     pos2 = torch.tensor([[[2, 1], [3, 0], [3, 3], [2, 2]]])
     paper = torch.tensor([[[0.5, 0.5], [0.0, 0.0], [0.75, 0.75], [0.25, 0.0]]])
     torch.testing.assert_close(relative_targets(pos1, pos2, k), paper)
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "paper"), paper)
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "abs"), paper * 4)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "paper"), paper)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs"), paper * 4)
     # signed: delta = pos1 - pos2 = (-2, 2), (0, 0), (-3, -3), (-1, 0), shifted by k - 1 = 3
     signed = torch.tensor([[[1.0, 5.0], [3.0, 3.0], [0.0, 0.0], [2.0, 3.0]]])
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "signed"), signed)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed"), signed)
 
 
 def test_relative_targets_against_a_loop():
@@ -100,14 +101,14 @@ def test_relative_targets_against_a_loop():
                 "signed": lambda a, b: a - b + k - 1}
     assert set(formulas) == set(TARGET_MODES)
     for mode, formula in formulas.items():
-        t = relative_targets(pos1, pos2, k) if mode == "paper" else official_targets(pos1, pos2, k, mode)
+        t = relative_targets(pos1, pos2, k, mode)
         for b in range(3):
             for n in range(6):
                 for axis in range(2):
                     want = formula(int(pos1[b, n, axis]), int(pos2[b, n, axis]))
                     assert t[b, n, axis].item() == pytest.approx(want), (mode, b, n, axis)
     with pytest.raises(ValueError, match="Choose one of"):
-        official_targets(pos1, pos2, k, "relative")
+        relative_targets(pos1, pos2, k, "relative")
 
 
 def test_constant_baseline_by_enumeration():
@@ -230,7 +231,7 @@ def test_classification_variants(loss, target, classes):
     """The official code's other losses, which notebook 05 invites students to try (course_lib.drloc_variants)."""
     torch.manual_seed(0)
     model = tiny_vit()
-    term = DRLocLoss(dim=32, loss=loss, target=target, grid_size=8)
+    term = DRLocVariantLoss(dim=32, loss=loss, target=target, grid_size=8)
     images = torch.randn(2, 3, 32, 32)
     value = term(model, model.forward_features(images), images, None)
     assert term.last.pred.shape == (2, 64, classes, 2)
@@ -334,13 +335,15 @@ def test_bad_arguments():
                 dict(tokens="cls")):
         with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
             DRLocLoss(dim=32, **bad)
-    with pytest.raises(ValueError, match="grid_size"):
+    with pytest.raises(ValueError, match="DRLocVariantLoss"):
         DRLocLoss(dim=32, loss="ce")
+    with pytest.raises(ValueError, match="grid_size"):
+        DRLocVariantLoss(dim=32, loss="ce")
     with pytest.raises(ValueError, match="'abs'"):
-        DRLocLoss(dim=32, loss="ce", target="paper", grid_size=8)
+        DRLocVariantLoss(dim=32, loss="ce", target="paper", grid_size=8)
     with pytest.raises(ValueError, match="Choose one of"):
-        DRLocLoss(dim=32, loss="l2")
-    term = DRLocLoss(dim=32, loss="ce", grid_size=4)
+        DRLocVariantLoss(dim=32, loss="l2")
+    term = DRLocVariantLoss(dim=32, loss="ce", grid_size=4)
     with pytest.raises(ValueError, match="grid_size=8"):
         term.grid_loss(torch.randn(2, 32, 8, 8))
 
