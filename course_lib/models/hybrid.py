@@ -114,6 +114,11 @@ class HybridViT(nn.Module):
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         return self.feature_grid(self.forward_features(x), final_norm)
 
+    def named_layers(self) -> dict[str, nn.Module]:
+        """The transformer blocks in order: "stage1.block1", ... (B, K*K, D), then "stage2.block1", ... (B, k*k, 2D)."""
+        return {**{f"stage1.block{i + 1}": b for i, b in enumerate(self.stage1)},
+                **{f"stage2.block{i + 1}": b for i, b in enumerate(self.stage2)}}
+
 
 def hybrid_vit(num_classes: int = 10, **overrides) -> HybridViT:
     return HybridViT(HybridConfig(num_classes=num_classes), **overrides)

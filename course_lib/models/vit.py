@@ -247,6 +247,10 @@ class ViT(nn.Module):
         """Images -> the final token grid (B, dim, K, K), as DRLoc reads it."""
         return self.feature_grid(self.forward_features(x), final_norm)
 
+    def named_layers(self) -> dict[str, nn.Module]:
+        """The layers the course records, in order: {"block1": blocks[0], ...}, each outputting (B, T, dim)."""
+        return {f"block{i + 1}": block for i, block in enumerate(self.blocks)}
+
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images -> (logits (B, num_classes), [attention (B, heads, T, T) for each block]).
 
