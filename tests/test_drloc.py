@@ -13,22 +13,12 @@ from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_for
                               relative_targets, sample_positions)
 from course_lib.drloc import TARGET_MODES
 from course_lib.drloc_variants import DRLocVariantLoss, cycle_back_regression
+from conftest import tiny_vit
 from course_lib.checkpoints import settings_text
 from course_lib.models import HybridViT, ViT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP's spin-waiting, which on a busy 2-core machine makes the
-    training loops below 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_vit() -> ViT:
-    return ViT(depth=1, dim=32, heads=2, mlp_ratio=1.0)
+pytestmark = pytest.mark.usefixtures("one_thread")      # conftest: tiny tensors run faster on one thread
 
 
 def tiny_hybrid() -> HybridViT:

@@ -9,14 +9,10 @@ from course_lib.data import GPULoader, ImageSet, OverlappingTestSetWarning, load
 from course_lib.models import ResNetCIFAR, ViT
 from course_lib.recipes import RECIPES, TrainConfig, lr_factor
 from course_lib.history import pack_bits, unpack_bits
+from conftest import tiny_vit
 from course_lib.checkpoints import CheckpointMismatchError, CheckpointSaveError, load_weights
 from course_lib.evaluation import evaluate, predict_correct
 from course_lib.train import ExtraLoss, fit
-
-
-def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
-    torch.manual_seed(seed)
-    return ViT(dim=32, depth=2, heads=2, num_classes=num_classes, **overrides)
 
 
 @pytest.fixture

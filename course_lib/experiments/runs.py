@@ -41,8 +41,8 @@ if TYPE_CHECKING:     # names used only in annotations
 # The validation split's draw (Profile.validation_per_class): one fixed seed, apart from every run's seed.
 VALIDATION_SEED = 20_231_000
 
-__all__ = ["VALIDATION_SEED", "RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
-           "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
+__all__ = ["VALIDATION_SEED", "RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity",
+           "prepare", "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
 
 
 @dataclass(frozen=True)
@@ -215,8 +215,8 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
     seed_everything(spec.seed)
     overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
-    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs, schedule=spec.drloc_schedule,
-                       tokens=spec.drloc_tokens)] if spec.drloc else []
+    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs,
+                              schedule=spec.drloc_schedule, tokens=spec.drloc_tokens)] if spec.drloc else []
     return model, extra_losses
 
 
