@@ -324,6 +324,7 @@ def test_records_are_written_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+@pytest.mark.slow      # a whole GPU session's script, training in a subprocess
 def test_the_gpu_wrapper_runs_end_to_end_on_the_cpu(tmp_path):
     """tools/gpu_session.sh with the smoke budget: exits cleanly, says what happened to every run of the queue."""
     root = Path(__file__).resolve().parents[1]

@@ -91,6 +91,7 @@ def _run_cell_on_fake_colab(tmp_path: Path, source: str, mock_pip: bool = False)
     return ANSI.sub("", done.stdout)
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_install_cell_stops_with_what_to_do_when_the_repository_cannot_be_reached(tmp_path):
     source = _install_cell(NOTEBOOKS[0])
     url, tag = INSTALL.findall(source)[0]
@@ -106,6 +107,7 @@ def test_install_cell_stops_with_what_to_do_when_the_repository_cannot_be_reache
     assert "MOUNTED" not in out
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_install_cell_installs_the_release_and_keeps_work_on_drive(tmp_path):
     source = _install_cell(NOTEBOOKS[0]).replace("KEEP_ON_DRIVE = False", "KEEP_ON_DRIVE = True")
     url, tag = INSTALL.findall(source)[0]
@@ -156,6 +158,7 @@ def _older_torch(venv_python: Path) -> str | None:
     return found.name.split("-")[1]
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_wheel_builds_and_installs_without_deps_on_top_of_an_older_torch(tmp_path):
     """The wheel that ``pip install git+URL@tag`` builds on Colab: it has its data files, asks only for loose lower
     bounds (Colab's torch satisfies them, so pip leaves it alone), and works on a torch older than ours.

@@ -322,6 +322,7 @@ def test_explorer_uses_only_keyword_arguments_for_widgets():
 # --------------------------------------------------------------------------------------------------------------
 # The book's figures
 
+@pytest.mark.slow      # every figure of the book, in a subprocess
 def test_make_figures_writes_every_figure_the_chapters_use(tmp_path):
     referenced = set()
     import re

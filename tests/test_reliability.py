@@ -87,6 +87,7 @@ print(ex.train_run(spec, root=sys.argv[1], progress=False).record["identity_hash
 """
 
 
+@pytest.mark.slow      # two training processes
 def test_two_processes_training_the_same_run_do_not_collide(tmp_path):
     """Both ask for the same run at once: one trains, the other waits for it and loads the result."""
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE,
