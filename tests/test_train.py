@@ -403,3 +403,19 @@ def test_evaluate_refuses_a_model_with_fewer_outputs_than_classes():
         evaluate(foreign, c100)
     with pytest.raises(ValueError, match="The loader's data has .* classes but the model"):
         evaluate(tiny_vit(), GPULoader(c100, 25))
+
+
+def test_every_setting_a_recipe_chooses_says_why():
+    """The book's recipe table: one row per setting, the recipe's own value, and a reason for every value that is
+    not TrainConfig's default."""
+    from dataclasses import fields
+
+    from course_lib.recipes import WHY, recipe_rows
+
+    default = TrainConfig()
+    for name, recipe in RECIPES.items():
+        rows = recipe_rows(name)
+        assert [r[0] for r in rows] == [f.name for f in fields(TrainConfig)]
+        assert all(value == getattr(recipe, setting) for setting, value, _ in rows)
+        chosen = {f.name for f in fields(TrainConfig) if getattr(recipe, f.name) != getattr(default, f.name)}
+        assert chosen <= set(WHY[name]), (name, chosen - set(WHY[name]))
