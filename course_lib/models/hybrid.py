@@ -90,6 +90,8 @@ class HybridViT(nn.Module):
     dim = property(lambda self: self.config.dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last stage's tokens (B, k*k, 2*dim), before the final norm (as :meth:`ViT.forward_features`;
+        timm's includes it)."""
         check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__,
                      dtype=self.stem[0].weight.dtype)
         x = self.stem(x).flatten(2).transpose(1, 2) + self.pos_embed       # (B, K*K, D)

@@ -219,7 +219,9 @@ class ViT(nn.Module):
         return self.emb_drop(x + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the last block's tokens (B, T, dim), before the final norm."""
+        """Images -> the last block's tokens (B, T, dim), *before* the final norm, which :meth:`forward_head`
+        applies. (timm's ``forward_features`` includes that norm: ours stops before it, because DRLoc's official
+        code reads the tokens there; ``feature_grid(tokens, final_norm=True)`` gives the normed ones.)"""
         x = self.embed(x)
         for block in self.blocks:
             x, _ = block(x)
