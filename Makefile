@@ -60,8 +60,10 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+## The fast tests (a few minutes): everything but the tests marked slow (papermill, venv and wheel builds,
+## Chromium, training in a subprocess), which `make test` runs too.
 unit: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf _build artifacts .pytest_cache

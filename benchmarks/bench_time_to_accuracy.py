@@ -27,7 +27,8 @@ from course_lib.data import load_dataset
 from course_lib.experiments import environment_summary
 from course_lib.models import create_model
 from course_lib.runtime import seed_everything
-from course_lib.train import RECIPES, fit
+from course_lib.recipes import RECIPES
+from course_lib.train import fit
 
 TARGETS = {"resnet18": (93.0, 40), "vit": (85.0, 150)}     # model: (target %, epoch budget of the schedule)
 

@@ -8,6 +8,8 @@ mixed run. It is written atomically, so an interruption leaves the previous one 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +26,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from .recipes import TrainConfig
 
 __all__ = ["CheckpointMismatchError", "CheckpointSaveError", "model_signature", "data_fingerprint", "fit_identity",
-           "load_weights", "load_resumable", "save_checkpoint"]
+           "settings_text", "identity_hash", "load_weights", "load_resumable", "save_checkpoint"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -51,7 +53,8 @@ def data_fingerprint(data: ImageSet | None) -> str | None:
 
 def fit_identity(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None, cfg: TrainConfig,
                  extra_losses: Sequence[nn.Module], val_data: ImageSet | None = None) -> dict:
-    """Everything that changes what :func:`~course_lib.train.fit` produces (eval_every and the seed included).
+    """Everything that changes what :func:`~course_lib.train.fit` produces (eval_every and the seed included): the
+    first layer of a run's identity (the runner adds its own, :func:`course_lib.experiments.runs.run_identity`).
     ``val_data`` enters only when given, so runs without a validation split keep their identity."""
     identity = {"model": model_signature(model), "config": asdict(cfg),
                 "extra_losses": [t.identity() for t in extra_losses],
@@ -59,6 +62,26 @@ def fit_identity(model: nn.Module, train_data: ImageSet, test_data: ImageSet | N
     if val_data is not None:
         identity["val_data"] = data_fingerprint(val_data)
     return identity
+
+
+def settings_text(settings: dict | str) -> str:
+    """An extra loss's settings (``ExtraLoss.identity()["settings"]``) as the text in which they enter a hash:
+    ``name=value!r`` joined by ", ", in their order, the form every identity of record was hashed in."""
+    return settings if isinstance(settings, str) else ", ".join(f"{k}={v!r}" for k, v in settings.items())
+
+
+def _hashed_form(identity: dict) -> dict:
+    """``identity`` with each extra loss's settings in their text form (:func:`settings_text`)."""
+    terms = identity.get("extra_losses")
+    if not isinstance(terms, list):
+        return identity
+    return {**identity, "extra_losses": [{**t, "settings": settings_text(t["settings"])}
+                                         if isinstance(t, dict) and "settings" in t else t for t in terms]}
+
+
+def identity_hash(identity: dict) -> str:
+    """The 12 hex digits that name a run's identity (its checkpoint file, its record's ``identity_hash``)."""
+    return hashlib.sha256(json.dumps(_hashed_form(identity), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _describe(signature: dict) -> str:
@@ -104,7 +127,7 @@ def load_resumable(path: Path, model: nn.Module, identity: dict, device: torch.d
     naming up to eight differences."""
     state = safe_torch_load(path, device)
     _check_signature(state["signature"], model, path)
-    changed = _differences(state.get("identity", {}), identity)
+    changed = _differences(_hashed_form(state.get("identity", {})), _hashed_form(identity))
     if changed:
         raise CheckpointMismatchError(
             f"Checkpoint {path} was made by another run than this one; what differs (saved -> now): "

@@ -188,15 +188,12 @@ class MinibatchCKA:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}.")
         if kernel == "rbf":
             _check_sigma(sigma)
-        self.num_layers_a, self.num_layers_b = num_layers_a, num_layers_b
-        self.symmetric = num_layers_b is None
+        self.num_layers_a, self.num_layers_b, self.symmetric = num_layers_a, num_layers_b, num_layers_b is None
         self.kernel, self.sigma, self.unbiased = kernel, sigma, unbiased
         self.reset()
 
     def reset(self) -> None:
-        self.hsic_ab: torch.Tensor | None = None     # running sums over batches (float64)
-        self.hsic_aa: torch.Tensor | None = None
-        self.hsic_bb: torch.Tensor | None = None
+        self.hsic_ab = self.hsic_aa = self.hsic_bb = None     # running sums over batches (float64 tensors)
         self.num_batches = 0
 
     def update(self, acts_a: Activations, acts_b: Activations | None = None) -> None:
@@ -220,6 +217,13 @@ class MinibatchCKA:
         ab, aa, bb = (t.cpu() / self.num_batches for t in (self.hsic_ab, self.hsic_aa, self.hsic_bb))
         return ab / torch.sqrt(aa[:, None] * bb[None, :])
 
+    def add_unchecked(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Add one batch from each layer's activations (A's layers, then B's) with the checks deferred: returns the
+        layers' status (layers, 2) for the caller to check once, after its loop (:func:`cka_matrix` does)."""
+        grams, status = self._grams(xs)
+        self._add(grams)
+        return status
+
     def _grams(self, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per layer (b, ...) -> the stacked Grams (layers, b, b) and each layer's (layers, 2) status (see
         :func:`_status`), without a host sync: checking the status is the caller's."""
@@ -237,11 +241,9 @@ class MinibatchCKA:
         with itself. No check and no host sync: HSIC of stacks checks their shapes only."""
         hsic = hsic_unbiased if self.unbiased else hsic_biased
         Ka, Lb = grams[:self.num_layers_a], grams[self.num_layers_a:]
-        if self.symmetric:
-            ab = hsic(Ka, Ka)
-            self._accumulate(ab, ab.diagonal(), ab.diagonal())
-        else:
-            self._accumulate(hsic(Ka, Lb), hsic(Ka, Ka).diagonal(), hsic(Lb, Lb).diagonal())
+        ab = hsic(Ka, Ka if self.symmetric else Lb)
+        aa = ab.diagonal() if self.symmetric else hsic(Ka, Ka).diagonal()
+        self._accumulate(ab, aa, aa if self.symmetric else hsic(Lb, Lb).diagonal())
 
     def _accumulate(self, ab: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor) -> None:
         """Add one batch's HSIC of every pair (n_a, n_b), of A's layers with themselves (n_a,), of B's (n_b,)."""
@@ -345,9 +347,7 @@ def cka_matrix(model_a: nn.Module, model_b: nn.Module | None, data, layers_a: La
             if not same:
                 model_b(x)
             recorded = {"a": rec_a.activations, "b": rec_b.activations}
-            grams, batch_status = acc._grams([recorded[side][n] for side, n in names])
-            acc._add(grams)                                     # HSIC₁ refuses a batch of fewer than 4 images
-            status.append(batch_status)
+            status.append(acc.add_unchecked([recorded[side][n] for side, n in names]))   # HSIC₁: >= 4 images
             sizes.append(len(x))
     labels = [f"layer {n!r} of {side.upper()}" for side, n in names]
     _refuse_degenerate(torch.stack(status), labels, sizes)             # the loop's checks: one host sync

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from .train import ExtraLoss
 
 __all__ = ["sample_positions", "relative_targets", "gather_pairs", "DRLocHead", "DRLocOutput", "drloc_forward",
-           "DRLocLoss", "official_weight", "constant_baseline", "SCHEDULES", "TOKEN_SOURCES"]
+           "DRLocLoss", "official_weight", "constant_baseline", "identical_cells_baseline", "SCHEDULES",
+           "TOKEN_SOURCES", "TARGET_MODES"]
 
 SCHEDULES = ("constant", "official")          # lambda over the epochs (see DRLocLoss.weight_at)
 TOKEN_SOURCES = ("pre_norm", "post_norm")     # read the last tokens before (official) or after the final norm
@@ -56,13 +57,24 @@ def sample_positions(batch: int, m: int, k: int, generator: torch.Generator | No
     return pos1, pos2
 
 
+TARGET_MODES: dict[str, str] = {
+    "paper": "|delta| / k in [0, (k-1)/k]: the paper's formula (Sec. 3), what the course trains.",
+    "abs": "|delta| in cells, 0 ... k-1: the official code as train.sh runs it (--use_abs, no normalisation).",
+    "signed": "delta + (k-1), 0 ... 2k-2: the official code's default (USE_ABS=False, no normalisation).",
+}
+
+
 def relative_targets(pos1: torch.Tensor, pos2: torch.Tensor, k: int, mode: str = "paper") -> torch.Tensor:
-    """The paper's targets (|i - p| / k, |j - h| / k): float32 (..., 2), in [0, (k-1)/k]. (Another ``mode``: one of
-    the official code's targets in cells, :data:`course_lib.drloc_variants.TARGET_MODES`.)"""
-    if mode != "paper":
-        from .drloc_variants import official_targets
-        return official_targets(pos1, pos2, k, mode)
-    return (pos1 - pos2).float().abs() / k
+    """The offset between two cells as a float32 target (..., 2): the paper's (|i - p| / k, |j - h| / k) in
+    [0, (k-1)/k], or one of the official code's targets in cells (``mode``, see :data:`TARGET_MODES`)."""
+    delta = (pos1 - pos2).float()
+    if mode == "paper":
+        return delta.abs() / k
+    if mode == "abs":
+        return delta.abs()
+    if mode == "signed":
+        return delta + (k - 1)
+    raise ValueError(f"Unknown target mode {mode!r}. Choose one of {list(TARGET_MODES)}.")
 
 
 def gather_pairs(grid: torch.Tensor, pos1: torch.Tensor, pos2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,20 +121,21 @@ class DRLocOutput(NamedTuple):
     pos2: torch.Tensor
 
 
-def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 64,
-                  generator: torch.Generator | None = None) -> DRLocOutput:
-    """The whole term on a (B, D, k, k) grid: sample pairs -> targets -> gather -> head -> L1 loss.
+def drloc_forward(grid: torch.Tensor, head: nn.Module, m: int = 64, generator: torch.Generator | None = None,
+                  target: str = "paper", criterion=F.l1_loss) -> DRLocOutput:
+    """The whole term on a (B, D, k, k) grid: sample pairs -> targets -> gather -> head -> loss.
 
     ``generator`` draws the pairs (``None``: the global RNG, on the grid's device); gradients flow into ``grid``.
     The loss is ``F.l1_loss``, a mean over pairs *and* the two axes, as the official code (half the paper's
-    ``||t - d||_1``, which sums the axes). :class:`DRLocLoss` checks the grid before it gets here.
+    ``||t - d||_1``, which sums the axes). ``target`` and ``criterion(pred, target)``: the official code's other
+    targets and losses (:mod:`course_lib.drloc_variants`). :class:`DRLocLoss` checks the grid before it gets here.
     """
     k = grid.shape[-1]
     pos1, pos2 = sample_positions(grid.shape[0], m, k, generator, None if generator is not None else grid.device)
     pos1, pos2 = pos1.to(grid.device), pos2.to(grid.device)
-    target = relative_targets(pos1, pos2, k)                            # (B, m, 2)
+    t = relative_targets(pos1, pos2, k, target)                         # (B, m, 2)
     pred = head(*gather_pairs(grid, pos1, pos2)).float()                # float32 even under autocast
-    return DRLocOutput(F.l1_loss(pred, target), pred, target, pos1, pos2)
+    return DRLocOutput(criterion(pred, t), pred, t, pos1, pos2)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -132,7 +145,8 @@ def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 64,
 #   ``collect_samples_faster`` gathers the row-major cell index i * k + j -> gather_pairs; ``DenseRelativeLoc``'s
 #   ``l1`` head -> DRLocHead.
 # - drloc/losses.py: ``l1`` = F.l1_loss. The code also offers ``ce``, a classification of each axis's offset, and
-#   ``cbr``, a cycle-back regression; the paper and the course's runs use L1 (the others: course_lib.drloc_variants).
+#   ``cbr``, a cycle-back regression; the paper and the course's runs use L1 (the others: course_lib.drloc_variants,
+#   which builds on this module).
 # - config.py: SAMPLE_SIZE = 32, LAMBDA_DRLOC = 0.5; main.py's --sample_size defaults to 64 and overrides it
 #   (train.sh does not set it), so the runs used m = 64, the course's default.
 # - main.py's ``_weight_decay``: lambda rises linearly from 0 over 20 epochs, then falls linearly towards 0 at epoch
@@ -140,7 +154,7 @@ def drloc_forward(grid: torch.Tensor, head: DRLocHead, m: int = 64,
 # - models/swin.py: the head reads the last stage's tokens before the final norm -> tokens="pre_norm".
 # - The targets, on purpose: train.sh passes --use_abs and the Swin model no normalize=True, so the official runs
 #   regress |delta| in *cells* (0 ... k-1), a loss k times the paper's |delta| / k, which the course uses
-#   (DRLocLoss(target="abs") gives the official targets, from course_lib.drloc_variants).
+#   (DRLocLoss(target="abs") gives the official targets).
 #
 # The course's ablation (course_lib.experiments.plan.drloc_ablation) varies weight, m, schedule and tokens.
 
@@ -159,12 +173,12 @@ class DRLocLoss(ExtraLoss):
             and 0.1 for CvT, set with targets in cells (k times the paper's loss value; the L1 gradient passes back
             only the sign of the error, so the backbone's gradient is not k times larger).
         m: pairs per image (64, as the official runs).
-        loss: ``"l1"`` (the paper), or the official code's ``"ce"`` / ``"cbr"`` (:mod:`course_lib.drloc_variants`).
+        loss: ``"l1"`` (the paper). The official code's ``"ce"`` / ``"cbr"`` are
+            :class:`course_lib.drloc_variants.DRLocVariantLoss`.
         hidden: width of the head's hidden layers (512 in the paper).
-        target: ``"paper"`` (|delta| / k, the default for l1), or the official code's ``"abs"`` (|delta| in cells,
-            the default for ce/cbr) or ``"signed"`` (see :data:`course_lib.drloc_variants.TARGET_MODES`).
-        grid_size: k, required for ``ce``/``cbr`` (the classifiers have k or 2k-1 classes). ViT-Lite: 8,
-            HybridViT: 4.
+        target: ``"paper"`` (|delta| / k, the default), or the official code's ``"abs"`` (|delta| in cells) or
+            ``"signed"`` (see :data:`TARGET_MODES`).
+        grid_size: k, when the grid's side must be checked (ViT-Lite: 8, HybridViT: 4).
         schedule: ``"constant"`` lambda, or ``"official"``: the official schedule in proportion to the run
             (:meth:`weight_at`).
         tokens: ``"pre_norm"`` reads the last tokens before the final LayerNorm (the official code), ``"post_norm"``
@@ -178,6 +192,8 @@ class DRLocLoss(ExtraLoss):
     """
 
     name = "drloc"
+    LOSSES: tuple[str, ...] = ("l1",)      # the official code's others: drloc_variants.DRLocVariantLoss
+    default_target = "paper"
 
     def __init__(self, dim: int, weight: float = 0.5, m: int = 64, loss: str = "l1", hidden: int = 512,
                  target: str | None = None, grid_size: int | None = None, schedule: str = "constant",
@@ -193,15 +209,26 @@ class DRLocLoss(ExtraLoss):
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
         if tokens not in TOKEN_SOURCES:
             raise ValueError(f"tokens must be one of {TOKEN_SOURCES}, not {tokens!r}.")
+        if loss not in self.LOSSES:
+            raise ValueError(f"Unknown DRLoc loss {loss!r} for {type(self).__name__}. Choose one of {self.LOSSES}"
+                             + ("" if self.LOSSES != ("l1",) else "; the official code's 'ce' and 'cbr' are "
+                                "course_lib.drloc_variants.DRLocVariantLoss(dim, loss=..., grid_size=k)") + ".")
+        target = target or self.default_target
+        if target not in TARGET_MODES:
+            raise ValueError(f"Unknown target mode {target!r}. Choose one of {list(TARGET_MODES)}.")
         self.dim, self.weight, self.m, self.loss, self.grid_size = dim, float(weight), m, loss, grid_size
-        self.schedule, self.tokens, self.generator = schedule, tokens, generator
-        if loss == "l1" and target in (None, "paper"):                # the paper's path
-            self.head, self.target = DRLocHead(dim, hidden), "paper"
-        else:                                                          # one of the official code's variants
-            from .drloc_variants import variant_head
-            self.head, self.target = variant_head(dim, hidden, loss, target, grid_size)
+        self.schedule, self.tokens, self.generator, self.target = schedule, tokens, generator, target
+        self.head = self.build_head(hidden)
         self.last: DRLocOutput | None = None
         self._checked_shape: tuple[int, ...] | None = None     # the grid shape (D, k, k) already validated
+
+    def build_head(self, hidden: int) -> nn.Module:
+        """The MLP that reads a pair of embeddings (the official variants build their classifiers here)."""
+        return DRLocHead(self.dim, hidden)
+
+    def criterion(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss between the head's predictions and the targets: L1, a mean over pairs and axes."""
+        return F.l1_loss(pred, target)
 
     def weight_at(self, epoch: int, epochs: int) -> float:
         """lambda in (0-based) ``epoch`` of ``epochs``: constant, or the official schedule in proportion (over a
@@ -216,11 +243,7 @@ class DRLocLoss(ExtraLoss):
         if tuple(grid.shape[1:]) != self._checked_shape:             # once per grid shape, not every batch
             _check_grid(grid, self.dim, self.grid_size)
             self._checked_shape = tuple(grid.shape[1:])
-        if self.loss == "l1" and self.target == "paper":
-            out = drloc_forward(grid, self.head, self.m, self.generator)
-        else:
-            from .drloc_variants import variant_forward
-            out = variant_forward(grid, self.head, self.m, self.loss, self.target, self.generator)
+        out = drloc_forward(grid, self.head, self.m, self.generator, self.target, self.criterion)
         self.last = DRLocOutput(*(t.detach() for t in out))
         return out.loss
 
@@ -235,9 +258,10 @@ class DRLocLoss(ExtraLoss):
             return self.grid_loss(model.feature_grid(features, final_norm=True))
         return self.grid_loss(model.feature_grid(features))
 
-    def extra_repr(self) -> str:
-        return (f"dim={self.dim}, weight={self.weight}, m={self.m}, loss={self.loss!r}, target={self.target!r}, "
-                f"hidden={self.head.hidden}, schedule={self.schedule!r}, tokens={self.tokens!r}")
+    def settings(self) -> dict:
+        """Every setting that changes the term, in this order (their text form names the runs of record)."""
+        return {"dim": self.dim, "weight": self.weight, "m": self.m, "loss": self.loss, "target": self.target,
+                "hidden": self.head.hidden, "schedule": self.schedule, "tokens": self.tokens}
 
 
 def _check_grid(grid: torch.Tensor, dim: int, grid_size: int | None = None) -> None:
@@ -270,14 +294,6 @@ def official_weight(epoch: float, weight: float, warmup_epochs: float = 20, tota
     return weight * (1.0 - (epoch - warmup_epochs) / (total_epochs - warmup_epochs))
 
 
-def __getattr__(name: str):
-    """The official code's target modes and losses moved to :mod:`course_lib.drloc_variants`; still found here."""
-    if name in ("TARGET_MODES", "LOSSES", "cycle_back_regression"):
-        from . import drloc_variants
-        return getattr(drloc_variants, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def constant_baseline(k: int, target: str = "paper") -> float:
     """The L1 loss (per axis, as ``F.l1_loss`` averages it) of the best head that ignores the embeddings.
 
@@ -293,3 +309,20 @@ def constant_baseline(k: int, target: str = "paper") -> float:
     i, p = (c.flatten() for c in torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"))  # all k^2 pairs
     t = relative_targets(i, p, k, target).double()
     return min((t - c).abs().mean().item() for c in t.unique())
+
+
+def identical_cells_baseline(k: int, target: str = "paper") -> float:
+    """The L1 loss (per axis, as ``F.l1_loss`` averages it) of the best head that reads nothing from the embeddings
+    except whether the two are the same cell (then they are equal and the target is 0).
+
+    It predicts exactly 0 for a pair of identical cells (probability 1/k^2) and, for the other pairs, the best
+    constant: the median of their target. Exact, by enumeration of all k^4 pairs of cells on the k x k grid, the two
+    positions independent and uniform (as DRLoc samples them). Below :func:`constant_baseline`.
+    """
+    cells = torch.cartesian_prod(torch.arange(k), torch.arange(k))                   # (k^2, 2): (row, column)
+    pos1, pos2 = cells.repeat_interleave(k * k, dim=0), cells.repeat(k * k, 1)       # all k^4 ordered pairs
+    t = relative_targets(pos1, pos2, k, target)[:, 0].double()                        # one axis (both alike)
+    other = t[(pos1 != pos2).any(dim=-1)]
+    if len(other) == 0:
+        return 0.0
+    return min((other - c).abs().sum().item() for c in other.unique()) / len(t)

@@ -13,6 +13,9 @@ or in one call: ``record_activations(model, x)`` (eval mode, no gradients). :fun
 
 Layer names used by the course (``model_layers(model)`` picks the right list):
 
+The lists live on the models (``model.named_layers()``); :func:`vit_layers` and :func:`resnet_layers` check the
+model's type and return them.
+
 ViT (:func:`vit_layers`): "block1" ... "blockN", the token sequence (B, T, D) after each transformer block (the
     residual stream, before the final LayerNorm).
 ResNet-18 (:func:`resnet_layers`):
@@ -43,65 +46,35 @@ from .models.common import check_pixels
 from .runtime import eval_mode
 
 __all__ = ["ActivationRecorder", "record_activations", "vit_block_outputs", "vit_layers", "resnet_layers",
-           "hybrid_layers", "model_layers", "resolve_layers", "check_pixels", "model_input_batches"]
+           "model_layers", "resolve_layers", "model_input_batches"]
 
 # A layer specification: an ordered name -> module mapping, or a list of names (see resolve_layers).
 Layers = Union[Mapping[str, nn.Module], Sequence[str]]
 
 
 def vit_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Ordered {"block1": model.blocks[0], ...}: each block outputs the token sequence (B, T, D)."""
-    if not hasattr(model, "blocks"):
+    """Ordered {"block1": model.blocks[0], ...} of a course ViT (:meth:`ViT.named_layers`)."""
+    if not isinstance(model, ViT):
         raise TypeError(f"vit_layers expects a course_lib ViT (with .blocks), got {type(model).__name__}.")
-    return {f"block{i + 1}": block for i, block in enumerate(model.blocks)}
+    return model.named_layers()
 
 
 def resnet_layers(model: nn.Module, granularity: str = "stages") -> dict[str, nn.Module]:
-    """Ordered layers of a :class:`~course_lib.models.ResNetCIFAR` (see the module docstring for what each records).
-
-    Args:
-        granularity: "stages" (stem + 4 stages: 5 layers), "blocks" (stem + every basic block: 9 for ResNet-18) or
-            "convs" (stem conv + both convs of every block: 17 for ResNet-18).
-    """
-    if not all(hasattr(model, n) for n in ("stem", "layer1", "layer2", "layer3", "layer4")):
+    """Ordered layers of a :class:`~course_lib.models.ResNetCIFAR` (:meth:`ResNetCIFAR.named_layers`; the module
+    docstring says what each records): ``granularity`` "stages", "blocks" or "convs"."""
+    if not isinstance(model, ResNetCIFAR):
         raise TypeError(f"resnet_layers expects a course_lib ResNetCIFAR (stem, layer1..layer4), "
                         f"got {type(model).__name__}.")
-    stages = {name: getattr(model, name) for name in ("layer1", "layer2", "layer3", "layer4")}
-    if granularity == "stages":
-        return {"stem": model.stem, **stages}
-    if granularity == "blocks":
-        layers = {"stem": model.stem}
-        for stage_name, stage in stages.items():
-            layers.update({f"{stage_name}.{j}": block for j, block in enumerate(stage)})
-        return layers
-    if granularity == "convs":
-        layers = {"stem.0": model.stem[0]}
-        for stage_name, stage in stages.items():
-            for j, block in enumerate(stage):
-                layers[f"{stage_name}.{j}.conv1"] = block.conv1
-                layers[f"{stage_name}.{j}.conv2"] = block.conv2
-        return layers
-    raise ValueError(f"granularity must be 'stages', 'blocks' or 'convs', not {granularity!r}.")
-
-
-def hybrid_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Ordered transformer blocks of a :class:`~course_lib.models.HybridViT`: "stage1.block1", ..., "stage2.blockM".
-
-    Stage-1 blocks output (B, K*K, D) tokens, stage-2 blocks (B, k*k, 2D).
-    """
-    layers = {f"stage1.block{i + 1}": b for i, b in enumerate(model.stage1)}
-    layers.update({f"stage2.block{i + 1}": b for i, b in enumerate(model.stage2)})
-    return layers
+    return model.named_layers(granularity)
 
 
 def model_layers(model: nn.Module, granularity: str = "stages") -> dict[str, nn.Module]:
-    """The default layers of a course model: ViT blocks, ResNet layers at ``granularity``, HybridViT blocks."""
-    if isinstance(model, ViT):
-        return vit_layers(model)
+    """The default layers of a course model (its ``named_layers``): ViT blocks, ResNet layers at ``granularity``,
+    HybridViT blocks."""
     if isinstance(model, ResNetCIFAR):
-        return resnet_layers(model, granularity)
-    if isinstance(model, HybridViT):
-        return hybrid_layers(model)
+        return model.named_layers(granularity)
+    if isinstance(model, (ViT, HybridViT)):
+        return model.named_layers()
     raise TypeError(f"No default layer list for {type(model).__name__}. Pass the layers explicitly: a dict "
                     "{name: module} or a list of names from model.named_modules().")
 

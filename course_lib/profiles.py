@@ -1,7 +1,8 @@
-"""Training budgets chosen from the hardware: the four :class:`Profile` s and :func:`get_profile`.
+"""Training budgets chosen from the hardware: the eight :class:`Profile` s (six budgets, and ``gpu-samples`` and
+``paper-samples``, two of them on the committed samples on purpose) and :func:`get_profile`.
 
 A *profile* says how much data, how many epochs and which models and recipes a notebook spends its time on; the
-recipes themselves (optimiser, learning rate, augmentation) live in :mod:`course_lib.train`. The same notebook runs
+recipes themselves (optimiser, learning rate, augmentation) live in :mod:`course_lib.recipes`. The same notebook runs
 in seconds in CI and for real on a GPU.
 
 =========  ==========================================================================================
@@ -16,6 +17,8 @@ in seconds in CI and for real on a GPU.
 ``study``  The CPU study of record (:mod:`course_lib.experiments.study`): CIFAR-10's JPEG copy, 500 images
            per class, tested on all 10,000 test images; 29 epochs, where the pilot's held-out accuracy
            plateaued (within the hour a run may take: ResNet-18 needs about 25-45 min here).
+``study2`` The study's second design: 100 images per class of CIFAR-10 held out for validation, which
+           chooses the learning rate and epochs; 100-500 images per class, three seeds.
 =========  ==========================================================================================
 
 Choose with ``get_profile(name)``, the ``COURSE_PROFILE`` environment variable, or a notebook's papermill
@@ -27,6 +30,8 @@ import os
 from dataclasses import dataclass, replace
 
 import torch
+
+from .settings import SettingError
 
 __all__ = ["Profile", "PROFILES", "get_profile"]
 
@@ -148,9 +153,11 @@ for _name in ("gpu", "paper"):
 
 def get_profile(name: str | None = None) -> Profile:
     """Return the profile called ``name``; else ``$COURSE_PROFILE``; else ``gpu`` with CUDA, ``smoke`` without."""
+    from_environment = not name and bool(os.environ.get("COURSE_PROFILE"))
     name = name or os.environ.get("COURSE_PROFILE") or ("gpu" if torch.cuda.is_available() else "smoke")
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"Unknown profile {name!r}. Choose one of {sorted(PROFILES)} "
-                         "(or unset COURSE_PROFILE to pick from the hardware).") from None
+        raise (SettingError if from_environment else ValueError)(
+            f"{'COURSE_PROFILE: ' if from_environment else ''}Unknown profile {name!r}. Choose one of "
+            f"{sorted(PROFILES)} (or unset COURSE_PROFILE to pick from the hardware).") from None

@@ -1,6 +1,10 @@
 """Recipes: how to train (:class:`TrainConfig`), the course's and the papers' as the course reads them (:data:`RECIPES`;
-where a value is the course's choice rather than a published setting, its comment says so), and the learning-rate
-schedule.
+where a value is the course's choice rather than a published setting, its comment says so), why each value is what
+it is (:data:`WHY`, printed by :func:`recipe_rows` as the book's recipe table), and the learning-rate schedule.
+
+What a budget changes is applied by :func:`course_lib.experiments.runs.training_config`: the profile's epochs (warm-up
+and schedule in proportion, :meth:`TrainConfig.with_epochs`), for the course recipe the profile's batch size, the
+run's seed and learning rate (the study's tuning grid), and about ``Profile.evaluations`` evaluations per run.
 
 Every field that could train garbage is refused when a config is built (``grad_clip=-1``, ``min_lr=nan``,
 ``epochs=2.5`` ...), with the field and the allowed range in the message. ``with_epochs`` rescales a recipe to
@@ -9,9 +13,9 @@ another budget with its warm-up and schedule in proportion.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
-__all__ = ["TrainConfig", "RECIPES", "lr_factor", "steps_per_epoch", "drops_ragged_batch"]
+__all__ = ["TrainConfig", "RECIPES", "WHY", "recipe_rows", "lr_factor", "steps_per_epoch", "drops_ragged_batch"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,59 @@ RECIPES: dict[str, TrainConfig] = {
                            label_smoothing=0.1, grad_clip=5.0, randaugment="rand-m9-mstd0.5-inc1",
                            random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, drop_path=0.1),
 }
+
+
+# Why each value is what it is, per recipe (the fields a recipe leaves at TrainConfig's default say so too).
+_DEFAULT = "TrainConfig's default, not a setting of this recipe"
+WHY: dict[str, dict[str, str]] = {
+    "course": {
+        "epochs": "a placeholder: every profile sets the epochs it can afford",
+        "batch_size": "a placeholder: the profile's batch replaces it (64 on a CPU, 256 on a GPU)",
+        "optimizer": "AdamW, the usual optimiser for ViTs trained from scratch; the same for both families, so the "
+                     "comparison is of architectures",
+        "lr": "the course's choice for AdamW at batch 64-256 (the study tunes it on a validation split)",
+        "weight_decay": "0.05, DeiT's value for ViTs; applied to weight matrices only",
+        "warmup_epochs": "a linear warm-up over the first 10 % of the run: transformers trained from scratch "
+                         "diverge without one",
+        "schedule": "cosine decay to min_lr after the warm-up, stepped every batch",
+        "min_lr": "1 % of the peak: the decay ends low but not at zero",
+        "label_smoothing": "0.1, as DeiT and Liu et al.",
+        "grad_clip": "the course's choice: clips the rare large step that warm-up alone does not prevent",
+        "augment": "random crop (pad 4) and horizontal flip, the standard CIFAR augmentation",
+    },
+    "zhu2023": {
+        "epochs": "500, Zhu et al. as a third-party summary of the paper gives them",
+        "batch_size": "100, as that summary gives it",
+        "optimizer": "Adam, as that summary gives it",
+        "lr": "1e-4, as that summary gives it",
+        "weight_decay": "none: Adam without weight decay",
+        "schedule": "constant: the course's choice, not a published setting (the script whose ViT the paper "
+                    "trains anneals with a cosine); kept because the value identifies the runs",
+        "warmup_epochs": "none: the summary gives nothing beyond Adam, the rate, batch, epochs and crop + flip",
+        "label_smoothing": "none, for the same reason", "grad_clip": "none, for the same reason",
+        "hflip": "random crop and flip on all three data sets, SVHN's digits too, as that summary gives it",
+        "normalize": "no pixel normalisation, as that summary gives it",
+    },
+    "liu2021": {
+        "epochs": "100, the official DRLoc runs (yhlleo/VTs-Drloc)",
+        "batch_size": "128, with the learning rate scaled from its reference batch of 512",
+        "optimizer": "AdamW, the official code", "lr": "5e-4 per 512 images, the official code",
+        "weight_decay": "0.05, the official code", "warmup_epochs": "20, the official code",
+        "schedule_epochs": "the cosine is laid out over 300 epochs of which 100 are trained, as the official runs",
+        "min_lr": "5e-6 per 512 images, the official code", "lr_reference_batch": "512: the official code's scaling",
+        "label_smoothing": "0.1, the official code", "grad_clip": "5, the official code",
+        "randaugment": "RandAugment m9, the official code", "random_erasing": "0.25, the official code",
+        "mixup_alpha": "0.8, the official code", "cutmix_alpha": "1.0, the official code",
+        "drop_path": "0.1, config.py's default; the official Swin-T runs used 0.2 (kept: it identifies the runs)",
+    },
+}
+
+
+def recipe_rows(name: str) -> list[tuple[str, object, str]]:
+    """(setting, value, why) for every setting of ``RECIPES[name]``, in TrainConfig's order: the book's recipe
+    table."""
+    recipe, why = RECIPES[name], WHY[name]
+    return [(f.name, getattr(recipe, f.name), why.get(f.name, _DEFAULT)) for f in fields(recipe)]
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:

@@ -10,14 +10,13 @@ Families of comparisons (the ablation, the curve) are Holm-adjusted. Verdicts on
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from .data import DATASETS
-from .drloc import constant_baseline, relative_targets
+from .drloc import constant_baseline, identical_cells_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
@@ -31,7 +30,7 @@ if TYPE_CHECKING:     # names used only in annotations
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
            "curve_seeds", "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
-           "profiles_with_records", "provenance", "identical_cells_baseline"]
+           "profiles_with_records", "provenance"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -307,27 +306,9 @@ def _drloc_settings(record: dict) -> tuple[str, str]:
     """(loss, target) of a record's DRLoc term, read from its identity; the course's defaults (l1, paper) if absent."""
     for term in record.get("identity", {}).get("extra_losses", []):
         if term.get("class") == "DRLocLoss":
-            found = {key: re.search(rf"{key}='(\w+)'", term.get("settings", "")) for key in ("loss", "target")}
-            return (found["loss"].group(1) if found["loss"] else "l1",
-                    found["target"].group(1) if found["target"] else "paper")
+            settings = term["settings"]           # data (a Record reads format 1's text as data)
+            return settings.get("loss", "l1"), settings.get("target", "paper")
     return "l1", "paper"
-
-
-def identical_cells_baseline(k: int, target: str = "paper") -> float:
-    """The L1 loss (per axis, as ``F.l1_loss`` averages it) of the best head that reads nothing from the embeddings
-    except whether the two are the same cell (then they are equal and the target is 0).
-
-    It predicts exactly 0 for a pair of identical cells (probability 1/k^2) and, for the other pairs, the best
-    constant: the median of their target. Exact, by enumeration of all k^4 pairs of cells on the k x k grid, the two
-    positions independent and uniform (as DRLoc samples them). Below :func:`course_lib.drloc.constant_baseline`.
-    """
-    cells = torch.cartesian_prod(torch.arange(k), torch.arange(k))                   # (k^2, 2): (row, column)
-    pos1, pos2 = cells.repeat_interleave(k * k, dim=0), cells.repeat(k * k, 1)       # all k^4 ordered pairs
-    t = relative_targets(pos1, pos2, k, target)[:, 0].double()                        # one axis (both alike)
-    other = t[(pos1 != pos2).any(dim=-1)]
-    if len(other) == 0:
-        return 0.0
-    return min((other - c).abs().sum().item() for c in other.unique()) / len(t)
 
 
 def _drloc_baselines(record: dict) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .hooks import check_pixels
+from .models.common import check_pixels
 from .runtime import eval_mode
 
 __all__ = ["rollout_per_block", "attention_rollout", "rollout_matrices", "raw_attention_maps", "model_rollout",

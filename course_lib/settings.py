@@ -1,7 +1,7 @@
 """The course's environment variables, read and checked in one place.
 
 =========================  =====================================================================================
-``COURSE_PROFILE``         the training budget (``smoke``, ``cpu``, ``gpu``, ``paper``); see :mod:`.profiles`
+``COURSE_PROFILE``         the training budget; read and checked by :mod:`.profiles` (this module knows no budget)
 ``COURSE_OFFLINE``         ``1``/``true``/``yes``/``on`` forbids downloads; ``0``/``false``/``no``/``off`` or unset
                            allows them
 ``COURSE_DATA_ROOT``       the data folder (default ``data/`` in the work folder below); must be a folder, or not
@@ -92,14 +92,9 @@ def workdir() -> Path:
 
 
 def check_all() -> None:
-    """Read every setting once, so a bad value is refused when a command starts, not after an epoch of training."""
-    from .profiles import get_profile    # profiles needs torch; settings stays importable without it
-
+    """Read every setting of this module once, so a bad value is refused when a command starts, not after an epoch
+    of training. (``COURSE_PROFILE`` names a budget: :func:`course_lib.profiles.get_profile` checks it.)"""
     offline()
     plain_progress()
     data_root()
     workdir()
-    try:
-        get_profile()
-    except ValueError as error:
-        raise SettingError(f"COURSE_PROFILE: {error}") from None

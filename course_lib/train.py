@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -33,20 +33,50 @@ from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 from . import augment as aug
-from .checkpoints import (CheckpointMismatchError, CheckpointSaveError, fit_identity, load_resumable,  # re-exported
-                          load_weights, save_checkpoint)
-from .data import GPULoader, OverlappingTestSetWarning, Preprocessing, check_test_set
+from .checkpoints import fit_identity, load_resumable, save_checkpoint, settings_text
+from .data import GPULoader, Preprocessing, check_test_set
+from .evaluation import evaluate_loader
 from .history import History, pack_bits
-from .recipes import RECIPES, TrainConfig, lr_factor  # TrainConfig and RECIPES are re-exported
-from .runtime import eval_mode, get_device, precision, train_mode
+from .recipes import RECIPES, TrainConfig, drops_ragged_batch, lr_factor
+from .runtime import get_device, precision, train_mode
 from .settings import plain_progress
 
 if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
     from .runtime import Precision
 
-__all__ = ["fit", "ExtraLoss", "History", "evaluate", "predict_correct", "load_weights", "TrainConfig", "RECIPES",
-           "CheckpointMismatchError", "CheckpointSaveError", "OverlappingTestSetWarning"]
+__all__ = ["train_step", "fit", "ExtraLoss"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One training step: the only place in course_lib where the forward pass, the loss, backward and the optimiser
+# step happen (fit calls it once per batch; notebook 05 redoes it by hand in plain torch).
+
+def train_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               extra_losses: Sequence[tuple[float, ExtraLoss]] = (), *, label_smoothing: float = 0.0,
+               grad_clip: float | None = None, autocast=nullcontext()) -> tuple[torch.Tensor, ...]:
+    """One optimiser step on ``batch = (images, labels, targets)``; ``targets`` is ``labels``, or the soft targets
+    (B, classes) of mixup/CutMix. ``extra_losses``: (weight, loss) pairs added to the cross-entropy. ``scaler``:
+    ``GradScaler(enabled=...)``, a no-op unless float16 needs it. Returns (total loss, each term unweighted
+    (1 + extras,), logits), all detached."""
+    images, labels, targets = batch
+    with autocast:                           # float32 on the CPU; bfloat16/float16 on a GPU
+        features = model.forward_features(images) if extra_losses else None
+        logits = model(images) if features is None else model.forward_head(features)
+        if targets.dim() == 1:
+            ce = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+        else:                                # mixup's targets already hold the label smoothing
+            ce = aug.soft_target_cross_entropy(logits.float(), targets)
+        terms = [ce] + [term(model, features, images, labels).float() for _, term in extra_losses]
+    loss = terms[0] + sum(w * t for (w, _), t in zip(extra_losses, terms[1:]))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)               # clip the true gradients, not the scaled ones
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    scaler.step(optimizer)                   # skipped when a float16 gradient overflowed
+    scaler.update()
+    return loss.detach(), torch.stack([t.detach() for t in terms]), logits.detach()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -56,9 +86,10 @@ class ExtraLoss(nn.Module):
     """A loss that :func:`fit` adds to the cross-entropy: ``total = cross_entropy + weight_at(epoch) * loss``
     (the papers' "auxiliary loss"; in the code it is always an *extra loss*, logged in ``History.extra[name]``).
 
-    Subclasses set ``name`` and ``weight`` and implement ``forward(model, features, images, labels)`` returning a
-    scalar. ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the loss
-    costs no second pass through the backbone. Any parameters it has are trained with the model. Override
+    Subclasses set ``name`` and ``weight``, implement ``forward(model, features, images, labels)`` returning a
+    scalar, and return every setting that changes the result from :meth:`settings` (it enters the run's
+    identity). ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the
+    loss costs no second pass through the backbone. Any parameters it has are trained with the model. Override
     :meth:`weight_at` for a weight that changes over the epochs.
     """
 
@@ -69,79 +100,20 @@ class ExtraLoss(nn.Module):
         """The weight in (0-based) ``epoch`` of ``epochs``: constant unless a subclass says otherwise."""
         return self.weight
 
+    def settings(self) -> dict:
+        """The settings that change this loss's result, as plain values (none for a loss without settings)."""
+        return {}
+
     def identity(self) -> dict:
-        """What changes the result of this loss (kept with checkpoints and records)."""
-        return {"class": type(self).__name__, "settings": self.extra_repr()}
+        """What changes the result of this loss (kept with checkpoints and records): its class and settings."""
+        return {"class": type(self).__name__, "settings": self.settings()}
+
+    def extra_repr(self) -> str:
+        return settings_text(self.settings())
 
     def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Evaluation
-
-def _check_outputs(model: nn.Module, outputs: int, num_classes: int | None, what: str) -> None:
-    """Refuse a model with fewer outputs than the data has classes (the cross-entropy would fail with a bare
-    IndexError on the CPU and a device-side assert on a GPU)."""
-    if num_classes is not None and outputs < num_classes:
-        raise ValueError(f"{what} has {num_classes} classes but the model ({type(model).__name__}) has {outputs} "
-                         f"outputs. Evaluate a model built for this data set (num_classes={num_classes}), or the "
-                         "data set this model was trained on.")
-
-
-def _evaluate(model: nn.Module, loader: GPULoader, prec: Precision, num_classes: int | None = None
-              ) -> tuple[float, float, torch.Tensor]:
-    """(mean cross-entropy, top-1 % , per-image correctness bool (N,) on the CPU) over a loader, in eval mode.
-
-    ``num_classes``: the data's classes, checked against the logits' width (a shape: no host sync)."""
-    device = loader.device
-    autocast = prec.autocast(device)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = []
-    with eval_mode(model):
-        for x, y in loader:
-            with autocast():
-                logits = model(x)
-            if not correct:
-                _check_outputs(model, logits.shape[-1], num_classes, "The data")
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct.append(logits.argmax(dim=1) == y)
-    hits = torch.cat(correct).cpu()
-    return loss_sum.item() / len(hits), 100.0 * hits.float().mean().item(), hits
-
-
-def evaluate(model: nn.Module, data: ImageSet | GPULoader, device: str | torch.device | None = None,
-             batch_size: int = 500, preprocess: Preprocessing | None = None,
-             amp: bool | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (in %) of ``model`` on ``data`` (no augmentation).
-
-    ``preprocess``: how the model's inputs were made in training (default: the data set's standardisation).
-    """
-    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    loss, acc, _ = _evaluate(model, loader, precision(loader.device, amp), classes)
-    return loss, acc
-
-
-def predict_correct(model: nn.Module, data: ImageSet, preprocess: Preprocessing | None = None,
-                    device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
-    """Whether each image of ``data`` is classified correctly: bool (N,), in the data's order."""
-    loader, classes = _eval_loader(model, data, get_device(device), batch_size, preprocess)
-    return _evaluate(model, loader, precision(loader.device), classes)[2]
-
-
-def _eval_loader(model, data, device, batch_size, preprocess) -> tuple[GPULoader, int]:
-    """(a loader over ``data``, the number of classes its labels may take), the model's outputs checked first."""
-    if isinstance(data, GPULoader):
-        loader, classes, what = data, int(data.labels.max()) + 1, "The loader's data"
-    else:
-        loader = GPULoader(data, batch_size, device, train=False, preprocess=preprocess,
-                           channels_last=getattr(model, "prefers_channels_last", False))
-        classes, what = data.num_classes, f"{data.info.title} {data.split}"
-    outputs = getattr(model, "num_classes", None)
-    if isinstance(outputs, int):
-        _check_outputs(model, outputs, classes, what)
-    return loader, classes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,7 +132,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     prec: Precision
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler      # GradScaler(enabled=...): a no-op unless float16 needs it
+    autocast: object                  # one autocast context (disabled in float32)
     num_classes: int
     val_loader: GPULoader | None = None       # the validation split
     clean_loader: GPULoader | None = None     # the training images in order, without augmentation
@@ -232,7 +205,8 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
     preprocess = Preprocessing.for_dataset(train_data.dataset, cfg.normalize)
     train_loader = GPULoader(train_data, cfg.batch_size, device, train=True, augment=cfg.augment, hflip=cfg.hflip,
                              randaugment=cfg.randaugment, random_erasing=cfg.random_erasing, preprocess=preprocess,
-                             seed=cfg.seed, channels_last=channels_last)
+                             drop_last=drops_ragged_batch(len(train_data), cfg.batch_size), seed=cfg.seed,
+                             channels_last=channels_last)
     def eval_loader(data):
         return None if data is None else GPULoader(data, cfg.eval_batch_size, device, preprocess=preprocess,
                                                    channels_last=channels_last)
@@ -244,8 +218,10 @@ def _prepare(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, total_steps, warmup_steps, cfg.schedule, cfg.min_lr / cfg.lr))
     prec = precision(device, cfg.amp)
-    return _Run(model, extra, cfg, device, train_loader, test_loader, optimizer, scheduler, prec,
-                prec.scaler(device), getattr(model, "num_classes", None) or train_data.num_classes,
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+    autocast = torch.autocast(device.type, dtype=prec.dtype, enabled=prec.dtype is not None)
+    return _Run(model, extra, cfg, device, train_loader, test_loader, optimizer, scheduler, prec, scaler, autocast,
+                getattr(model, "num_classes", None) or train_data.num_classes,
                 eval_loader(val_data), eval_loader(train_data) if val_data is not None else None)
 
 
@@ -258,48 +234,12 @@ def _resume(run: _Run, path: Path | None, identity: dict, progress: bool) -> tup
     run.extra_losses.load_state_dict(state["extra_loss_state"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    if run.scaler is not None and state.get("scaler"):
+    if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     history, start = History.from_dict(state["history"]), state["epoch"] + 1
     if progress and start < run.cfg.epochs:
         print(f"Resuming from {path} after epoch {start}/{run.cfg.epochs}.")
     return history, start
-
-
-def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor, weights: list[float],
-          mixer: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total loss, each loss's value (1 + extra losses,), logits) of one batch: cross-entropy + weighted extras."""
-    cfg = run.cfg
-    if mixer is not None:
-        x, soft = aug.mixup_cutmix(x, y, run.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, 0.5,
-                                   cfg.label_smoothing, mixer)
-    with run.prec.autocast(run.device)():
-        features = run.model.forward_features(x) if hasattr(run.model, "forward_features") else None
-        logits = run.model.forward_head(features) if features is not None else run.model(x)
-        if mixer is not None:
-            ce = aug.soft_target_cross_entropy(logits.float(), soft)
-        else:
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        values = [ce] + [term(run.model, features, x, y).float() for term in run.extra_losses]
-    total = values[0] + sum(w * v for w, v in zip(weights, values[1:]))
-    return total, torch.stack([v.detach() for v in values]), logits
-
-
-def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.scaler is not None:
-        run.scaler.scale(loss).backward()
-        run.scaler.unscale_(run.optimizer)
-    else:
-        loss.backward()
-    if run.cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
-    if run.scaler is not None:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        run.optimizer.step()
-    run.scheduler.step()
 
 
 def _check_finite(run: _Run, values: torch.Tensor, epoch: int, since: int, upto: int) -> None:
@@ -324,7 +264,8 @@ def _check_finite(run: _Run, values: torch.Tensor, epoch: int, since: int, upto:
 
 
 def _train_epoch(run: _Run, epoch: int, bar) -> dict:
-    """One pass over the training data; returns the epoch's mean loss, accuracy and extra losses."""
+    """One pass over the training data, one :func:`train_step` per batch; returns the epoch's mean loss, accuracy
+    and extra losses."""
     cfg = run.cfg
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)   # dropout / drop-path / DRLoc sampling of this epoch
     run.train_loader.set_epoch(epoch)
@@ -338,9 +279,14 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
     seen, start = 0, time.perf_counter()
     with train_mode(run.extra_losses, run.model):
         for step, (x, y) in enumerate(run.train_loader):
-            loss, values[step], logits = _loss(run, x, y, weights, mixer)
-            _optimizer_step(run, loss)
-            totals[step] = loss.detach()
+            targets = y
+            if mixer is not None:
+                x, targets = aug.mixup_cutmix(x, y, run.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, 0.5,
+                                              cfg.label_smoothing, mixer)
+            totals[step], values[step], logits = train_step(
+                run.model, (x, y, targets), run.optimizer, run.scaler, list(zip(weights, run.extra_losses)),
+                label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, autocast=run.autocast)
+            run.scheduler.step()
             correct += (logits.argmax(dim=1) == y).sum()
             seen += len(y)
             if step % 20 == 19 or step == steps - 1:      # one host sync every 20 steps
@@ -360,10 +306,10 @@ def _evaluations(run: _Run, epoch: int) -> dict:
     due = (epoch + 1) % run.cfg.eval_every == 0 or last
     out = {}
     if due and run.val_loader is not None:
-        out["val"] = _evaluate(run.model, run.val_loader, run.prec)
-        out["train_clean"] = _evaluate(run.model, run.clean_loader, run.prec)
+        out["val"] = evaluate_loader(run.model, run.val_loader, run.prec)
+        out["train_clean"] = evaluate_loader(run.model, run.clean_loader, run.prec)
     if run.test_loader is not None and (last if run.val_loader is not None else due):
-        out["test"] = _evaluate(run.model, run.test_loader, run.prec)
+        out["test"] = evaluate_loader(run.model, run.test_loader, run.prec)
     return out
 
 
@@ -406,7 +352,7 @@ def _checkpoint_state(run: _Run, history: History, epoch: int, identity: dict) -
             "extra_losses": [type(t).__name__ for t in run.extra_losses],
             "model": run.model.state_dict(), "extra_loss_state": run.extra_losses.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict() if run.scaler else None, "history": history.to_dict(),
+            "scaler": run.scaler.state_dict() or None, "history": history.to_dict(),
             "epoch": epoch, "config": asdict(run.cfg)}
 
 

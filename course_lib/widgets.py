@@ -34,7 +34,7 @@ from .runtime import eval_mode
 if TYPE_CHECKING:     # names used only in annotations
     from .data import ImageSet
 
-__all__ = ["rollout_explorer", "rollout_explorer_figure", "HEAD_FUSIONS", "DISCARD_RATIOS", "MODES"]
+__all__ = ["rollout_explorer", "rollout_explorer_figure", "DISCARD_RATIOS", "MODES"]
 
 DISCARD_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))      # the slider's values, 0.0 ... 0.95
 MODES = {"rollout": "rollout up to this block", "raw": "this block alone"}

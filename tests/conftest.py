@@ -3,10 +3,19 @@
 The guard raises inside the code that tries (so nothing leaves the machine) *and* records the attempt, so code
 that catches the error and falls back still fails the test at teardown. A test that checks the fallback on purpose
 marks itself ``@pytest.mark.expects_network_attempt``.
+
+Helpers shared by several test files, each defined here once: :func:`one_thread` (a fixture), :func:`tiny_vit`,
+:func:`local_http_server` with :class:`QuietHandler`, and :func:`closed_port` (import them with
+``from conftest import ...``). Tests that take more than a few seconds (papermill, venv and wheel builds,
+Chromium, training in a subprocess) are marked ``slow``: ``make unit`` leaves them out, ``make test`` runs all.
 """
 from __future__ import annotations
 
 import socket
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import pytest
 import torch
@@ -23,6 +32,55 @@ def _is_local(host) -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "expects_network_attempt: the test provokes a (blocked) network attempt")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors and many small steps: with 2 intra-op threads on the shared 2-core machine, OpenMP's hand-offs
+    and spin-waiting cost more than the arithmetic (10-30x), so these tests run single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_vit(num_classes: int = 10, seed: int | None = 0, **overrides):
+    """A ViT small enough for a CPU test (dim 32, 2 blocks of 2 heads; ``overrides`` change any of its settings),
+    initialised from ``seed`` (None: the global RNG as it stands)."""
+    from course_lib.models import ViT
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return ViT(**{"dim": 32, "depth": 2, "heads": 2, "num_classes": num_classes, **overrides})
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not log every request to stderr."""
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def local_http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 (a free port) answering with ``handler``; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -28,13 +28,7 @@ POLICY = "rand-m9-mstd0.5-inc1"
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's two cores are shared: one torch thread avoids oversubscription (10x faster there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")      # conftest: tiny tensors run faster on one thread
 
 
 @pytest.fixture(scope="module")

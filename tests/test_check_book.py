@@ -50,6 +50,7 @@ def test_static_checks_refuse_remote_scripts(tmp_path, capsys):
 
 
 @pytest.mark.skipif(check_book.find_chromium(None) is None, reason="no Chromium (make test installs it)")
+@pytest.mark.slow      # headless Chromium
 def test_browser_check_finds_raw_math_and_passes_a_sound_page(tmp_path, capsys):
     bad = _book(tmp_path, r'<div class="math notranslate nohighlight">\(x^2\)</div><img src="ok.png">')
     assert check_book.main([str(bad), "--budget", "1000"]) == 1
@@ -117,6 +118,7 @@ BAD_PAGES = {
 
 @pytest.mark.skipif(check_book.find_chromium(None) is None, reason="no Chromium (make test installs it)")
 @pytest.mark.parametrize("defect", sorted(BAD_PAGES))
+@pytest.mark.slow      # headless Chromium
 def test_browser_check_fails_a_page_with(defect, tmp_path, capsys):
     make, message = BAD_PAGES[defect]
     build = make(tmp_path)
@@ -127,6 +129,7 @@ def test_browser_check_fails_a_page_with(defect, tmp_path, capsys):
 
 
 @pytest.mark.skipif(check_book.find_chromium(None) is None, reason="no Chromium (make test installs it)")
+@pytest.mark.slow      # headless Chromium
 def test_browser_checks_pass_a_readable_page(tmp_path, capsys):
     body = (f'<div class="math">{SHORT}</div>'
             '<img src="wide.png" style="width:1150px"><img src="column.png" style="width:200px">'

@@ -66,16 +66,6 @@ def features(n=40, p=12, q=7, seed=0):
     return X, Y
 
 
-@pytest.fixture
-def one_thread():
-    """Hundreds of tiny updates: with 2 intra-op threads, thread hand-offs cost more than the arithmetic (10x on a
-    busy 2-core machine), so these tests run single-threaded."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---- single-pair CKA ------------------------------------------------------------------------------------------
 
 def test_grams_and_hsic_match_numpy():

@@ -375,8 +375,9 @@ def test_loader_train_is_seeded_per_epoch(cifar10_samples):
 
 def test_loader_drop_last_and_no_flip_for_svhn():
     svhn = load_dataset("svhn", "train", source="samples")
-    loader = GPULoader(svhn, 100, train=True)
+    loader = GPULoader(svhn, 100, train=True, drop_last=True)
     assert loader.drop_last and len(loader) == 8 and not loader.hflip
+    assert len(GPULoader(svhn, 100, train=True)) == 9          # the loader keeps every image unless told
     # With no padding (and SVHN's no flips), augmentation must give back exactly the images themselves.
     ident = GPULoader(svhn, 1000, train=True, pad=0, preprocess=RAW)
     x, _ = next(iter(ident))

@@ -11,22 +11,14 @@ import torch.nn.functional as F
 
 from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_weight,
                               relative_targets, sample_positions)
-from course_lib.drloc_variants import TARGET_MODES, cycle_back_regression, official_targets
+from course_lib.drloc import TARGET_MODES
+from course_lib.drloc_variants import DRLocVariantLoss, cycle_back_regression
+from conftest import tiny_vit
+from course_lib.checkpoints import settings_text
 from course_lib.models import HybridViT, ViT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP's spin-waiting, which on a busy 2-core machine makes the
-    training loops below 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_vit() -> ViT:
-    return ViT(depth=1, dim=32, heads=2, mlp_ratio=1.0)
+pytestmark = pytest.mark.usefixtures("one_thread")      # conftest: tiny tensors run faster on one thread
 
 
 def tiny_hybrid() -> HybridViT:
@@ -84,11 +76,11 @@ def test_relative_targets_hand_computed():
     pos2 = torch.tensor([[[2, 1], [3, 0], [3, 3], [2, 2]]])
     paper = torch.tensor([[[0.5, 0.5], [0.0, 0.0], [0.75, 0.75], [0.25, 0.0]]])
     torch.testing.assert_close(relative_targets(pos1, pos2, k), paper)
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "paper"), paper)
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "abs"), paper * 4)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "paper"), paper)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "abs"), paper * 4)
     # signed: delta = pos1 - pos2 = (-2, 2), (0, 0), (-3, -3), (-1, 0), shifted by k - 1 = 3
     signed = torch.tensor([[[1.0, 5.0], [3.0, 3.0], [0.0, 0.0], [2.0, 3.0]]])
-    torch.testing.assert_close(official_targets(pos1, pos2, k, "signed"), signed)
+    torch.testing.assert_close(relative_targets(pos1, pos2, k, "signed"), signed)
 
 
 def test_relative_targets_against_a_loop():
@@ -99,14 +91,14 @@ def test_relative_targets_against_a_loop():
                 "signed": lambda a, b: a - b + k - 1}
     assert set(formulas) == set(TARGET_MODES)
     for mode, formula in formulas.items():
-        t = relative_targets(pos1, pos2, k) if mode == "paper" else official_targets(pos1, pos2, k, mode)
+        t = relative_targets(pos1, pos2, k, mode)
         for b in range(3):
             for n in range(6):
                 for axis in range(2):
                     want = formula(int(pos1[b, n, axis]), int(pos2[b, n, axis]))
                     assert t[b, n, axis].item() == pytest.approx(want), (mode, b, n, axis)
     with pytest.raises(ValueError, match="Choose one of"):
-        official_targets(pos1, pos2, k, "relative")
+        relative_targets(pos1, pos2, k, "relative")
 
 
 def test_constant_baseline_by_enumeration():
@@ -229,7 +221,7 @@ def test_classification_variants(loss, target, classes):
     """The official code's other losses, which notebook 05 invites students to try (course_lib.drloc_variants)."""
     torch.manual_seed(0)
     model = tiny_vit()
-    term = DRLocLoss(dim=32, loss=loss, target=target, grid_size=8)
+    term = DRLocVariantLoss(dim=32, loss=loss, target=target, grid_size=8)
     images = torch.randn(2, 3, 32, 32)
     value = term(model, model.forward_features(images), images, None)
     assert term.last.pred.shape == (2, 64, classes, 2)
@@ -243,7 +235,7 @@ def test_official_targets_in_cells_with_l1():
     term = DRLocLoss(dim=8, target="abs")                # the official runs: |delta| in cells
     term.grid_loss(torch.randn(64, 8, 4, 4))
     assert term.last.target.max() == 3 and term.last.target.dtype == torch.float32
-    assert "target='abs'" in term.identity()["settings"]
+    assert term.identity()["settings"]["target"] == "abs"
 
 
 def test_cycle_back_regression_hand_computed():
@@ -333,13 +325,15 @@ def test_bad_arguments():
                 dict(tokens="cls")):
         with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
             DRLocLoss(dim=32, **bad)
-    with pytest.raises(ValueError, match="grid_size"):
+    with pytest.raises(ValueError, match="DRLocVariantLoss"):
         DRLocLoss(dim=32, loss="ce")
+    with pytest.raises(ValueError, match="grid_size"):
+        DRLocVariantLoss(dim=32, loss="ce")
     with pytest.raises(ValueError, match="'abs'"):
-        DRLocLoss(dim=32, loss="ce", target="paper", grid_size=8)
+        DRLocVariantLoss(dim=32, loss="ce", target="paper", grid_size=8)
     with pytest.raises(ValueError, match="Choose one of"):
-        DRLocLoss(dim=32, loss="l2")
-    term = DRLocLoss(dim=32, loss="ce", grid_size=4)
+        DRLocVariantLoss(dim=32, loss="l2")
+    term = DRLocVariantLoss(dim=32, loss="ce", grid_size=4)
     with pytest.raises(ValueError, match="grid_size=8"):
         term.grid_loss(torch.randn(2, 32, 8, 8))
 
@@ -377,7 +371,8 @@ RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: 
 
 @pytest.mark.parametrize("settings", sorted(RECORD_SETTINGS))
 def test_identity_of_the_record_settings_is_unchanged(settings):
-    assert DRLocLoss(**RECORD_SETTINGS[settings]).identity() == {"class": "DRLocLoss", "settings": settings}
+    identity = DRLocLoss(**RECORD_SETTINGS[settings]).identity()
+    assert identity["class"] == "DRLocLoss" and settings_text(identity["settings"]) == settings
 
 
 def _reference_head(dim: int) -> nn.Sequential:

@@ -14,6 +14,7 @@ from course_lib import experiments as ex
 from course_lib.data import sources
 from course_lib.drloc import official_weight
 from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, of_record, queue, records, runs
+from course_lib.experiments.records import Record
 from course_lib.files import atomic_write_json
 from course_lib.profiles import PROFILES
 from course_lib.recipes import steps_per_epoch
@@ -101,7 +102,9 @@ def test_train_run_records_reuses_and_says_what_it_trains(tmp_path, capsys):
     result = ex.train_run(spec, root=tmp_path)
     assert "training ViT now" in capsys.readouterr().out
     path = tmp_path / "results" / f"{spec.key}.json"
-    record = json.loads(path.read_text())
+    raw = json.loads(path.read_text())
+    assert raw["format"] == 2 and not {"test_correct", "spec", "recipe", "preprocess"} & set(raw)   # said once
+    record = Record.from_dict(raw)
     assert record["final_test_acc"] == result.history.test_acc[-1]
     assert record["train_images"] == 30 and "committed real samples" in record["train_source"]
     assert record["steps"] == 1 and record["images_per_class"] == 3 and len(record["test_correct"]) == 10
@@ -166,7 +169,7 @@ def test_drloc_runs_carry_the_extra_loss_and_its_schedule(tmp_path):
     assert "drloc" in result.history.extra and result.record["label"] == "ViT+DRLoc"
     assert result.history.extra_weight["drloc"] == pytest.approx(
         [official_weight(e, 0.5, 0.6, 9.0) for e in range(3)])
-    assert "schedule='official'" in result.record["identity"]["extra_losses"][0]["settings"]
+    assert result.record.identity["extra_losses"][0]["settings"]["schedule"] == "official"
 
 
 @pytest.mark.parametrize("recipe,normalized", [("course", True), ("zhu2023", False)])
@@ -228,7 +231,7 @@ def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):
         path.unlink()
     loaded = runs.train_run(specs[0], root=tmp_path, progress=False)
     record = json.loads((tmp_path / "results" / f"{specs[0].key}.json").read_text())
-    assert loaded.record == record and not list((tmp_path / "checkpoints").glob("*.pt"))
+    assert loaded.record.to_dict() == record and not list((tmp_path / "checkpoints").glob("*.pt"))
     assert torch.equal(loaded.model.head.weight, state["model"]["head.weight"].float())
 
 
@@ -321,6 +324,7 @@ def test_records_are_written_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+@pytest.mark.slow      # a whole GPU session's script, training in a subprocess
 def test_the_gpu_wrapper_runs_end_to_end_on_the_cpu(tmp_path):
     """tools/gpu_session.sh with the smoke budget: exits cleanly, says what happened to every run of the queue."""
     root = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from course_lib.data import sources
+from course_lib.checkpoints import identity_hash
 from course_lib.experiments import RunSpec, of_record, queue, records, runs
 from course_lib.files import CorruptFileError
 from course_lib.profiles import PROFILES
@@ -63,10 +64,12 @@ def test_a_record_of_record_with_another_identity_is_not_done(here):
     spec = tiny()
     made = runs.train_run(spec, root=here / "elsewhere", progress=False).record
     records.RECORDS_OF_RECORD.mkdir()
-    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(json.dumps({**made, "identity_hash": "0" * 12}))
+    other = {**made.identity, "train_data": {**made.identity["train_data"], "fingerprint": "another copy"}}
+    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(
+        json.dumps({**made.to_dict(), "identity": other, "identity_hash": identity_hash(other)}))
     report = queue.run_queue([spec], 1000, here / "out", root=here)
     assert report.outcome[spec.key].startswith("trained"), report.outcome
-    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(json.dumps(made))       # this very run: done
+    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(json.dumps(made.to_dict()))   # this very run: done
     assert queue.run_queue([spec], 1000, here / "out2", root=here / "b").outcome[spec.key] == "done before"
 
 
@@ -176,7 +179,7 @@ def _drop(field):
 
 PROBES = {
     "accuracy edited": (lambda r: {**r, "final_test_acc": 99.0}, r"final_test_acc 99.0 disagrees with its per-image"),
-    "newer format": (lambda r: {**r, "format": 2}, r"newer course_lib \(record format 2.*Upgrade course_lib"),
+    "newer format": (lambda r: {**r, "format": 3}, r"newer course_lib \(record format 3.*Upgrade course_lib"),
     "label missing": (_drop("label"), r"label is missing"),
     "steps missing": (_drop("steps"), r"steps is missing"),
     "accuracy a string": (lambda r: {**r, "final_test_acc": "28.39"}, r"final_test_acc is '28.39', not a number"),
@@ -219,12 +222,12 @@ def test_an_edited_record_is_set_aside_and_made_again_and_new_records_carry_thei
     spec = tiny()
     first = runs.train_run(spec, root=here, progress=False).record
     path = here / "results" / f"{spec.key}.json"
-    path.write_text(json.dumps({**first, "final_test_acc": 99.0}))
+    path.write_text(json.dumps({**first.to_dict(), "final_test_acc": 99.0}))
     with pytest.warns(records.RecordWarning, match="disagrees with its per-image results"):
         again = runs.train_run(spec, root=here, progress=False).record
     assert again["final_test_acc"] == first["final_test_acc"] != 99.0
     assert records.record_problems(json.loads(path.read_text()), path) == []
-    assert again["format"] == json.loads(path.read_text())["format"] == records.RECORD_FORMAT == 1
+    assert again["format"] == json.loads(path.read_text())["format"] == records.RECORD_FORMAT == 2
 
 
 def test_every_committed_record_passes_validation():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -53,12 +52,6 @@ def test_install_cells_name_the_release_of_pyproject_and_the_repository_of_confi
 # --------------------------------------------------------------------------------------------------------------
 # The install cell, run as on Colab
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_cell_on_fake_colab(tmp_path: Path, source: str, mock_pip: bool = False) -> str:
     """Run ``source`` under IPython in a subprocess where ``google.colab`` is importable; its output, uncoloured."""
     fake = tmp_path / "fake"
@@ -86,7 +79,7 @@ def _run_cell_on_fake_colab(tmp_path: Path, source: str, mock_pip: bool = False)
         import os
         print("WORKDIR:", os.environ.get("COURSE_WORKDIR"))
     """))
-    proxy = f"http://127.0.0.1:{_closed_port()}"
+    proxy = f"http://127.0.0.1:{closed_port()}"
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PIP_", "NO_PROXY", "COURSE_"))}
     env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": f"{proxy}/simple", "PIP_DRY_RUN": "1",
                 "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -98,6 +91,7 @@ def _run_cell_on_fake_colab(tmp_path: Path, source: str, mock_pip: bool = False)
     return ANSI.sub("", done.stdout)
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_install_cell_stops_with_what_to_do_when_the_repository_cannot_be_reached(tmp_path):
     source = _install_cell(NOTEBOOKS[0])
     url, tag = INSTALL.findall(source)[0]
@@ -113,6 +107,7 @@ def test_install_cell_stops_with_what_to_do_when_the_repository_cannot_be_reache
     assert "MOUNTED" not in out
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_install_cell_installs_the_release_and_keeps_work_on_drive(tmp_path):
     source = _install_cell(NOTEBOOKS[0]).replace("KEEP_ON_DRIVE = False", "KEEP_ON_DRIVE = True")
     url, tag = INSTALL.findall(source)[0]
@@ -163,6 +158,7 @@ def _older_torch(venv_python: Path) -> str | None:
     return found.name.split("-")[1]
 
 
+@pytest.mark.slow      # IPython or pip in a subprocess, a wheel build
 def test_wheel_builds_and_installs_without_deps_on_top_of_an_older_torch(tmp_path):
     """The wheel that ``pip install git+URL@tag`` builds on Colab: it has its data files, asks only for loose lower
     bounds (Colab's torch satisfies them, so pip leaves it alone), and works on a torch older than ours.

@@ -4,12 +4,9 @@ import torch.nn.functional as F
 
 from dataclasses import asdict
 
+from conftest import tiny_vit
 from course_lib.models import (HybridViT, ResNetCIFAR, ViT, ViTConfig, count_parameters, create_model,
                                model_label, resnet18_cifar, vit_lite, vit_paper)
-
-
-def tiny_vit(**kw) -> ViT:
-    return ViT(dim=32, depth=2, heads=4, mlp_ratio=2.0, **kw)
 
 
 def expected_vit_params(dim, depth, mlp_ratio, patch, classes, tokens, qkv_bias, chans=3) -> int:
@@ -63,7 +60,7 @@ def test_the_paper_vit_is_initialised_as_its_reference():
 
 @pytest.mark.parametrize("patch,k", [(4, 8), (2, 16), (8, 4)])
 def test_vit_shapes(patch, k):
-    m = tiny_vit(patch_size=patch, num_classes=5).eval()
+    m = tiny_vit(heads=4, mlp_ratio=2.0, patch_size=patch, num_classes=5).eval()
     x = torch.randn(3, 3, 32, 32)
     assert m(x).shape == (3, 5)
     assert m.forward_features(x).shape == (3, 1 + k * k, 32)
@@ -85,7 +82,7 @@ def test_attention_path_gives_the_same_logits(pool, class_token):
 
 def test_attention_weights_are_the_softmax_of_scaled_scores():
     torch.manual_seed(0)
-    m = tiny_vit().eval()
+    m = tiny_vit(heads=4, mlp_ratio=2.0).eval()
     x = torch.randn(2, 3, 32, 32)
     tokens = m.embed(x)
     _, attn = m.forward_with_attention(x)
@@ -100,7 +97,7 @@ def test_attention_weights_are_the_softmax_of_scaled_scores():
 
 def test_grid_is_row_major_and_patches_are_local():
     torch.manual_seed(0)
-    m = tiny_vit().eval()
+    m = tiny_vit(heads=4, mlp_ratio=2.0).eval()
     x = torch.randn(2, 3, 32, 32)
     tokens, grid = m.forward_features(x), m.forward_grid(x)
     normed = m.forward_grid(x, final_norm=True)
@@ -117,7 +114,7 @@ def test_grid_is_row_major_and_patches_are_local():
 
 def test_dropout_paths_agree_in_training_mode_without_dropout():
     torch.manual_seed(0)
-    m = tiny_vit().train()
+    m = tiny_vit(heads=4, mlp_ratio=2.0).train()
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(m.forward_with_attention(x)[0], m(x), atol=1e-5)
 
@@ -131,7 +128,7 @@ def test_bad_configurations_and_inputs_get_clear_errors():
         ViT(pool="max")
     with pytest.raises(ValueError, match="class_token=True"):
         ViT(pool="cls", class_token=False)
-    m = tiny_vit()
+    m = tiny_vit(heads=4, mlp_ratio=2.0)
     with pytest.raises(ValueError, match="built for 32x32 images, got 64x64.*img_size=64"):
         m(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="expects 3 channels.*permute"):

@@ -146,6 +146,7 @@ def course_workdir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", list(RUNS))
+@pytest.mark.slow      # papermill runs whole notebooks
 def test_papermill_runs_with_injected_parameters(name, tmp_path, monkeypatch, course_workdir):
     import papermill as pm
 

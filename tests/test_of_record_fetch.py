@@ -8,7 +8,6 @@ import re
 import threading
 import time
 import tomllib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import yaml
 from course_lib import files, release
 from course_lib.experiments import fetching, of_record
 from course_lib.settings import SettingError
+from conftest import QuietHandler, local_http_server
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, IDENTITY = "cifar10-vit-course-study-s0", "0123456789ab"
@@ -59,10 +59,7 @@ class Site:
 
 
 def _handler(site: Site):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self):
             site.requests.append(self.path)
             prefix = "/course-org/vit-small-data/v0.2.0/checkpoints_of_record/"
@@ -104,21 +101,18 @@ def site(tmp_path, monkeypatch):
     s.model = make_model(0)
     s.paths = of_record.export_fp16(s.model, {"key": KEY, "identity_hash": IDENTITY}, s.folder)
     assert len(s.paths) > 1
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    s.url = f"http://127.0.0.1:{server.server_address[1]}/course-org/vit-small-data/v0.2.0/checkpoints_of_record"
-    monkeypatch.setattr(of_record, "OF_RECORD_DIR", tmp_path / "site-packages" / "checkpoints_of_record")
-    monkeypatch.setattr(fetching, "_REMOTE", {})
-    monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path / "content"))
-    monkeypatch.setenv("COURSE_CHECKPOINTS_URL", s.url)
-    monkeypatch.setenv("COURSE_OFFLINE", "0")
-    monkeypatch.delenv("COURSE_FETCH_CHECKPOINTS", raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    yield s
-    s.release.set()
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_handler(s)) as base:
+        s.url = f"{base}/course-org/vit-small-data/v0.2.0/checkpoints_of_record"
+        monkeypatch.setattr(of_record, "OF_RECORD_DIR", tmp_path / "site-packages" / "checkpoints_of_record")
+        monkeypatch.setattr(fetching, "_REMOTE", {})
+        monkeypatch.setenv("COURSE_WORKDIR", str(tmp_path / "content"))
+        monkeypatch.setenv("COURSE_CHECKPOINTS_URL", s.url)
+        monkeypatch.setenv("COURSE_OFFLINE", "0")
+        monkeypatch.delenv("COURSE_FETCH_CHECKPOINTS", raising=False)
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield s
+        s.release.set()               # a stalled answer returns before the server shuts down
 
 
 def cache() -> Path:
@@ -368,7 +362,7 @@ def test_a_run_of_record_is_loaded_instead_of_trained(site, capsys, monkeypatch,
     spec = RunSpec("vit", "cifar10", replace(PROFILES["smoke"], test_images=40), train_per_class=2, epochs=1)
     made = runs.train_run(spec, root=tmp_path / "gpu", progress=False)               # the course's GPU run
     records.RECORDS_OF_RECORD.mkdir()
-    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(json.dumps(made.record))
+    (records.RECORDS_OF_RECORD / f"{spec.key}.json").write_text(json.dumps(made.record.to_dict()))
     of_record.export_fp16(made.model, made.record, site.folder)
     capsys.readouterr()
     colab = runs.train_run(spec, root=tmp_path / "content", progress=True)
@@ -376,5 +370,5 @@ def test_a_run_of_record_is_loaded_instead_of_trained(site, capsys, monkeypatch,
     assert f"Loaded the course's trained model {spec.key} (checkpoint of record, fetched from {site.url}/" in out
     assert "Training" not in out and "epoch" not in out.lower(), out
     assert not list((tmp_path / "content").glob("checkpoints/*.pt"))             # nothing trained, nothing saved
-    assert colab.record == json.loads(json.dumps(made.record))
+    assert colab.record.to_dict() == json.loads(json.dumps(made.record.to_dict()))
     assert same_weights(colab.model.cpu(), fp16_state(made.model.cpu()))

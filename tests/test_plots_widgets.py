@@ -18,7 +18,7 @@ from course_lib.data import Preprocessing, load_dataset  # noqa: E402
 from course_lib.hooks import resnet_layers, vit_layers  # noqa: E402
 from course_lib.models import ViT, resnet18_cifar  # noqa: E402
 from course_lib.tables import Table  # noqa: E402
-from course_lib.train import History  # noqa: E402
+from course_lib.history import History  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMN_PX = 700          # the book's text column at a 1280-px window
@@ -323,6 +323,7 @@ def test_explorer_uses_only_keyword_arguments_for_widgets():
 # --------------------------------------------------------------------------------------------------------------
 # The book's figures
 
+@pytest.mark.slow      # every figure of the book, in a subprocess
 def test_make_figures_writes_every_figure_the_chapters_use(tmp_path):
     referenced = set()
     import re

@@ -28,7 +28,7 @@ def test_budget_per_class():
 
 
 def test_each_profile_names_its_models_and_recipes():
-    from course_lib.train import RECIPES
+    from course_lib.recipes import RECIPES
     from course_lib.models import MODELS
 
     for p in PROFILES.values():
@@ -75,7 +75,7 @@ def test_a_full_data_profile_stops_before_training_when_it_gets_samples(tmp_path
     words = str(error.value)
     assert "Nothing was trained" in words and "KEEP_ON_DRIVE" in words and "gpu-samples" in words
     assert "2,000 of 50,000" in words
-    train, test = runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]), data_root=tmp_path)
+    train, test, _ = runs.load_data(runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]), data_root=tmp_path)
     assert len(train) == 2000 and "committed real samples" in train.source
     assert runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]).key.endswith("-gpu-samples-s0")
     assert get_profile("paper-samples").data_source == "samples" and not PROFILES["paper-samples"].full_data

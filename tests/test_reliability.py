@@ -48,7 +48,8 @@ from course_lib.files import CorruptFileError
 from course_lib.models import ViT, hybrid_vit, resnet18_cifar
 from course_lib.profiles import PROFILES
 from course_lib.rollout import attention_rollout, model_rollout
-from course_lib.train import fit, load_weights
+from course_lib.checkpoints import load_weights
+from course_lib.train import fit
 
 TINY = replace(PROFILES["smoke"], test_images=40)
 
@@ -86,6 +87,7 @@ print(ex.train_run(spec, root=sys.argv[1], progress=False).record["identity_hash
 """
 
 
+@pytest.mark.slow      # two training processes
 def test_two_processes_training_the_same_run_do_not_collide(tmp_path):
     """Both ask for the same run at once: one trains, the other waits for it and loads the result."""
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE,

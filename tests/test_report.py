@@ -10,7 +10,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from course_lib import internals, report, stats
-from course_lib.drloc import constant_baseline
+from course_lib.drloc import constant_baseline, identical_cells_baseline
 from course_lib.experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, records
 from course_lib.profiles import PROFILES
 from course_lib.history import pack_bits
@@ -222,7 +222,7 @@ def test_drloc_learned_against_both_baselines():
     assert "learned: the embeddings" in report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.5 * base]))
     assert "barely" in report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.94 * base]))
     for k in (2, 3, 4, 8):
-        assert report.identical_cells_baseline(k) == pytest.approx(identical_cells_baseline_by_loops(k))
+        assert identical_cells_baseline(k) == pytest.approx(identical_cells_baseline_by_loops(k))
     stronger = identical_cells_baseline_by_loops(8)              # 0.98 of the constant baseline on 8 x 8
     words = report.drloc_learned(fake_record(spec, 30, drloc=[0.3, 0.96 * base]))
     assert 0.96 * base > 0.97 * stronger and "not learned beyond spotting identical cells" in words

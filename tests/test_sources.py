@@ -11,13 +11,11 @@ import hashlib
 import io
 import pickle
 import re
-import socket
 import tarfile
 import threading
 import time
 from dataclasses import replace
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -28,6 +26,7 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
+from conftest import QuietHandler, closed_port, local_http_server
 from course_lib.data import DATASETS, DataUnavailableError, ImageSet, OfflineSamplesWarning, cache, download, \
     load_dataset, load_samples, mirrors, sources
 
@@ -64,10 +63,7 @@ class Site:
 
 
 def _handler(site: Site):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self):
             path = urlsplit(self.path).path
             site.requests.append((path, self.headers.get("Range")))
@@ -117,25 +113,21 @@ def _handler(site: Site):
 def site(monkeypatch, tmp_path):
     """A running server; mirrors and torchvision's official URLs point at it; downloads allowed, text progress."""
     s = Site()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    s.url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setitem(mirrors.BASE_URLS, "hub", s.url)
-    monkeypatch.setitem(mirrors.BASE_URLS, "ray-s3", f"{s.url}/ray")
-    for cls in (tvd.CIFAR10, tvd.CIFAR100):
-        monkeypatch.setattr(cls, "url", f"{s.url}/official/{cls.filename}")
-    monkeypatch.setattr(tvd.SVHN, "split_list", {k: [f"{s.url}/official/{v[1]}", v[1], v[2]]
-                                                 for k, v in tvd.SVHN.split_list.items()})
-    monkeypatch.setenv("COURSE_OFFLINE", "0")
-    monkeypatch.setenv("COURSE_PLAIN_PROGRESS", "1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(download, "LIMITS", download.Limits(timeout_s=5.0, min_rate=0))
-    monkeypatch.setattr(sources, "_WARNED", set())
-    monkeypatch.setattr(download, "_FAILED", {})          # no source failed yet in this "process"
-    yield s
-    s.release.set()
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_handler(s)) as s.url:
+        monkeypatch.setitem(mirrors.BASE_URLS, "hub", s.url)
+        monkeypatch.setitem(mirrors.BASE_URLS, "ray-s3", f"{s.url}/ray")
+        for cls in (tvd.CIFAR10, tvd.CIFAR100):
+            monkeypatch.setattr(cls, "url", f"{s.url}/official/{cls.filename}")
+        monkeypatch.setattr(tvd.SVHN, "split_list", {k: [f"{s.url}/official/{v[1]}", v[1], v[2]]
+                                                     for k, v in tvd.SVHN.split_list.items()})
+        monkeypatch.setenv("COURSE_OFFLINE", "0")
+        monkeypatch.setenv("COURSE_PLAIN_PROGRESS", "1")
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        monkeypatch.setattr(download, "LIMITS", download.Limits(timeout_s=5.0, min_rate=0))
+        monkeypatch.setattr(sources, "_WARNED", set())
+        monkeypatch.setattr(download, "_FAILED", {})          # no source failed yet in this "process"
+        yield s
+        s.release.set()               # a stalled answer returns before the server shuts down
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -335,16 +327,10 @@ def test_decoding_the_hubs_pngs_shows_progress(site, tmp_path, monkeypatch, caps
     assert re.search(rf"{what}: 10,000 images in [\d.]+ s", out)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_source_that_failed_is_not_asked_again_in_the_process(site, tmp_path, monkeypatch, capsys):
     """The Hub cannot be reached (nothing more is asked of it), the archives answer 404 (each file is asked once):
     four loads say four failures, not ten, and naming a source asks it again."""
-    monkeypatch.setitem(mirrors.BASE_URLS, "hub", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setitem(mirrors.BASE_URLS, "hub", f"http://127.0.0.1:{closed_port()}")
     with pytest.warns(OfflineSamplesWarning):
         for name in ("cifar10", "cifar100"):
             for split in ("test", "train"):

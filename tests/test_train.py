@@ -9,13 +9,10 @@ from course_lib.data import GPULoader, ImageSet, OverlappingTestSetWarning, load
 from course_lib.models import ResNetCIFAR, ViT
 from course_lib.recipes import RECIPES, TrainConfig, lr_factor
 from course_lib.history import pack_bits, unpack_bits
-from course_lib.train import (CheckpointMismatchError, CheckpointSaveError, ExtraLoss, evaluate, fit, load_weights,
-                              predict_correct)
-
-
-def tiny_vit(num_classes=10, seed=0, **overrides) -> ViT:
-    torch.manual_seed(seed)
-    return ViT(dim=32, depth=2, heads=2, num_classes=num_classes, **overrides)
+from conftest import tiny_vit
+from course_lib.checkpoints import CheckpointMismatchError, CheckpointSaveError, load_weights
+from course_lib.evaluation import evaluate, predict_correct
+from course_lib.train import ExtraLoss, fit
 
 
 @pytest.fixture
@@ -406,3 +403,40 @@ def test_evaluate_refuses_a_model_with_fewer_outputs_than_classes():
         evaluate(foreign, c100)
     with pytest.raises(ValueError, match="The loader's data has .* classes but the model"):
         evaluate(tiny_vit(), GPULoader(c100, 25))
+
+
+def test_every_setting_a_recipe_chooses_says_why():
+    """The book's recipe table: one row per setting, the recipe's own value, and a reason for every value that is
+    not TrainConfig's default."""
+    from dataclasses import fields
+
+    from course_lib.recipes import WHY, recipe_rows
+
+    default = TrainConfig()
+    for name, recipe in RECIPES.items():
+        rows = recipe_rows(name)
+        assert [r[0] for r in rows] == [f.name for f in fields(TrainConfig)]
+        assert all(value == getattr(recipe, setting) for setting, value, _ in rows)
+        chosen = {f.name for f in fields(TrainConfig) if getattr(recipe, f.name) != getattr(default, f.name)}
+        assert chosen <= set(WHY[name]), (name, chosen - set(WHY[name]))
+
+
+def test_train_step_with_a_gradient_scaler_steps_as_without_and_skips_an_overflow():
+    """The float16 path of train_step, on the CPU: a power-of-two loss scale is undone exactly before clipping and
+    the step (same weights as without a scaler); an infinite gradient skips the step and lowers the scale."""
+    from course_lib.train import train_step
+
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(10, (4,))
+    models = [tiny_vit(), tiny_vit()]
+    scalers = [torch.amp.GradScaler("cpu", enabled=False), torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)]
+    for model, scaler in zip(models, scalers):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)     # plain SGD: any mis-scaled gradient shows
+        torch.manual_seed(1)
+        train_step(model, (x, y, y), optimizer, scaler, grad_clip=0.5)
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b)
+    model, scaler = models[1], scalers[1]
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, (x.clone().fill_(float("inf")), y, y), optimizer, scaler)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and scaler.get_scale() < 2.0 ** 10

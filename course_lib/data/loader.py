@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from .. import augment as aug
-from ..recipes import drops_ragged_batch
 from .preprocess import Preprocessing
 
 if TYPE_CHECKING:     # names used only in annotations
@@ -34,7 +33,8 @@ class GPULoader:
             cropped uint8 images.
         random_erasing: probability of erasing a random rectangle of each (preprocessed) image with noise.
         preprocess: uint8 -> float; default the data set's standardisation.
-        drop_last: drop a ragged last batch; default: when training on more than two batches.
+        drop_last: drop a ragged last batch (the caller's rule: :func:`course_lib.train.fit` follows
+            :func:`course_lib.recipes.drops_ragged_batch`).
         channels_last: NHWC memory layout for convolutional models.
 
     Yields:
@@ -44,7 +44,7 @@ class GPULoader:
     def __init__(self, data: ImageSet, batch_size: int, device: str | torch.device = "cpu", train: bool = False,
                  augment: bool | None = None, hflip: bool | None = None, pad: int = 4,
                  preprocess: Preprocessing | None = None, randaugment: str | None = None,
-                 random_erasing: float = 0.0, drop_last: bool | None = None, seed: int = 0,
+                 random_erasing: float = 0.0, drop_last: bool = False, seed: int = 0,
                  channels_last: bool = False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
@@ -62,7 +62,7 @@ class GPULoader:
         self.randaugment = randaugment if self.augment else None
         self.random_erasing = random_erasing if self.augment else 0.0
         self.preprocess = preprocess if preprocess is not None else Preprocessing.for_dataset(data.dataset)
-        self.drop_last = (train and drops_ragged_batch(len(data), batch_size)) if drop_last is None else drop_last
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.monotonic()
     try:
         check_all()
+        get_profile()                 # COURSE_PROFILE, checked before anything starts
     except SettingError as error:
         parser.error(str(error))
     _check_options(args, parser)

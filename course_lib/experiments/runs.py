@@ -9,8 +9,6 @@ checkpoint stays where it is). A record whose identity differs is replaced, and 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -29,12 +27,12 @@ from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
 from ..recipes import RECIPES, steps_per_epoch
-from ..checkpoints import CheckpointMismatchError, data_fingerprint
+from ..checkpoints import CheckpointMismatchError, fit_identity, identity_hash
 from ..history import History
-from ..train import fit
+from ..train import fit, train_step
 from .provenance import environment_summary
 from .of_record import load_fp16
-from .records import find_record, write_record
+from .records import Record, find_record, write_record
 
 if TYPE_CHECKING:     # names used only in annotations
     from ..data import ImageSet
@@ -43,8 +41,8 @@ if TYPE_CHECKING:     # names used only in annotations
 # The validation split's draw (Profile.validation_per_class): one fixed seed, apart from every run's seed.
 VALIDATION_SEED = 20_231_000
 
-__all__ = ["VALIDATION_SEED", "RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity", "prepare",
-           "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
+__all__ = ["VALIDATION_SEED", "RunSpec", "RunResult", "PreparedRun", "training_config", "load_data", "run_identity",
+           "prepare", "execute", "train_run", "get_record", "measure_throughput", "estimate_seconds"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class RunResult:
     spec: RunSpec
     model: nn.Module
     history: History
-    record: dict
+    record: Record
     preprocess: Preprocessing
 
 
@@ -217,29 +215,30 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
     seed_everything(spec.seed)
     overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
-    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs, schedule=spec.drloc_schedule,
-                       tokens=spec.drloc_tokens)] if spec.drloc else []
+    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs,
+                              schedule=spec.drloc_schedule, tokens=spec.drloc_tokens)] if spec.drloc else []
     return model, extra_losses
 
 
 def run_identity(spec: RunSpec, model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
                  test: ImageSet, val: ImageSet | None = None) -> dict:
-    """Everything that changes a run's result (see the module docstring), as plain JSON values (the validation
-    split only when there is one, so runs without it keep their identity)."""
-    def data(d: ImageSet) -> dict:
-        return {"source": d.source, "images": len(d), "fingerprint": data_fingerprint(d)}
+    """Everything that changes a run's result (see the module docstring), as plain JSON values, in two layers:
+    what :func:`~course_lib.train.fit` needs (:func:`~course_lib.checkpoints.fit_identity`: model, recipe, extra
+    losses, the pixels' fingerprints), then what the runner adds: the spec, each data set's copy and size, and the
+    preprocessing. The validation split enters only when there is one, so runs without it keep their identity."""
+    fitted = fit_identity(model, train, test, cfg, extra_losses, val)
+    model_layer = fitted["model"]
 
-    identity = {"spec": spec.to_dict(), "model": {"class": type(model).__name__, **asdict(model.config)},
-                "recipe": asdict(cfg), "extra_losses": [t.identity() for t in extra_losses],
-                "train_data": data(train), "test_data": data(test),
+    def data(d: ImageSet, name: str) -> dict:
+        return {"source": d.source, "images": len(d), "fingerprint": fitted[name]}
+
+    identity = {"spec": spec.to_dict(), "model": {"class": model_layer["class"], **model_layer["config"]},
+                "recipe": fitted["config"], "extra_losses": fitted["extra_losses"],
+                "train_data": data(train, "train_data"), "test_data": data(test, "test_data"),
                 "preprocess": Preprocessing.for_dataset(spec.dataset, cfg.normalize).to_dict()}
     if val is not None:
-        identity["val_data"] = data(val)
+        identity["val_data"] = data(val, "val_data")
     return identity
-
-
-def _hash(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _what_differs(old: dict, new: dict) -> str:
@@ -252,30 +251,25 @@ def _what_differs(old: dict, new: dict) -> str:
 
 def measure_throughput(model: nn.Module, extra_losses: list, cfg: TrainConfig, train: ImageSet,
                        device: torch.device) -> float:
-    """Training images per second of this model on this device: two timed forward+backward passes on one batch
-    (after one warm-up pass). The model's weights, buffers and gradients are left exactly as they were."""
-    saved = copy.deepcopy(model.state_dict())
-    model.to(device).train()
+    """Training images per second of this model on this device: two timed :func:`~course_lib.train.train_step` s
+    on one batch (after one warm-up step), on a copy, so the model and its extra losses are left as they were."""
+    model, extra_losses = copy.deepcopy(model).to(device).train(), copy.deepcopy(extra_losses)
     for term in extra_losses:
         term.to(device)
     prec = precision(device, cfg.amp)
+    params = [p for module in [model, *extra_losses] for p in module.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+    autocast = torch.autocast(device.type, dtype=prec.dtype, enabled=prec.dtype is not None)
     x = Preprocessing.for_dataset(train.dataset, cfg.normalize)(train.images[:cfg.batch_size].to(device))
     y = train.labels[:cfg.batch_size].to(device)
     seconds = []
     for _ in range(3):
         start = time.perf_counter()
-        with prec.autocast(device)():
-            features = model.forward_features(x)
-            loss = nn.functional.cross_entropy(model.forward_head(features).float(), y)
-            loss = loss + sum(t(model, features, x, y) for t in extra_losses)
-        loss.backward()
+        train_step(model, (x, y, y), optimizer, scaler, [(1.0, t) for t in extra_losses], autocast=autocast)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
-    for term in extra_losses:
-        term.zero_grad(set_to_none=True)
-    model.load_state_dict(saved)
     return len(x) / (sum(seconds[1:]) / 2)
 
 
@@ -309,24 +303,21 @@ def _duration(seconds: float) -> str:
 # Training, recording, reusing
 
 def _record(spec: RunSpec, model: nn.Module, history: History, cfg: TrainConfig, identity: dict, train: ImageSet,
-            test: ImageSet, device: torch.device, checkpoint: Path, val: ImageSet | None = None) -> dict:
+            test: ImageSet, device: torch.device, checkpoint: Path, val: ImageSet | None = None) -> Record:
     validation = {} if val is None else {
         "val_images": len(val), "val_source": val.source, "final_val_acc": history.last("val_acc"),
         "best_val_acc": max(a for a in history.val_acc if a is not None),
         "final_train_clean_acc": history.last("train_clean_acc")}
-    return {**validation,
-        "key": spec.key, "spec": spec.to_dict(), "label": spec.label, "identity_hash": _hash(identity),
-        "final_test_acc": history.final_test_acc, "best_test_acc": max(a for a in history.test_acc if a is not None),
-        "train_seconds": sum(history.seconds), "epochs": len(history), "steps": history.steps[-1],
-        "train_images": len(train), "num_classes": DATASETS[spec.dataset].num_classes,
-        "images_per_class": len(train) // DATASETS[spec.dataset].num_classes, "test_images": len(test),
-        "train_source": train.source, "test_source": test.source, "test_fingerprint": data_fingerprint(test),
-        "test_correct": history.test_correct, "parameters": count_parameters(model),
-        "images_per_second": len(history) * steps_per_epoch(len(train), cfg.batch_size) * cfg.batch_size
-        / max(1e-9, sum(history.seconds)),
-        "recipe": asdict(cfg), "preprocess": identity["preprocess"], "identity": identity,
-        "checkpoint": checkpoint.name, "history": history.to_dict(), "environment": environment_summary(device),
-    }
+    classes = DATASETS[spec.dataset].num_classes
+    return Record(
+        key=spec.key, label=spec.label, identity=identity, identity_hash=identity_hash(identity),
+        history=history.to_dict(), environment=environment_summary(device), final_test_acc=history.final_test_acc,
+        best_test_acc=max(a for a in history.test_acc if a is not None), train_seconds=sum(history.seconds),
+        epochs=len(history), steps=history.steps[-1], train_images=len(train), num_classes=classes,
+        images_per_class=len(train) // classes, test_images=len(test), train_source=train.source,
+        test_source=test.source, parameters=count_parameters(model),
+        images_per_second=len(history) * steps_per_epoch(len(train), cfg.batch_size) * cfg.batch_size
+        / max(1e-9, sum(history.seconds)), checkpoint=checkpoint.name, **validation)
 
 
 @dataclass
@@ -345,7 +336,7 @@ class PreparedRun:
 
     @property
     def identity_hash(self) -> str:
-        return _hash(self.identity)
+        return identity_hash(self.identity)
 
     def estimate_seconds(self, images_per_second: float) -> float:
         return estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second,
@@ -358,7 +349,8 @@ def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path
     cfg = training_config(spec, len(train))
     model, extra_losses = _build(spec, cfg)
     identity = run_identity(spec, model, extra_losses, cfg, train, test, val)
-    checkpoint = Path(root if root is not None else workdir()) / "checkpoints" / f"{spec.key}-{_hash(identity)}.pt"
+    folder = Path(root if root is not None else workdir()) / "checkpoints"
+    checkpoint = folder / f"{spec.key}-{identity_hash(identity)}.pt"
     return PreparedRun(spec, train, test, cfg, model, extra_losses, identity, checkpoint, val)
 
 
@@ -398,23 +390,23 @@ def execute(run: PreparedRun, device: str | torch.device | None = None, progress
     spec = run.spec
     with file_lock(run.checkpoint, f"The run {spec.key}"):
         previous = find_record(spec.key, root)
-        same = previous is not None and previous[0].get("identity_hash") == run.identity_hash
+        same = previous is not None and previous[0].identity_hash == run.identity_hash
         if same and not run.checkpoint.exists() and load_fp16(run.model, spec.key, run.identity_hash):
             record = previous[0]          # the course's checkpoint of record: its weights, its record
-            return RunResult(spec, run.model.to(device).eval(), History.from_dict(record["history"]), record,
-                             Preprocessing.from_dict(record["preprocess"]))
+            return RunResult(spec, run.model.to(device).eval(), History.from_dict(record.history), record,
+                             Preprocessing.from_dict(record.preprocess))
         history = _fit(run, device, progress, same and run.checkpoint.exists(), images_per_second)
         record = _record(spec, run.model, history, run.cfg, run.identity, run.train, run.test, device,
                          run.checkpoint, run.val)
-        if same and previous[0]["history"] == record["history"]:
+        if same and previous[0].history == record.history:
             record = previous[0]          # loaded from a finished checkpoint: keep the record of who trained it
         else:
             if previous is not None and not same:
                 print(f"[{spec.key}] replacing the record at {previous[1]}: it was made with other settings or "
-                      f"data (differs: {_what_differs(previous[0].get('identity', {}), run.identity)}).",
+                      f"data (differs: {_what_differs(previous[0].identity, run.identity)}).",
                       flush=True)
             write_record(record, root, results_folder)
-    return RunResult(spec, run.model.eval(), history, record, Preprocessing.from_dict(record["preprocess"]))
+    return RunResult(spec, run.model.eval(), history, record, Preprocessing.from_dict(record.preprocess))
 
 
 def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | torch.device | None = None,
@@ -434,7 +426,7 @@ def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | 
 
 
 def get_record(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None,
-               train_missing: bool = True) -> dict | None:
+               train_missing: bool = True) -> Record | None:
     """The stored record of ``spec`` (your ``results/`` first, then the course's records of record); if there is
     none, train the run now (``train_missing``) or return None."""
     found = find_record(spec.key, root)

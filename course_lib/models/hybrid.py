@@ -90,6 +90,8 @@ class HybridViT(nn.Module):
     dim = property(lambda self: self.config.dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last stage's tokens (B, k*k, 2*dim), before the final norm (as :meth:`ViT.forward_features`;
+        timm's includes it)."""
         check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__,
                      dtype=self.stem[0].weight.dtype)
         x = self.stem(x).flatten(2).transpose(1, 2) + self.pos_embed       # (B, K*K, D)
@@ -113,6 +115,11 @@ class HybridViT(nn.Module):
 
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         return self.feature_grid(self.forward_features(x), final_norm)
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        """The transformer blocks in order: "stage1.block1", ... (B, K*K, D), then "stage2.block1", ... (B, k*k, 2D)."""
+        return {**{f"stage1.block{i + 1}": b for i, b in enumerate(self.stage1)},
+                **{f"stage2.block{i + 1}": b for i, b in enumerate(self.stage2)}}
 
 
 def hybrid_vit(num_classes: int = 10, **overrides) -> HybridViT:

@@ -115,6 +115,21 @@ class ResNetCIFAR(nn.Module):
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         return self.forward_features(x)
 
+    def named_layers(self, granularity: str = "stages") -> dict[str, nn.Module]:
+        """The layers the course records, in order: "stages" (stem + 4 stages: 5 layers), "blocks" (stem + every
+        basic block: 9 for ResNet-18) or "convs" (stem conv + both convs of every block: 17 for ResNet-18)."""
+        stages = {name: getattr(self, name) for name in ("layer1", "layer2", "layer3", "layer4")}
+        if granularity == "stages":
+            return {"stem": self.stem, **stages}
+        if granularity == "blocks":
+            return {"stem": self.stem, **{f"{name}.{j}": block for name, stage in stages.items()
+                                          for j, block in enumerate(stage)}}
+        if granularity == "convs":
+            return {"stem.0": self.stem[0], **{f"{name}.{j}.{conv}": getattr(block, conv)
+                                               for name, stage in stages.items() for j, block in enumerate(stage)
+                                               for conv in ("conv1", "conv2")}}
+        raise ValueError(f"granularity must be 'stages', 'blocks' or 'convs', not {granularity!r}.")
+
 
 def resnet18_cifar(num_classes: int = 10, **overrides) -> ResNetCIFAR:
     """ResNet-18 for 32x32 images: 11,173,962 parameters for 10 classes."""

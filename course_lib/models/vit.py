@@ -219,7 +219,9 @@ class ViT(nn.Module):
         return self.emb_drop(x + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the last block's tokens (B, T, dim), before the final norm."""
+        """Images -> the last block's tokens (B, T, dim), *before* the final norm, which :meth:`forward_head`
+        applies. (timm's ``forward_features`` includes that norm: ours stops before it, because DRLoc's official
+        code reads the tokens there; ``feature_grid(tokens, final_norm=True)`` gives the normed ones.)"""
         x = self.embed(x)
         for block in self.blocks:
             x, _ = block(x)
@@ -246,6 +248,10 @@ class ViT(nn.Module):
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
         """Images -> the final token grid (B, dim, K, K), as DRLoc reads it."""
         return self.feature_grid(self.forward_features(x), final_norm)
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        """The layers the course records, in order: {"block1": blocks[0], ...}, each outputting (B, T, dim)."""
+        return {f"block{i + 1}": block for i, block in enumerate(self.blocks)}
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images -> (logits (B, num_classes), [attention (B, heads, T, T) for each block]).
