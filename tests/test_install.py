@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import closed_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
