@@ -9,14 +9,10 @@ import torch
 from course_lib.data import hold_out, subset
 from course_lib.experiments import budget_rule as br
 from course_lib.experiments.runs import VALIDATION_SEED, RunSpec, load_data, run_identity, training_config
-from course_lib.models import ViT
+from conftest import tiny_vit
+from course_lib.evaluation import evaluate
 from course_lib.profiles import PROFILES
-from course_lib.train import evaluate, fit
-
-
-def tiny_vit(seed=0) -> ViT:
-    torch.manual_seed(seed)
-    return ViT(dim=32, depth=2, heads=2, num_classes=10)
+from course_lib.train import fit
 
 
 # --------------------------------------------------------------------------------------------------------------
