@@ -28,6 +28,7 @@ class History:
     # With a validation split (fit(val_data=...)): at every evaluation, the validation images and the training
     # images *without augmentation* ("clean" training accuracy: what the model fits, not what it fits under
     # augmentation). None where not evaluated; empty in runs made without a validation split.
+    val_correct: str | None = None    # the last validation evaluation, per image, packed like test_correct
     val_loss: list[float | None] = field(default_factory=list)
     val_acc: list[float | None] = field(default_factory=list)
     train_clean_loss: list[float | None] = field(default_factory=list)

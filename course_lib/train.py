@@ -333,6 +333,8 @@ def _record_epoch(history: History, run: _Run, epoch: int, stats: dict, evaluati
             loss, acc, _ = evaluations.get(name, (None, None, None))
             getattr(history, f"{name}_loss").append(loss)
             getattr(history, f"{name}_acc").append(acc)
+        if "val" in evaluations:      # per image, so two budgets compare paired on the same validation images
+            history.val_correct = pack_bits(evaluations["val"][2])
 
 
 def _print_epoch(history: History, epochs: int, images: int) -> None:

@@ -83,6 +83,8 @@ def test_fit_records_validation_and_clean_training_accuracy_and_tests_once(cifar
     assert h.val_acc[-1] == pytest.approx(val_acc) and h.val_loss[-1] == pytest.approx(val_loss, rel=1e-5)
     assert h.train_clean_acc[-1] == pytest.approx(clean_acc)
     assert h.last("val_acc") == h.val_acc[-1]
+    from course_lib.history import unpack_bits
+    assert 100 * unpack_bits(h.val_correct, len(val)).double().mean().item() == pytest.approx(h.val_acc[-1])
 
 
 def test_a_validation_split_of_another_data_set_is_refused(cifar10_samples):
@@ -167,3 +169,18 @@ def test_progress_table_counts_done_runs_and_hours():
     text = br.progress_table(queue, [done], {"vit": 50.0, "resnet18": 25.0, "vit+drloc": 40.0})
     assert text.startswith(f"Runs done: 1 of {len(queue)}")
     assert f"`{queue[0][0].key}` | 50 | done" in text
+
+
+def test_the_interval_of_two_budgets_is_paired_where_both_keep_their_validation_images():
+    from course_lib.history import pack_bits
+
+    hits = torch.rand(1000, generator=torch.Generator().manual_seed(0)) < 0.4
+    a, b = _record(val=100 * hits.double().mean().item()), _record(val=100 * hits.double().mean().item())
+    unpaired = br._half_width(a, b)
+    assert unpaired == pytest.approx(196 * (2 * 0.4 * 0.6 / 1000) ** 0.5, rel=0.05)
+    a["history"]["val_correct"] = b["history"]["val_correct"] = pack_bits(hits)
+    assert br._half_width(a, b) == 0.0                 # the same images right and wrong: no difference at all
+    flipped = hits.clone()
+    flipped[:10] = ~flipped[:10]
+    b["history"]["val_correct"] = pack_bits(flipped)
+    assert 0 < br._half_width(a, b) < unpaired

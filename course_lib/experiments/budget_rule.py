@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..data import DATASETS
 from ..files import atomic_write_text
+from ..history import unpack_bits
 from ..profiles import get_profile
 from .records import RECORDS_OF_RECORD, load_results
 from .runs import RunSpec
@@ -131,10 +132,15 @@ def tuning_table(records: list[dict] | None = None, size: int = 100,
 
 
 def _half_width(a: dict, b: dict) -> float:
-    """Half-width (points) of the normal 95 % interval of the difference of two validation accuracies, treated as
-    independent (the records keep no per-image validation results, so the pairing cannot be used: this is wider
-    than a paired interval)."""
-    p, q, n = a["final_val_acc"] / 100, b["final_val_acc"] / 100, a["val_images"]
+    """Half-width (points) of the normal 95 % interval of the difference of two validation accuracies: paired over
+    the same validation images where both records keep their per-image results (``history.val_correct``), else
+    treated as independent (wider)."""
+    n = a["val_images"]
+    bits_a, bits_b = a["history"].get("val_correct"), b["history"].get("val_correct")
+    if bits_a and bits_b:
+        diff = unpack_bits(bits_a, n).double() - unpack_bits(bits_b, n).double()
+        return 196 * (diff.var(unbiased=True).item() / n) ** 0.5
+    p, q = a["final_val_acc"] / 100, b["final_val_acc"] / 100
     return 196 * ((p * (1 - p) + q * (1 - q)) / n) ** 0.5
 
 

@@ -150,7 +150,7 @@ def _land(queue: Queue, run: PreparedRun, result, root) -> list[Path]:
     if queue.records is not None:
         path = Path(queue.records) / f"{run.spec.key}.json"
         if _landed_record(queue, run, root) is None:     # execute() reused a record kept elsewhere (results/)
-            write_record(dict(record), folder=queue.records)
+            write_record(record, folder=queue.records)
         paths = [path]
     else:
         paths = [results_dir(root) / f"{run.spec.key}.json"]

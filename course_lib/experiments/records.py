@@ -116,6 +116,17 @@ class Record:
     def __contains__(self, name: str) -> bool:
         return name in _NAMES and getattr(self, name) is not None
 
+    def keys(self) -> list[str]:
+        """The names ``record[name]`` reads (fields and format 1's names) that hold a value, so that
+        ``dict(record)`` and ``{**record}`` give the plain dict a format-1 reader expects."""
+        return [name for name in (*(f.name for f in fields(self)), *_FORMAT_1_COPIES) if name in self]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
 
 _FORMAT_1_COPIES = ("spec", "recipe", "preprocess", "test_fingerprint", "test_correct")
 _NAMES = frozenset([f.name for f in fields(Record)] + list(_FORMAT_1_COPIES))
