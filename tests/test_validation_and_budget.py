@@ -184,3 +184,19 @@ def test_the_interval_of_two_budgets_is_paired_where_both_keep_their_validation_
     flipped[:10] = ~flipped[:10]
     b["history"]["val_correct"] = pack_bits(flipped)
     assert 0 < br._half_width(a, b) < unpaired
+
+
+def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
+    def rec(lr, epochs, val):
+        spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr))
+        return {**_record(lr=lr, epochs=epochs, val=val), "key": spec.key}
+
+    grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0)]
+    keys = [s.key for s, _ in br.study2_queue(grid)]
+    due = br._spec("vit", br.TUNING_SIZE, (100, 5e-4)).key
+    assert due in keys                                              # the doubling check is planned
+    chosen = grid + [rec(5e-4, 100, 52.5)]
+    queue = br.study2_queue(chosen)
+    assert due in [s.key for s, _ in queue]                         # ... and stays listed once made
+    assert br._spec("vit", br.TUNING_SIZE, (200, 5e-4)).key not in [s.key for s, _ in queue]
+    assert all(planned for s, planned in queue if s.model == "vit")  # the ViT's budget is chosen: all planned

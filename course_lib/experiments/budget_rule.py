@@ -199,10 +199,11 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
         budget, _ = choose_budget(model, records)
         grid = _tuning_records(records, model, TUNING_SIZE)
         at_base = [r for r in grid if r["epochs"] == TUNING_EPOCHS]
-        if budget is None and len(at_base) == len(TUNING_LRS):     # the doubling check still to run
+        if len(at_base) == len(TUNING_LRS):     # the doubling checks: those made, and the next one if still due
             best = max(at_base, key=lambda r: (r["final_val_acc"], -r["spec"]["lr"]))["spec"]["lr"]
-            done = sorted({r["epochs"] for r in grid if r["spec"]["lr"] == best})
-            queue.append((_spec(model, TUNING_SIZE, (2 * done[-1], best)), True))
+            made = sorted({r["epochs"] for r in grid if r["spec"]["lr"] == best and r["epochs"] > TUNING_EPOCHS})
+            due = [] if budget is not None else [2 * max([TUNING_EPOCHS, *made])]
+            queue += [(_spec(model, TUNING_SIZE, (e, best)), True) for e in made + due]
         budgets[model] = (budget or (TUNING_EPOCHS, 1e-3), budget is not None)
     sizes, seeds = get_profile("study2").curve_sizes, get_profile("study2").curve_seeds
     largest = sizes[-1]
