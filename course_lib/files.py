@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pickle
@@ -39,7 +38,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["CorruptFileError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "read_json", "safe_torch_load", "quarantine", "file_lock", "outside_lock_path"]
+           "read_json", "safe_torch_load", "quarantine", "file_lock"]
 
 
 class CorruptFileError(RuntimeError):
@@ -161,36 +160,40 @@ def quarantine(path: str | Path) -> Path:
 
 @contextmanager
 def file_lock(path: str | Path, what: str = "this run") -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` for the block; if another process holds it, wait, saying why once."""
+    """Hold an exclusive lock on ``<path>.lock`` for the block; if another process holds it, wait, saying why once.
+
+    The lock file is opened without following a symbolic link (one planted there cannot redirect the write) and
+    removed when the block ends, so no ``.lock`` is left behind. A waiter that wakes on a file its holder has just
+    removed opens the new one and waits again: two processes never both hold the lock."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
+    said = False
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 print(f"{what} is in progress elsewhere ({holder}); waiting for it to finish "
                       f"(lock file {lock_path}).", flush=True)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def outside_lock_path(path: str | Path) -> Path:
-    """Where to lock ``path`` when its folder must hold only its own files (an ``--out`` folder that comes back from
-    a lent machine with at most 8 files, ``checkpoints_of_record/`` under git): ``<temp>/course_lib-locks-<user>/
-    <name>-<hash of the resolved path>``. Pass it to :func:`file_lock`. It excludes the processes of one user on one
-    machine, which is where two exports into one folder race."""
-    path = Path(path).resolve()
-    user = getattr(os, "getuid", lambda: "user")()
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"course_lib-locks-{user}" / f"{path.name}-{digest}"
+            if os.fstat(fd).st_ino == os.stat(lock_path, follow_symlinks=False).st_ino:
+                break                                 # the file we hold is still the lock file
+        except FileNotFoundError:
+            pass
+        os.close(fd)                                  # its holder removed it as we woke: try the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        try:
+            lock_path.unlink()                        # while still held, so no one else holds this file
+        except FileNotFoundError:
+            pass
+        os.close(fd)                                  # closing releases the lock

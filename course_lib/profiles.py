@@ -93,6 +93,23 @@ class Profile:
     validation_per_class: int | None = None
     equal_steps: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse a budget that could only train garbage or nothing (``replace(profile, epochs=0)``, a curve size
+        of -1 ...), naming the field."""
+        def whole(name, value, low=1, none=False):
+            if (value is None and none) or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                return
+            raise ValueError(f"Profile {self.name!r}: {name} must be a whole number >= {low}"
+                             f"{' or None' if none else ''}, got {value!r}.")
+        for name in ("epochs", "train_images", "test_images", "validation_per_class"):
+            whole(name, getattr(self, name), none=True)
+        for name in ("batch_size", "eval_images", "evaluations", "drloc_subset"):
+            whole(name, getattr(self, name))
+        for n in self.curve_sizes:
+            whole("each of curve_sizes", n)
+        for seed in self.curve_seeds:
+            whole("each of curve_seeds", seed, low=0)
+
     def for_dataset(self, dataset: str) -> "Profile":
         """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
         if self.covers is None or dataset in self.covers:

@@ -79,3 +79,13 @@ def test_a_full_data_profile_stops_before_training_when_it_gets_samples(tmp_path
     assert len(train) == 2000 and "committed real samples" in train.source
     assert runs.RunSpec("vit", "cifar10", PROFILES["gpu-samples"]).key.endswith("-gpu-samples-s0")
     assert get_profile("paper-samples").data_source == "samples" and not PROFILES["paper-samples"].full_data
+
+
+@pytest.mark.parametrize("change", [{"epochs": 0}, {"train_images": -10}, {"test_images": 0}, {"batch_size": 0},
+                                    {"evaluations": 0}, {"curve_sizes": (100, -1)}, {"curve_seeds": (-1,)},
+                                    {"epochs": 2.5}, {"validation_per_class": 0}])
+def test_a_profile_refuses_a_budget_that_trains_nothing(change):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=f"Profile 'cpu': .*{next(iter(change)).replace('_', '.')}"):
+        replace(PROFILES["cpu"], **change)

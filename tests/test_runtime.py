@@ -163,4 +163,38 @@ def test_a_second_process_waits_for_the_lock_and_says_why(tmp_path, capsys):
     holder.join()
     assert waited > 0.5
     assert "the test run is in progress elsewhere (pid" in capsys.readouterr().out
-    assert os.path.exists(tmp_path / "run.lock")
+    assert not os.path.exists(tmp_path / "run.lock")                 # nothing left behind
+
+
+def test_the_lock_file_is_never_followed_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.symlink(victim, tmp_path / "run.lock")
+    with pytest.raises(OSError):
+        with files.file_lock(tmp_path / "run", "the test run"):
+            pass
+    assert victim.read_text() == "keep me"
+
+
+def _count_holders(path, counter, lock, n):
+    for _ in range(n):
+        with files.file_lock(path, "the race"):
+            with lock:
+                counter.value += 1
+                assert counter.value == 1, "two processes held the lock at once"
+            time.sleep(0.001)
+            with lock:
+                counter.value -= 1
+
+
+def test_the_lock_excludes_while_its_file_comes_and_goes(tmp_path):
+    """Holders remove the lock file on release; waiters that woke on a removed file retry: never two holders."""
+    ctx = mp.get_context("fork")
+    counter, lock = ctx.Value("i", 0), ctx.Lock()
+    workers = [ctx.Process(target=_count_holders, args=(tmp_path / "run", counter, lock, 40)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert all(w.exitcode == 0 for w in workers)
+    assert not os.path.exists(tmp_path / "run.lock")

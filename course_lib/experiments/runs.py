@@ -203,8 +203,9 @@ def _refuse_samples_for_full_data(spec: RunSpec, train: ImageSet, test: ImageSet
         title = DATASETS[spec.dataset].title
         raise DataUnavailableError(
             f"Profile '{spec.profile.name}' trains on the full {title}, but only a part of it could be loaded: "
-            f"{'; '.join(short)}. Nothing was trained. Three ways on: (1) wait and run the cell again (a download "
-            "that failed is retried in a new session); (2) keep the data on Google Drive (KEEP_ON_DRIVE = True in "
+            f"{'; '.join(short)}. Nothing was trained. Three ways on: (1) restart the runtime (on Colab: Runtime -> "
+            "Disconnect and delete runtime, then run all): this process does not ask a host that failed again, a "
+            "new one does; (2) keep the data on Google Drive (KEEP_ON_DRIVE = True in "
             "the first cell), so a later session finds it without downloading; (3) train on the committed samples "
             f"on purpose, with profile='{spec.profile.name}-samples' (COURSE_PROFILE={spec.profile.name}-samples): "
             "its runs and records carry that name, so they are never taken for full-data runs.")
@@ -284,12 +285,15 @@ def estimate_seconds(cfg: TrainConfig, n_train: int, n_test: int, images_per_sec
     return 1.1 * (images + evaluated / 3) / images_per_second
 
 
-def _announce(spec: RunSpec, cfg: TrainConfig, train: ImageSet, test: ImageSet, ips: float | None,
-              device: torch.device) -> None:
+def _announce(run: PreparedRun, ips: float | None, device: torch.device) -> None:
+    """Say what trains now and how long it should take (the same estimate as :meth:`PreparedRun.estimate_seconds`,
+    which the study driver prints before it)."""
+    cfg, train, test = run.cfg, run.train, run.test
     steps = cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
-    when = "a few seconds" if ips is None else f"about {_duration(estimate_seconds(cfg, len(train), len(test), ips))}"
+    when = "a few seconds" if ips is None else f"about {_duration(run.estimate_seconds(ips))}"
     rate = "" if ips is None else f", {ips:,.0f} img/s measured"
-    print(f"[{spec.key}] training {spec.label} now: {train.describe()}; {len(test):,} test images; "
+    val = "" if run.val is None else f"; {len(run.val):,} validation images"
+    print(f"[{run.spec.key}] training {run.spec.label} now: {train.describe()}; {len(test):,} test images{val}; "
           f"{cfg.epochs} epoch(s), {steps:,} steps on {device_name(device)} ({when}{rate}).", flush=True)
 
 
@@ -372,7 +376,7 @@ def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
         ips = images_per_second
         if ips is None and run.cfg.epochs * len(run.train) > 20 * run.cfg.batch_size:
             ips = measure_throughput(run.model, run.extra_losses, run.cfg, run.train, device)
-        _announce(run.spec, run.cfg, run.train, run.test, ips, device)
+        _announce(run, ips, device)
     try:
         return fit(run.model, run.train, run.test, run.cfg, val_data=run.val, extra_losses=run.extra_losses,
                    checkpoint=run.checkpoint, device=device, progress=progress)
