@@ -114,7 +114,13 @@ class Record:
         return self[name] if name in _NAMES and self[name] is not None else default
 
     def __contains__(self, name: str) -> bool:
-        return name in _NAMES and getattr(self, name) is not None
+        try:
+            return name in _NAMES and getattr(self, name) is not None
+        except KeyError:            # a format-1 name whose part of the identity this record lacks
+            return False
+
+    def __bool__(self) -> bool:     # a record is there, however few fields it holds
+        return True
 
     def keys(self) -> list[str]:
         """The names ``record[name]`` reads (fields and format 1's names) that hold a value, so that

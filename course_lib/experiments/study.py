@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                              "commit the records by hand.")
         print(f"[study] --commit: handing over to {tool}, which commits each run as it lands.", flush=True)
         os.execv(sys.executable, [sys.executable, str(tool), *argv])
+        return                      # execv replaced this process; nothing below runs (a test that stubs it out)
     run(args)
 
 
