@@ -264,16 +264,15 @@ DEFAULT_IMAGES_PER_SECOND = {"vit": 58.0, "resnet18": 31.0, "vit+drloc": 46.0}
 
 def write_progress(records: list[dict] | None = None, path: Path = RECORDS_OF_RECORD / "STUDY2.md") -> Path:
     """Write the progress table of :func:`study2_queue` where the records of record are (the study driver commits
-    it with each record that lands). Throughputs: the best of the model's recorded runs (a shared core only ever
-    slows a run down), else the defaults."""
+    it with each record that lands). Throughputs: the best of the model's recorded runs and the measured default
+    (a shared core only ever slows a run down)."""
     records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
     ours = [r for r in records if r["spec"]["profile"] == "study2"]
     rates = dict(DEFAULT_IMAGES_PER_SECOND)
     for model in rates:
         seen = [r["images_per_second"] for r in ours if r.get("images_per_second")
                 and ("vit+drloc" if r["spec"].get("drloc") else r["spec"]["model"]) == model]
-        if seen:
-            rates[model] = max(seen)
+        rates[model] = max([rates[model], *seen])
     lines = [f"- {model}: {choose_budget(model, records)[1]}" for model in ("vit", "resnet18")]
     text = ("# The second CPU study: progress\n\nWritten by `course_lib.experiments.budget_rule.write_progress` "
             "from the records of record (profile `study2`) each time one lands.\n\nThe budget chosen on the "
