@@ -10,7 +10,7 @@ training does every run get?
 The budget is chosen on the validation split only (100 images per class held out of CIFAR-10's training
 images; the test set chooses nothing), with the same effort for both families, at the cheapest size:
 
-1. three learning rates at :data:`~course_lib.experiments.study.TUNING_EPOCHS` epochs (the tuning grid);
+1. three learning rates at :data:`TUNING_EPOCHS` epochs (the tuning grid);
 2. the best rate by final validation accuracy; then its run with twice the epochs (the doubling check): the
    longer budget is kept if it gains at least one point;
 3. that (epochs, learning rate) is kept for every size and seed of the family (compute grows with the data).
@@ -31,7 +31,8 @@ from .records import RECORDS_OF_RECORD, load_results
 from .runs import RunSpec
 
 __all__ = ["FIT_THRESHOLD", "MEMORISED", "MEMORISED_GAP", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS",
-           "TUNING_EPOCHS", "FitVerdict", "train_accuracy", "fit_verdict", "tuning_table", "choose_budget", "study2_queue", "progress_table", "write_progress"]
+           "TUNING_EPOCHS", "FitVerdict", "train_accuracy", "fit_verdict", "tuning_table", "choose_budget",
+           "tuning_grid", "study2_queue", "progress_table", "write_progress"]
 
 # The tuning grid: at the cheapest size, the same effort for both families; three learning rates around the course
 # recipe's 1e-3 at 50 epochs (about 15 min for the ViT, 30 for ResNet-18 on one thread), then the doubling check.
@@ -185,6 +186,12 @@ def _spec(model: str, n: int, budget: tuple[int, float], seed: int = 0, drloc: b
                    lr=budget[1], seed=seed, **extra)
 
 
+def tuning_grid(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
+    """The tuning runs at :data:`TUNING_SIZE`, cheapest and most informative first: the course recipe's rate for
+    every family, then the others."""
+    return [_spec(model, TUNING_SIZE, (TUNING_EPOCHS, lr)) for lr in TUNING_LRS for model in models]
+
+
 def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]]:
     """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class; seed 0 of every
     curve point and of ViT + DRLoc; the doubling check at the largest size; the other seeds (three per curve
@@ -195,7 +202,7 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
     queue: list[tuple[RunSpec, bool]] = []
     budgets = {}
     for model in ("vit", "resnet18"):
-        queue += [(_spec(model, TUNING_SIZE, (TUNING_EPOCHS, lr)), True) for lr in TUNING_LRS]
+        queue += [(spec, True) for spec in tuning_grid((model,))]
         budget, _ = choose_budget(model, records)
         grid = _tuning_records(records, model, TUNING_SIZE)
         at_base = [r for r in grid if r["epochs"] == TUNING_EPOCHS]

@@ -39,7 +39,7 @@ from ..runtime import device_name, get_device
 from ..settings import workdir
 from ..train import fit
 from . import of_record, records
-from .budget_rule import TUNING_EPOCHS, TUNING_LRS, TUNING_SIZE, study2_queue, write_progress
+from .budget_rule import study2_queue, tuning_grid, write_progress
 from .plan import comparison_specs, drloc_specs, plan
 from .provenance import environment_summary
 from .queue import Landed, Queue, QueueReport, check_limit, work_down
@@ -119,10 +119,8 @@ def study_queue(seeds: tuple[int, ...] = (0, 1)) -> tuple[list[RunSpec], set[Run
 
 
 def tuning_queue(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
-    """The tuning grid of the second study (profile ``study2``, :mod:`.budget_rule`), cheapest and most informative
-    first: the course recipe's rate for every family, then the others."""
-    return [RunSpec(model, "cifar10", get_profile("study2"), train_per_class=TUNING_SIZE, epochs=TUNING_EPOCHS,
-                    lr=lr) for lr in TUNING_LRS for model in models]
+    """The tuning grid of the second study (profile ``study2``): :func:`.budget_rule.tuning_grid`."""
+    return tuning_grid(models)
 
 
 QUEUES = ("study", "tune", "study2")
