@@ -26,7 +26,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from .recipes import TrainConfig
 
 __all__ = ["CheckpointMismatchError", "CheckpointSaveError", "model_signature", "data_fingerprint", "fit_identity",
-           "settings_text", "identity_hash", "load_weights", "load_resumable", "save_checkpoint"]
+           "settings_text", "identity_hash", "load_weights", "load_resumable", "epochs_saved", "save_checkpoint"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -134,6 +134,17 @@ def load_resumable(path: Path, model: nn.Module, identity: dict, device: torch.d
             + "; ".join(changed[:8]) + ". Pass resume=False to train afresh (the file is then overwritten), "
             "another checkpoint path, or the same settings and data as before.")
     return state
+
+
+def epochs_saved(path: Path, model: nn.Module, identity: dict) -> int:
+    """How many epochs of this very run (``identity``, :func:`fit_identity`'s) the checkpoint at ``path`` holds,
+    which :func:`fit` will not train again: 0 where there is none or it is another run's."""
+    if not Path(path).exists():
+        return 0
+    try:
+        return int(load_resumable(Path(path), model, identity, torch.device("cpu"))["epoch"]) + 1
+    except CheckpointMismatchError:
+        return 0
 
 
 def _free_space(folder: Path) -> str:

@@ -57,7 +57,7 @@ def test_the_cap_per_run_refuses_a_long_estimate_and_can_be_raised(monkeypatch, 
     spec = study.study_queue()[0][3]                               # a curve run: no weights to export
     fake = SimpleNamespace(spec=spec, train=SimpleNamespace(source="CIFAR-10 JPEG copy"), identity_hash="h",
                            model=None, extra_losses=[], cfg=None, checkpoint=SimpleNamespace(exists=lambda: False),
-                           estimate_seconds=lambda ips: 70 * 60)   # 70 minutes
+                           epochs_done=lambda: 0, estimate_seconds=lambda ips, done=0: 70 * 60)  # 70 min
     started = []
     monkeypatch.setattr(queue, "prepare", lambda spec, root, work: fake)
     monkeypatch.setattr(queue, "read_record", lambda path: None)

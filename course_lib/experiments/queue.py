@@ -84,7 +84,8 @@ class Queue:
     record counts as done too); ``pack``: also pack every record of the work folder into ``weights/results.tar.gz``
     (the one file a GPU loan brings back); ``max_run_s``: the cap per run (None: none); ``check``: called with each
     prepared run before anything else (raises to refuse it); ``on_landed(spec, paths, record)``: see the module
-    docstring; ``name``: the prefix of the lines it prints."""
+    docstring; ``name``: the prefix of the lines it prints; ``carry_over``: start a run that will not finish before
+    the deadline too (it is stopped with the session and resumed from its checkpoint by the next call)."""
 
     specs: list[RunSpec]
     weights: Path
@@ -95,6 +96,7 @@ class Queue:
     check: Callable[[PreparedRun], None] | None = None
     on_landed: Landed | None = None
     name: str = "queue"
+    carry_over: bool = False
 
 
 def check_limit(value, what: str, option: str) -> float:
@@ -163,14 +165,18 @@ def _land(queue: Queue, run: PreparedRun, result, root) -> list[Path]:
 
 def _train(queue: Queue, run: PreparedRun, report: QueueReport, time_left, device, root) -> tuple[str, list, dict]:
     """Measure, then train the run if its estimate fits; (outcome, landed paths, record)."""
-    ips = _throughput(queue, run, report, device)
-    need, left = run.estimate_seconds(ips), time_left()
-    print(f"[{queue.name}] {run.spec.key}: {ips:,.0f} img/s measured, needs ~{need:.0f} s, {left:.0f} s left",
-          flush=True)
+    ips, done = _throughput(queue, run, report, device), run.epochs_done()
+    need, left = run.estimate_seconds(ips, done), time_left()
+    resumes = f" (its checkpoint holds {done} of {run.cfg.epochs} epochs)" if done else ""
+    print(f"[{queue.name}] {run.spec.key}: {ips:,.0f} img/s measured, needs ~{need:.0f} s{resumes}, {left:.0f} s "
+          "left", flush=True)
     if queue.max_run_s is not None and need > queue.max_run_s:
         return f"not started: needs ~{need:.0f} s, over the cap of {queue.max_run_s:.0f} s per run", [], {}
-    if need > left:
+    if need > left and not queue.carry_over:
         return f"skipped: needs ~{need:.0f} s, {left:.0f} s left", [], {}
+    if need > left:     # a run longer than a session: the checkpoint after every epoch carries it to the next call
+        print(f"[{queue.name}] {run.spec.key}: will not finish before the deadline; it trains until stopped and the "
+              f"next call resumes it from {run.checkpoint} (saved after every epoch)", flush=True)
     result = execute(run, device, progress=True, images_per_second=ips, results_folder=queue.records)
     paths = _land(queue, run, result, root)
     record = result.record

@@ -27,7 +27,7 @@ from ..profiles import PROFILES, Profile
 from ..runtime import device_name, get_device, precision, seed_everything
 from ..settings import workdir
 from ..recipes import RECIPES, steps_per_epoch
-from ..checkpoints import CheckpointMismatchError, fit_identity, identity_hash
+from ..checkpoints import CheckpointMismatchError, epochs_saved, fit_identity, identity_hash
 from ..history import History
 from ..train import fit, train_step
 from .provenance import environment_summary
@@ -290,7 +290,9 @@ def _announce(run: PreparedRun, ips: float | None, device: torch.device) -> None
     which the study driver prints before it)."""
     cfg, train, test = run.cfg, run.train, run.test
     steps = cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
-    when = "a few seconds" if ips is None else f"about {_duration(run.estimate_seconds(ips))}"
+    done = run.epochs_done()
+    when = "a few seconds" if ips is None else f"about {_duration(run.estimate_seconds(ips, done))}"
+    when += f", resuming after epoch {done}" if done else ""
     rate = "" if ips is None else f", {ips:,.0f} img/s measured"
     val = "" if run.val is None else f"; {len(run.val):,} validation images"
     print(f"[{run.spec.key}] training {run.spec.label} now: {train.describe()}; {len(test):,} test images{val}; "
@@ -342,9 +344,16 @@ class PreparedRun:
     def identity_hash(self) -> str:
         return identity_hash(self.identity)
 
-    def estimate_seconds(self, images_per_second: float) -> float:
-        return estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second,
-                                None if self.val is None else len(self.val))
+    def epochs_done(self) -> int:
+        """The epochs its checkpoint already holds: a run stopped (by the end of a session, say) resumes there."""
+        return epochs_saved(self.checkpoint, self.model, fit_identity(self.model, self.train, self.test, self.cfg,
+                                                                      self.extra_losses, self.val))
+
+    def estimate_seconds(self, images_per_second: float, epochs_done: int = 0) -> float:
+        """The time the epochs still to train take (all of them when ``epochs_done`` is 0)."""
+        whole = estimate_seconds(self.cfg, len(self.train), len(self.test), images_per_second,
+                                 None if self.val is None else len(self.val))
+        return whole * (self.cfg.epochs - epochs_done) / self.cfg.epochs
 
 
 def prepare(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None) -> PreparedRun:

@@ -176,7 +176,7 @@ def select(specs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:
 
 def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR, device: str | None = None,
               only: list[str] | None = None, max_run_s: float = HOUR, queue: str = "study",
-              on_landed: Landed | None = None) -> QueueReport:
+              on_landed: Landed | None = None, carry_over: bool = False) -> QueueReport:
     """Work down :func:`study_queue` (or another of :data:`QUEUES`, see :func:`_queue`), or the runs whose keys are
     in ``only`` (e.g. to train two at once, one per core), with the one deadline runner (:func:`.queue.work_down`).
 
@@ -194,14 +194,18 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
       passed, the remaining runs are reported "not started" without being loaded or measured.
 
     The estimate comes from a throughput measured now, which a busy machine lowers: raise ``max_run_s`` for a run
-    that the cap refuses only because of that."""
+    that the cap refuses only because of that. It counts only the epochs still to train: a run stopped earlier
+    resumes from its checkpoint. ``carry_over`` starts a run longer than the time left (one that needs more than
+    a session): it trains until the session stops it, and the next call resumes it; its checkpoint (in the work
+    folder's ``checkpoints/``) must survive until then."""
     check_limit(deadline_s, "seconds until the study stops starting runs", "--deadline-s")
     check_limit(max_run_s, "the most seconds one run may take", "--max-run-minutes")
     specs, weights_of_record = _queue(queue)
     if queue != "study":
         on_landed = _with_progress(on_landed)
     job = Queue(select(specs, only), of_record.OF_RECORD_DIR, weights_of_record, records=records.RECORDS_OF_RECORD,
-                max_run_s=max_run_s, check=_check_study_data, on_landed=on_landed, name="study")
+                max_run_s=max_run_s, check=_check_study_data, on_landed=on_landed, name="study",
+                carry_over=carry_over)
     return work_down(job, deadline_s, data_root, device=device)
 
 
@@ -221,6 +225,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", default=None, help="comma-separated run keys (default: the whole queue)")
     parser.add_argument("--max-run-minutes", type=float, default=60.0,
                         help="start no run estimated to take longer (default 60)")
+    parser.add_argument("--carry-over", action="store_true",
+                        help="also start a run that will not finish before the deadline: it trains until stopped "
+                             "and the next call resumes it from its checkpoint (which must survive until then)")
     return parser
 
 
@@ -249,7 +256,8 @@ def run(args: argparse.Namespace, on_landed: Landed | None = None) -> None:
             on_landed(None, [PILOT_DIR / f"{record['key']}.json"], record)
         return
     report = run_study(args.data_root, args.deadline_s, only=None if args.only is None else args.only.split(","),
-                       max_run_s=60 * args.max_run_minutes, queue=args.queue, on_landed=on_landed)
+                       max_run_s=60 * args.max_run_minutes, queue=args.queue, on_landed=on_landed,
+                       carry_over=args.carry_over)
     print("study:\n" + report.summary(), flush=True)
 
 
