@@ -200,3 +200,18 @@ def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
     assert due in [s.key for s, _ in queue]                         # ... and stays listed once made
     assert br._spec("vit", br.TUNING_SIZE, (200, 5e-4)).key not in [s.key for s, _ in queue]
     assert all(planned for s, planned in queue if s.model == "vit")  # the ViT's budget is chosen: all planned
+
+
+def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_the_chosen_budget(monkeypatch):
+    from course_lib.experiments import study
+
+    def rec(lr, epochs, val):
+        spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr))
+        return {**_record(lr=lr, epochs=epochs, val=val), "key": spec.key}
+
+    grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0), rec(5e-4, 100, 52.5)]
+    monkeypatch.setattr(study, "study2_queue", lambda: br.study2_queue(grid))
+    specs, of_record = study._queue("study2")
+    assert {(s.model, s.drloc) for s in of_record} == {("vit", False), ("vit", True)}   # ResNet-18: no budget yet
+    assert all(s in specs and s.train_per_class is None and s.seed == 0 and s.epochs == 50 and s.lr == 5e-4
+               for s in of_record)                                   # not the doubling check at 100 epochs

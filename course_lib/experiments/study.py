@@ -129,13 +129,18 @@ QUEUES = ("study", "tune", "study2")
 def _queue(name: str) -> tuple[list[RunSpec], set[RunSpec]]:
     """(runs in priority order, the runs whose fp16 weights are of record) of the queue ``name``: the first
     study's, the second study's tuning grid, or the second study's planned runs (:func:`.budget_rule.study2_queue`:
-    the grid, its doubling checks, then the curve once the budget is chosen)."""
+    the grid, its doubling checks, then the curve once the budget is chosen; of record: seed 0 at 500 per class with
+    the chosen budget, one per family, not its doubling check)."""
     if name not in QUEUES:
         raise ValueError(f"queue must be one of {QUEUES}, got {name!r}.")
     if name == "tune":
         return tuning_queue(), set()
-    if name == "study2":
-        return [s for s, planned in study2_queue() if planned], set()
+    if name == "study2":        # of record: each family's first run at the largest size, seed 0 (its budget)
+        specs, first = [s for s, planned in study2_queue() if planned], {}
+        for spec in specs:
+            if spec.train_per_class is None and spec.seed == 0:
+                first.setdefault((spec.model, spec.drloc), spec)
+        return specs, set(first.values())
     return study_queue()
 
 
