@@ -169,6 +169,9 @@ def test_progress_table_counts_done_runs_and_hours():
     text = br.progress_table(queue, [done], {"vit": 50.0, "resnet18": 25.0, "vit+drloc": 40.0})
     assert text.startswith(f"Runs done: 1 of {len(queue)}")
     assert f"`{queue[0][0].key}` | 50 | done" in text
+    done.update(images_per_second=57.4, test_images=10_000, final_test_acc=49.0)     # 4,900 of 10,000 right
+    text = br.progress_table(queue, [done], {"vit": 50.0, "resnet18": 25.0, "vit+drloc": 40.0})
+    assert "| 57 | 1 min | 49.00 % (48.0-50.0, 10,000 images) |" in text
 
 
 def test_the_interval_of_two_budgets_is_paired_where_both_keep_their_validation_images():

@@ -27,6 +27,7 @@ from ..data import DATASETS
 from ..files import atomic_write_text
 from ..history import unpack_bits
 from ..profiles import get_profile
+from ..stats import clopper_pearson_interval
 from .records import RECORDS_OF_RECORD, load_results
 from .runs import RunSpec
 
@@ -243,25 +244,39 @@ def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
     """The study's progress as Markdown: runs done and left, and the CPU-hours left at the measured one-thread
     throughput of each model (``images_per_second``: {"vit": ..., "resnet18": ..., "vit+drloc": ...})."""
     done = {r["key"]: r for r in records}
-    lines = ["| run | epochs | state | clean train acc | val acc | fit |", "|---|---|---|---|---|---|"]
+    lines = ["| run | epochs | state | clean train acc | val acc | fit | img/s | train time | test acc (95 % CI) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     left_hours = 0.0
     for spec, planned in queue:
         epochs, n_train = spec.epochs, (spec.train_per_class or 500) * DATASETS["cifar10"].num_classes
         r = done.get(spec.key)
         if r is not None:
             lines.append(f"| `{spec.key}` | {r['epochs']} | done | {r['final_train_clean_acc']:.1f} % | "
-                         f"{r['final_val_acc']:.1f} % | {fit_verdict(r, records).word} |")
+                         f"{r['final_val_acc']:.1f} % | {fit_verdict(r, records).word} | {_measured(r)} |")
             continue
         model = "vit+drloc" if spec.drloc else spec.model
         hours = epochs * n_train / images_per_second[model] / 3600
         left_hours += hours
         state = f"to run (~{hours:.1f} CPU-h)" if planned else f"placeholder budget (~{hours:.1f} CPU-h)"
-        lines.append(f"| `{spec.key}` | {epochs} | {state} | | | |")
+        lines.append(f"| `{spec.key}` | {epochs} | {state} | | | | | | |")
     n_done = sum(1 for spec, _ in queue if spec.key in done)
     head = (f"Runs done: {n_done} of {len(queue)}; runs left: {len(queue) - n_done}, about {left_hours:.1f} "
             f"CPU-hours at one thread ({', '.join(f'{k} {v:.0f} img/s' for k, v in images_per_second.items())}, "
-            "training only; runs marked *placeholder* wait for the tuning to choose their budget).")
+            "training only; runs marked *placeholder* wait for the tuning to choose their budget). The test "
+            "accuracy is reported for the record; nothing is chosen by it.")
     return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _measured(record: dict) -> str:
+    """Images per second, wall minutes of training, and the test accuracy with its exact 95 % interval (over the
+    test images), as table cells."""
+    rate = f"{record['images_per_second']:.0f}" if record.get("images_per_second") else "—"
+    test = f"{record['final_test_acc']:.2f} %"
+    if record.get("test_images"):
+        n = record["test_images"]
+        low, high = clopper_pearson_interval(round(record["final_test_acc"] * n / 100), n)
+        test += f" ({low:.1f}-{high:.1f}, {n:,} images)"
+    return f"{rate} | {record['train_seconds'] / 60:.0f} min | {test}"
 
 
 # One-thread training throughput (img/s) assumed for runs of a model that has no record yet (measured on the
