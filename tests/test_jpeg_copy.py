@@ -153,6 +153,8 @@ def test_source_jpeg_fetches_verifies_and_unpacks_the_repository_once(tmp_path, 
     files = stand_in()
     pin(monkeypatch, files)
     handler, asked = serve(github_archive(files))
+    (tmp_path / "cifar10-jpeg.partial" / "test").mkdir(parents=True)          # what a killed unpack left
+    (tmp_path / "cifar10-jpeg.partial" / "test" / "half.jpg").write_bytes(b"")
     with local_http_server(handler) as url:
         monkeypatch.setattr(jpeg_copy, "BASE_URL", url)
         data = load_dataset("cifar10", "test", root=tmp_path, source="jpeg")

@@ -207,8 +207,9 @@ def _verify(splits: dict[str, dict[str, bytes]], path: Path) -> None:
 
 def _unpack(splits: dict[str, dict[str, bytes]], folder: Path) -> None:
     """Write the verified files to ``folder``/train and /test; each split appears whole or not at all (written to a
-    staging folder, then renamed; ``train/`` last, since a ``train/`` folder is what marks a copy as present)."""
-    staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    staging folder, then renamed; ``train/`` last, since a ``train/`` folder is what marks a copy as present). The
+    caller holds the copy's lock, so a staging folder found here is what a killed process left: it is replaced."""
+    staging = folder.with_name(f"{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     for split, files in splits.items():
         for path, data in files.items():
@@ -225,7 +226,8 @@ def _unpack(splits: dict[str, dict[str, bytes]], folder: Path) -> None:
 def fetch_copy(root: str | Path) -> Path:
     """Download the repository's archive at :data:`COMMIT`, verify its content (:data:`SPLIT_TREES`), unpack it to
     ``<root>/cifar10-jpeg/`` (train/ and test/) and return that folder; the archive is deleted. Progress, resume
-    and the minimum rate are :func:`.download.fetch`'s.
+    and the minimum rate are :func:`.download.fetch`'s. Call it holding the copy's lock (as
+    :func:`~.sources.load_dataset` does: ``course_cache/locks/cifar10-jpeg.lock``), one process at a time.
 
     Raises:
         DownloadError: no connection, HTTP error, a transfer too slow or cut short (the message says which).
