@@ -156,15 +156,38 @@ def test_a_corrupted_checkpoint_stops_the_notebook_with_the_paragraph_and_trains
     nothing_left_behind(tmp_path / "content")
 
 
-def test_a_notebook_training_its_own_trains_exactly_what_its_plan_lists(installed, tmp_path):
+# Each notebook alone, training its own under `smoke` (name: its parameters, the runs it trains), on CIFAR-10 only:
+# the other data sets' runs take the same path and each costs the shared CPU more time. 05 with its ablation, whose
+# runs the notebook opens in another cell than its comparisons. One run takes 02 about 30 s on a 2-core machine,
+# 03-04 about a minute, 05's eleven runs a few minutes: those are `slow`.
+OWN_RUNS = {"02_attention_rollout": ({}, 1), "03_feature_maps": ({}, 2), "04_cka": ({"datasets": ["cifar10"]}, 3),
+            "05_drloc": ({"datasets": ["cifar10"], "ablation": True}, 11)}
+
+
+def trains_what_it_plans(name: str, installed: Path, tmp_path: Path, parameters: dict) -> list[str]:
+    """Run ``name`` alone under `smoke`, training its own; assert that the runs it trains are exactly those its plan
+    listed (each once, nothing else fetched or loaded in an empty folder); return them."""
     server, url = serve(ROOT / "checkpoints_of_record")
     try:
-        code, out = run_alone("02_attention_rollout", installed, tmp_path, url, profile="smoke",
-                              parameters={"use_course_models": False})
+        code, out = run_alone(name, installed, tmp_path, url, profile="smoke",
+                              parameters={"use_course_models": False, **parameters})
     finally:
         server.shutdown()
     assert code == 0, out[-3000:]
-    assert planned(out, "train") == trained(out) == ["cifar10-vit-course-smoke-s0"], out[:3000]
+    plan, runs = planned(out, "train"), trained(out)
+    assert len(set(runs)) == len(runs), f"a run was trained twice: {runs}"
+    assert sorted(plan) == sorted(runs), (f"planned, not trained: {sorted(set(plan) - set(runs))}; trained, not "
+                                          f"planned: {sorted(set(runs) - set(plan))}\n{out[:3000]}")
+    assert planned(out, "fetch") == planned(out, "load") == [], out[:3000]
+    return runs
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if OWN_RUNS[n][1] > 1 else n
+                                  for n in sorted(OWN_RUNS)])
+def test_a_notebook_training_its_own_trains_exactly_what_its_plan_lists(name, installed, tmp_path):
+    parameters, count = OWN_RUNS[name]
+    runs = trains_what_it_plans(name, installed, tmp_path, parameters)
+    assert len(runs) == count and "cifar10-vit-course-smoke-s0" in runs, runs
 
 
 # --------------------------------------------------------------------------------------------------------------

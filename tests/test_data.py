@@ -319,11 +319,11 @@ def test_jpeg_copy_rebuilds_the_official_order(tmp_path):
     (folder / "test" / "cat" / "._3.jpg").write_bytes(b"macOS metadata")
     assert torch.equal(load_cifar10_jpeg(folder, "test").labels, torch.from_numpy(official))
     (folder / "test" / "cat" / "0003.jpg").rename(folder / "test" / "cat" / "5000.jpg")
-    with pytest.raises(DataUnavailableError, match=r"1 missing, e.g. cat/3.jpg; 1 unexpected, e.g. cat/5000.jpg"):
+    with pytest.raises(DataUnavailableError, match=r"1 missing, e.g. cat/0003.jpg; 1 unexpected, e.g. cat/5000.jpg"):
         load_cifar10_jpeg(folder, "test")
     (folder / "test" / "cat" / "5000.jpg").rename(folder / "test" / "cat" / "0003.jpg")
     (folder / "test" / "dog" / "0007.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(DataUnavailableError, match=r"dog/7.jpg cannot be decoded"):
+    with pytest.raises(DataUnavailableError, match=r"dog/0007.jpg cannot be decoded"):
         load_cifar10_jpeg(folder, "test")
 
 

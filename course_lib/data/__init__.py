@@ -4,6 +4,7 @@
 ``sets``           what a data set is (:class:`DatasetInfo`, :class:`ImageSet`) and small-data subsets
 ``sources``        where the images come from (:func:`load_dataset`), tried in order, loudly offline
 ``mirrors``        the fast copies (Hugging Face Hub Parquet, archive mirrors) and the checks they must pass
+``jpeg_copy``      the study's CIFAR-10 JPEG copy: where it comes from, its content check, fetching it
 ``download``       one URL to a file: progress, minimum rate, resume, checksum, atomic completion
 ``cache``          verified splits kept as uint8 arrays under ``<root>/course_cache/`` (second load < 2 s)
 ``preprocess``     uint8 pixels -> model input (:class:`Preprocessing`), recorded with every run

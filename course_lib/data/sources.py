@@ -6,8 +6,8 @@ On disk first, then the network (unless ``COURSE_OFFLINE=1`` or ``download=False
 2. ``cache``: a verified copy cached by an earlier load, ``root/course_cache/`` (:mod:`.cache`; under 2 s).
 3. ``jpeg`` (CIFAR-10 only): a JPEG copy laid out as ``<split>/<class>/<k>.jpg`` (the k-th image of that class in
    the official order), as a folder or a ``.tar.xz`` under ``root/cifar10-jpeg/``. Lossy (JPEG quality 75, about
-   30 dB PSNR), so accuracies on it run a little below the published ones. Its origin and the study's archive's
-   SHA-256, checked before it is read: :data:`.mirrors.JPEG_ARCHIVE`.
+   30 dB PSNR), so accuracies on it run a little below the published ones. Where it comes from and how it is
+   checked: :mod:`.jpeg_copy`; ``source="jpeg"`` (the study's profiles) fetches it from there when it is missing.
 4. ``mirror``: a fast copy, used only once it passed every check of :func:`.mirrors.verify` (size, class counts,
    order, and pixel equality with every committed sample): the Hugging Face Hub Parquet copy, then any archive
    byte-identical to torchvision's (md5). A verified Hub copy is cached (2.), so it is downloaded once.
@@ -38,15 +38,15 @@ import torch
 from PIL import Image
 
 from ..settings import data_root, offline
-from . import cache, mirrors
+from . import cache, jpeg_copy, mirrors
 from .download import fetch, first_download, notify
+from .jpeg_copy import CIFAR10_CLASSES
 from .sets import (DATASETS, SAMPLES_DIR, STAND_IN, DataUnavailableError, ImageSet, OfflineSamplesWarning,
                    check_dataset_name)
 
 __all__ = ["SOURCES", "load_dataset", "load_cifar10_jpeg", "load_samples"]
 
 SOURCES = ("auto", "torchvision", "cache", "jpeg", "mirror", "official", "samples")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def _from_torchvision(name: str, split: str, root: Path, download: bool) -> ImageSet:
@@ -104,47 +104,10 @@ def _note(problem: str, notes: list[str]) -> None:
         notify(problem + ".")
 
 
-def _find_jpeg_copy(root: Path) -> Path | None:
-    """A CIFAR-10 JPEG copy under ``root/cifar10-jpeg`` (a folder with train/ and test/, or a .tar.xz), if any."""
-    base = root / "cifar10-jpeg"
-    if (base / "train").is_dir():
-        return base
-    archives = sorted(base.glob("*.tar.xz")) if base.is_dir() else []
-    return archives[0] if archives else None
-
-
 def _official_labels(name: str, split: str) -> np.ndarray | None:
     """Every official label of a split, in the official order (shipped for CIFAR-10 and CIFAR-100; None for SVHN)."""
     path = SAMPLES_DIR / f"{name}_all_labels.npz"
     return _read_npz(path)[split] if path.exists() else None
-
-
-def _read_jpeg_files(path: Path, split: str) -> dict[tuple[int, int], bytes]:
-    """{(class, k): JPEG bytes} for one split of the copy at ``path`` (folder or archive)."""
-    files: dict[tuple[int, int], bytes] = {}
-    if path.is_dir():
-        for c, cname in enumerate(CIFAR10_CLASSES):
-            for f in (path / split / cname).glob("*.jpg"):
-                if f.stem.isdigit():                 # skip stray files such as macOS's ._3.jpg
-                    files[c, int(f.stem)] = f.read_bytes()
-        return files
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                parts = member.name.strip("./").split("/")
-                if (member.isfile() and len(parts) == 3 and parts[0] == split and parts[1] in CIFAR10_CLASSES
-                        and Path(parts[2]).stem.isdigit() and parts[2].endswith(".jpg")):
-                    files[CIFAR10_CLASSES.index(parts[1]), int(Path(parts[2]).stem)] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise DataUnavailableError(f"The CIFAR-10 JPEG archive {path} cannot be read ({type(error).__name__}: "
-                                   f"{first_line}). Copy it again; it is probably cut short.") from None
-    return files
-
-
-def _jpeg_names(keys: list[tuple[int, int]]) -> str:
-    """The first few (class, k) keys as the copy's file names."""
-    return ", ".join(f"{CIFAR10_CLASSES[c]}/{k}.jpg" for c, k in keys[:3]) or "none"
 
 
 def load_cifar10_jpeg(path: str | Path, split: str = "train") -> ImageSet:
@@ -152,29 +115,33 @@ def load_cifar10_jpeg(path: str | Path, split: str = "train") -> ImageSet:
 
     ``<split>/<class>/<k>.jpg`` is the k-th image of that class in the official split, so with the official labels
     (shipped in ``samples/cifar10_all_labels.npz``, as CIFAR-100's are) every image goes back to its official index.
+    A copy whose files are the study's (:func:`.jpeg_copy.study_content`, whatever its form: the study's tarball, its
+    folders unpacked, the fetched repository) is named in ``source`` as the study's tarball, so runs on it keep the
+    identity of the runs of record; any other copy by its own file or folder name.
     """
     path = Path(path)
     check_dataset_name("cifar10", split)
     official = _official_labels("cifar10", split)
     mirrors.verify_jpeg_archive(path)
-    files = _read_jpeg_files(path, split)
+    files = jpeg_copy.read_split(path, split)
     expected = {(c, k) for c in range(10) for k in range(int((official == c).sum()))}
     if files.keys() != expected:
         missing, extra = sorted(expected - files.keys()), sorted(files.keys() - expected)
         raise DataUnavailableError(
             f"The CIFAR-10 JPEG copy at {path} has {len(files)} {split} images, expected {len(expected)} "
-            f"({len(missing)} missing, e.g. {_jpeg_names(missing)}; {len(extra)} unexpected, e.g. "
-            f"{_jpeg_names(extra)}). Unpack the whole archive again.")
+            f"({len(missing)} missing, e.g. {jpeg_copy.file_names(missing)}; {len(extra)} unexpected, e.g. "
+            f"{jpeg_copy.file_names(extra)}). Unpack the whole archive again.")
     images = np.empty((len(official), 32, 32, 3), np.uint8)
     for c in range(10):
         for k, pos in enumerate(np.flatnonzero(official == c)):       # official indices of class c, in order
             try:
                 images[pos] = np.asarray(Image.open(io.BytesIO(files[c, k])).convert("RGB"))
             except (OSError, ValueError) as error:                    # PIL's UnidentifiedImageError is an OSError
-                raise DataUnavailableError(f"The CIFAR-10 JPEG copy at {path}: {_jpeg_names([(c, k)])} cannot "
+                raise DataUnavailableError(f"The CIFAR-10 JPEG copy at {path}: {jpeg_copy.file_names([(c, k)])} cannot "
                                            f"be decoded ({error}). Unpack the archive again.") from None
+    name = jpeg_copy.STUDY_NAME if jpeg_copy.study_content(split, files) else path.name
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(official).long(),
-                    "cifar10", split, CIFAR10_CLASSES, f"CIFAR-10 JPEG copy, quality 75 ({path.name})",
+                    "cifar10", split, CIFAR10_CLASSES, f"CIFAR-10 JPEG copy, quality 75 ({name})",
                     torch.arange(len(official)))
 
 
@@ -355,14 +322,32 @@ def _data_folder(root: str | Path | None) -> Path:
     return root
 
 
-def _insisted_on_disk(name: str, split: str, root: Path, source: str) -> ImageSet:
+def _jpeg(name: str, split: str, root: Path, can_download: bool) -> ImageSet:
+    """``source="jpeg"``: the JPEG copy on disk, else fetched and verified (:func:`.jpeg_copy.fetch_copy`; one
+    process at a time), else an error that says where it comes from."""
+    if name != "cifar10":
+        raise DataUnavailableError(f"source='jpeg' is CIFAR-10's JPEG copy only; {DATASETS[name].title} has none. "
+                                   "Fix: use source='auto'.")
+    jpeg = jpeg_copy.find_copy(root)
+    if jpeg is None and can_download:
+        with cache.lock(root, "cifar10", "jpeg", "Fetching the CIFAR-10 JPEG copy") as held:
+            jpeg = jpeg_copy.find_copy(root) or (jpeg_copy.fetch_copy(root) if held else None)
+    if jpeg is None:
+        why, fix = (("COURSE_OFFLINE is set", "unset COURSE_OFFLINE") if offline() else
+                    ("download=False", "load with download=True") if not can_download else
+                    (f"the data folder {root} is read-only", "point COURSE_DATA_ROOT at a writable folder"))
+        raise DataUnavailableError(
+            f"No CIFAR-10 JPEG copy under {root / 'cifar10-jpeg'}, and it is not fetched ({why}). "
+            f"{jpeg_copy.where_from()}. Fix: {fix} (it is then fetched and verified), or put the study's "
+            f"{jpeg_copy.STUDY_NAME} (SHA-256 {mirrors.JPEG_ARCHIVE['sha256']}) or the repository's train/ and test/ "
+            "folders there.")
+    return load_cifar10_jpeg(jpeg, split)
+
+
+def _insisted_on_disk(name: str, split: str, root: Path, source: str, can_download: bool) -> ImageSet:
     """``source="jpeg"`` or ``"cache"``: that copy, or an error that says how to get it."""
     if source == "jpeg":
-        jpeg = _find_jpeg_copy(root) if name == "cifar10" else None
-        if jpeg is None:
-            raise DataUnavailableError(f"No CIFAR-10 JPEG copy under {root / 'cifar10-jpeg'} (only CIFAR-10 has one)."
-                                       " Put the .tar.xz or its unpacked train/ and test/ folders there.")
-        return load_cifar10_jpeg(jpeg, split)
+        return _jpeg(name, split, root, can_download)
     cached = _cached(name, split, root, "skip")
     if cached is None and cache.exists(root, name, split):
         with cache.lock(root, name, split, f"Loading {DATASETS[name].title} {split}") as held:
@@ -385,7 +370,7 @@ def _on_disk(name: str, split: str, root: Path, source: str, notes: list[str], o
                 _note(problem, notes)
     if source in ("auto", "mirror") and (cached := _cached(name, split, root, on_damage)) is not None:
         return cached
-    if source == "auto" and name == "cifar10" and (jpeg := _find_jpeg_copy(root)) is not None:
+    if source == "auto" and name == "cifar10" and (jpeg := jpeg_copy.find_copy(root)) is not None:
         return load_cifar10_jpeg(jpeg, split)
     return None
 
@@ -427,7 +412,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if source == "samples":
         return load_samples(name, split)
     if source in ("jpeg", "cache"):
-        return _insisted_on_disk(name, split, root, source)
+        return _insisted_on_disk(name, split, root, source, download and not offline())
     notes: list[str] = []
     data = _on_disk(name, split, root, source, notes, "skip")              # 1-3. on disk, deleting nothing
     if data is not None:
