@@ -71,6 +71,7 @@ def test_notebook_05_puts_runs_trained_under_different_schemes_in_different_tabl
     assert "CIFAR-100: profile 'cpu', 9 images per class, 15 epochs, 916 test images" in constant
     assert re.search(r"SVHN: profile 'cpu', 74 images per class, 15 epochs, 200 test images \(a stand-in", constant)
     assert "2 schemes of λ, one table each" in printed
+    assert "ViT+DRLoc with λ 0.5 held constant:\n  CIFAR-100: ViT+DRLoc vs ViT" in printed   # verdicts by scheme
 
 
 def test_notebook_05_one_scheme_gives_one_table():
