@@ -92,6 +92,16 @@ def test_expected_target():
     assert not ex.check_expected_target(lambda k: (k * k - 1) / (3 * k))  # forgot to divide by k
 
 
+def test_expected_target_accepts_a_float32_answer_and_shows_the_difference(capsys):
+    def float32(k):
+        k = torch.tensor(k, dtype=torch.float32)
+        return (k ** 2 - 1) / (3 * k ** 2)
+
+    assert ex.check_expected_target(float32)
+    assert not ex.check_expected_target(lambda k: (k * k - 1) / (3 * k * k) + 1e-5)
+    assert "you said 0.250010000, enumerating all pairs gives 0.250000000" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Answers that are NaN, or not the kind of value asked for: wrong, with a message, never a crash
 
