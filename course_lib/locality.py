@@ -5,14 +5,24 @@ For a query patch q, the attention distance is the distance from q to the key pa
 attends to them: ``sum_j a_qj * ||pos_q - pos_j||``. Averaged over queries and images, one number per head and
 block. A convolution's first layers look only at neighbours (small distances); a ViT *may* learn that, or not: on
 small data, the lower blocks of a ViT often keep attending far away, which is Zhu et al.'s point in numbers.
+
+A positive control for that measurement: :func:`with_distance_bias` copies a course ViT and adds a fixed Gaussian
+of the patch distance to every attention layer's logits, so that its attention is local by construction (no
+training). Measured the same way, its heads must come out local; if they did not, the measurement could never say
+"local". It controls the measurement, not learning.
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
+import torch.nn as nn
 
-__all__ = ["patch_distances", "mean_attention_distance", "MIN_PATCH_WEIGHT"]
+from .models import ViT
+
+__all__ = ["patch_distances", "mean_attention_distance", "MIN_PATCH_WEIGHT", "gaussian_distance_bias",
+           "with_distance_bias"]
 
 MIN_PATCH_WEIGHT = 1e-6       # a query's total weight on the patches below which it has no attention distance
 ROW_SUM_TOLERANCE = 1e-2      # |row sum - 1| allowed: softmax in bfloat16 rounds to ~4e-3
@@ -89,3 +99,54 @@ def _check_weights(attentions: Sequence[torch.Tensor]) -> None:
         raise ValueError(f"attentions are not attention weights (smallest value {smallest:.3g}, a row's sum off 1 by "
                          f"up to {off:.3g}): pass the weights after the softmax, each query's row summing to 1 "
                          "(model.forward_with_attention(x)[1]), not the scores or logits before it.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A positive control: attention that is local by construction
+
+def gaussian_distance_bias(grid_size: int, sigma: float = 1.0, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """(T, T) logit bias -d^2 / (2 sigma^2) between patches d patches apart (T = num_prefix_tokens + K*K), 0 in the
+    rows and columns of the prefix tokens: added before the softmax, it makes each patch attend to its neighbours
+    with Gaussian weights of width ``sigma`` patches. ConViT's locality initialisation is of this form
+    (``GPSA.local_init`` in facebookresearch/convit's ``convit.py``, read at commit 0a9340a: a positional score
+    -alpha * (dx^2 + dy^2) plus a per-head offset term, before a softmax)."""
+    _check_grid(grid_size, 1)
+    if not (isinstance(sigma, (int, float)) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number of patches (e.g. 1.0; math.inf gives no bias), "
+                         f"got {sigma!r}.")
+    bias = torch.zeros(num_prefix_tokens + grid_size ** 2, num_prefix_tokens + grid_size ** 2)
+    bias[num_prefix_tokens:, num_prefix_tokens:] = -patch_distances(grid_size).float() ** 2 / (2 * sigma ** 2)
+    return bias
+
+
+class _BiasedAttention(nn.Module):
+    """A ViT attention layer whose logits get a fixed bias (T, T) before the softmax; its q, k, v and output
+    projection are the wrapped layer's own weights."""
+
+    def __init__(self, attention: nn.Module, bias: torch.Tensor):
+        super().__init__()
+        self.inner = attention
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        a = self.inner
+        B, T, D = x.shape
+        q, k, v = a.qkv(x).view(B, T, 3, a.heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * a.scale + self.bias.to(q.dtype)).softmax(dim=-1)   # (B, H, T, T)
+        out = (attn @ v).transpose(1, 2).reshape(B, T, D)
+        return a.proj_dropout(a.proj(out)), attn if return_attention else None
+
+
+def with_distance_bias(model: ViT, sigma: float = 1.0) -> ViT:
+    """A copy of ``model`` (a course :class:`~course_lib.models.ViT`, left unchanged) in evaluation mode whose
+    every block adds :func:`gaussian_distance_bias` to its attention logits: the positive control for
+    :func:`mean_attention_distance`. ``sigma=math.inf`` adds nothing (the copy computes what ``model`` does)."""
+    if not isinstance(model, ViT):
+        raise TypeError(f"with_distance_bias needs a course ViT (course_lib.models.ViT, one grid of patch tokens), "
+                        f"got {type(model).__name__}.")
+    bias = gaussian_distance_bias(model.grid_size, sigma, model.num_prefix_tokens)
+    control = copy.deepcopy(model).eval()
+    bias = bias.to(next(model.parameters()).device)
+    for block in control.blocks:
+        block.attn = _BiasedAttention(block.attn, bias)
+    return control

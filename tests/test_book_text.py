@@ -55,17 +55,22 @@ def test_the_background_chapters_name_only_exercises_that_exist():
     asked = {f for _, f, _ in _exercise_table()}
     for page in ("vit", "resnet", "rollout", "cka", "drloc", "exercises", "intro"):
         text = (ROOT / "book" / f"{page}.md").read_text(encoding="utf-8")
-        for stale in ("rollout_step", "my_linear_cka", "my_hsic_unbiased", "check_drloc_targets"):
+        for stale in ("rollout_step", "rollout_max", "my_linear_cka", "my_hsic_unbiased", "check_drloc_targets"):
             assert stale not in text, f"book/{page}.md still names the old exercise {stale}"
-    assert {"unpatchify", "rollout_max", "my_rbf_cka", "signed_targets", "expected_target"} <= asked
+    assert {"unpatchify", "rollout_discard", "my_rbf_cka", "signed_targets", "expected_target"} <= asked
 
 
-@pytest.mark.parametrize("number", ["01", "05"])
+@pytest.mark.parametrize("number", ["01", "02", "05"])
 def test_an_exercise_is_not_answered_on_its_own_page(number):
-    text = "\n".join(_cells(number, "markdown")) + "\n".join(
-        s for s in _cells(number, "code") if "# Solution" not in s)
+    code = "\n".join(s for s in _cells(number, "code") if "# Solution" not in s)
+    text = "\n".join(_cells(number, "markdown")) + code
     if number == "05":      # the exact mean target is the exercise's answer
         assert not re.search(r"k\s*[²^]\s*2?\s*[−-]\s*1\)\s*/\s*\(?3", text), "notebook 05 states the answer"
+    elif number == "02":    # the by-hand cell fuses, adds the identity and multiplies; discarding is the exercise
+        assert "def rollout_discard(" in code
+        assert not re.search(r"\.(topk|argsort|sort|kthvalue)\(|torch\.(topk|argsort|sort|kthvalue)\(", code), \
+            "a code cell of notebook 02 ranks attention entries: the discard step is the exercise's answer"
+        assert not re.search(r"\.(amax|max)\(dim=1\)", code)      # nor the old exercise, max fusion, by hand
     else:                   # the by-hand cell cuts the patches; the exercise must ask for something else
         assert "def patchify(" not in text and "def unpatchify(" in text
 

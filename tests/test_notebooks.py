@@ -75,6 +75,21 @@ def test_the_idea_is_computed_by_hand_and_checked_against_the_library_in_a_narro
         assert cell.outputs and not any(o.output_type == "error" for o in cell.outputs)
 
 
+# Every code line a reader sees fits the column. The book shows code 700 px wide: pydata-sphinx-theme 0.17.1 sets
+# <pre> to 0.875 x 16 px = 14 px monospace (about 8.4 px a character) inside 1 rem of padding on each side, which
+# leaves room for 79 characters. Only the Colab install cell, collapsed in the book (hide-input), may be wider.
+CODE_WIDTH = 79
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_visible_code_line_is_wider_than_the_column(path):
+    nb = nbformat.read(path, as_version=4)
+    wide = [line for cell in nb.cells if cell.cell_type == "code" and "hide-input" not in cell.metadata.get("tags", [])
+            for line in cell.source.splitlines() if len(line) > CODE_WIDTH]
+    assert not wide, (f"{path.name}: {len(wide)} code line(s) wider than {CODE_WIDTH} characters, which wrap in the "
+                      f"book's column; the first: {wide[0]!r}")
+
+
 def test_notebooks_install_the_release_they_were_written_for():
     tool = _load_tool("set_repo_url")
     url, tag = tool.config_url(), tool.release_tag()

@@ -241,7 +241,8 @@ def test_notebook_01_checks_its_parameters_before_using_them():
     at = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
     parameters = {line.split("=")[0].strip() for line in "".join(code[at]["source"]).splitlines() if "=" in line}
     after = "".join(code[at + 1]["source"])
-    call = next(line for line in after.splitlines() if line.startswith("check_parameters("))
+    start = after.index("\ncheck_parameters(") + 1                   # the call, over however many lines
+    call = after[start:after.index(")", start) + 1]
     assert after.index(call) < after.index("get_profile(profile)")
     assert all(f"{name}={name}" in call for name in parameters)
     check_parameters(**{name: None for name in ("profile", "data_root", "vit_model", "recipe")},
