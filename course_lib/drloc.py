@@ -247,16 +247,17 @@ class DRLocLoss(ExtraLoss):
         self.last = DRLocOutput(*(t.detach() for t in out))
         return out.loss
 
-    def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
+    def forward(self, model: nn.Module, tokens: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:
-        """Unweighted DRLoc loss (scalar) of a batch; ``features`` is ``model.forward_features(images)``."""
+        """Unweighted DRLoc loss (scalar) of a batch; ``tokens`` is ``model.forward_blocks(images)`` (before the
+        final norm, which ``tokens="post_norm"`` applies here)."""
         if not hasattr(model, "feature_grid"):
             raise TypeError(f"{type(model).__name__}: this model exposes no token grid; DRLoc needs the final k×k "
-                            "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (features -> "
+                            "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (tokens -> "
                             "(B, D, k, k)).")
         if self.tokens == "post_norm":
-            return self.grid_loss(model.feature_grid(features, final_norm=True))
-        return self.grid_loss(model.feature_grid(features))
+            return self.grid_loss(model.feature_grid(model.norm(tokens)))
+        return self.grid_loss(model.feature_grid(tokens))
 
     def settings(self) -> dict:
         """Every setting that changes the term, in this order (their text form names the runs of record)."""

@@ -136,7 +136,7 @@ def test_nan_loss_stops_with_the_step(tiny):
 
 
 class MeanLogitPenalty(ExtraLoss):
-    """A toy auxiliary term with its own parameter: mean of (scale * features)^2, about 1 after LayerNorm."""
+    """A toy auxiliary term with its own parameter: mean of (scale * normed tokens)^2, about 1 after LayerNorm."""
 
     name = "toy"
 
@@ -145,9 +145,9 @@ class MeanLogitPenalty(ExtraLoss):
         self.weight = weight
         self.scale = nn.Parameter(torch.ones(()))
 
-    def forward(self, model, features, images, labels):
-        assert features.shape[1:] == (65, 32) and images.shape[1:] == (3, 32, 32)
-        return (self.scale * model.norm(features)).pow(2).mean()     # features come before the final norm
+    def forward(self, model, tokens, images, labels):
+        assert tokens.shape[1:] == (65, 32) and images.shape[1:] == (3, 32, 32)
+        return (self.scale * model.norm(tokens)).pow(2).mean()     # tokens come before the final norm
 
 
 def test_extra_losses_are_weighted_trained_and_logged(tiny):
