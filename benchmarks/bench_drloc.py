@@ -44,7 +44,7 @@ def make_step(model: nn.Module, term: DRLocLoss | None, x: torch.Tensor, y: torc
         tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
         loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y, label_smoothing=0.1)
         if term is not None:
-            loss = loss + term.weight * term(model, tokens, x, y)
+            loss = loss + term.drloc_weight * term(model, tokens, x, y)
         loss.backward()
         optimizer.step()
 
@@ -58,7 +58,7 @@ def counted_flops(model: nn.Module, term: DRLocLoss | None, x: torch.Tensor, y: 
         tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
         loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y)
         if term is not None:
-            loss = loss + term.weight * term(model, tokens, x, y)
+            loss = loss + term.drloc_weight * term(model, tokens, x, y)
         loss.backward()
     model.zero_grad(set_to_none=True)
     if term is not None:

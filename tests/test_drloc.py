@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.train import train_step
-from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_weight,
+from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_drloc_weight,
                               relative_targets, sample_positions)
 from course_lib.drloc import TARGET_MODES
 from course_lib.drloc_variants import DRLocVariantLoss, cycle_back_regression
@@ -209,7 +209,7 @@ def test_fit_trains_the_head_with_the_model():
     test = subset(load_dataset("cifar10", "test", source="samples"), 1)
     torch.manual_seed(0)
     model = tiny_vit()
-    term = DRLocLoss(dim=model.grid_dim, weight=0.5)
+    term = DRLocLoss(dim=model.grid_dim, drloc_weight=0.5)
     before = [p.detach().clone() for p in term.head.parameters()]
     history = fit(model, train, test, epochs=1, extra_losses=[term], progress=False, device="cpu")
     assert len(history.extra["drloc"]) == 1
@@ -254,17 +254,17 @@ def _weight_decay(init_weight, epoch, warmup_epochs=20, total_epoch=300):
     return cur_weight
 
 
-def test_official_weight_schedule():
+def test_official_drloc_weight_schedule():
     for epoch, expected in [(0, 0.0), (10, 0.25), (20, 0.5), (100, 0.5 * (1 - 80 / 280)), (300, 0.0)]:
-        assert official_weight(epoch, 0.5) == pytest.approx(expected)
-        assert official_weight(epoch, 0.5) == pytest.approx(_weight_decay(0.5, epoch))
+        assert official_drloc_weight(epoch, 0.5) == pytest.approx(expected)
+        assert official_drloc_weight(epoch, 0.5) == pytest.approx(_weight_decay(0.5, epoch))
     # Over a 100-epoch run (epochs 0..99) the term follows main.py exactly; shorter runs follow it in proportion.
-    term = DRLocLoss(dim=8, weight=0.5, schedule="official")
+    term = DRLocLoss(dim=8, drloc_weight=0.5, schedule="official")
     assert [term.weight_at(e, 100) for e in (0, 10, 20, 99)] == pytest.approx(
         [_weight_decay(0.5, e) for e in (0, 10, 20, 99)])
     assert term.weight_at(99, 100) == pytest.approx(0.359, abs=1e-3)       # about 0.72 lambda at the end
     assert term.weight_at(5, 10) == pytest.approx(_weight_decay(0.5, 50))
-    assert DRLocLoss(dim=8, weight=0.5).weight_at(3, 10) == 0.5
+    assert DRLocLoss(dim=8, drloc_weight=0.5).weight_at(3, 10) == 0.5
 
 
 def test_fit_logs_the_scheduled_weight():
@@ -272,7 +272,7 @@ def test_fit_logs_the_scheduled_weight():
     from course_lib.train import fit
 
     train = subset(load_dataset("cifar10", "train", source="samples"), 2)
-    term = DRLocLoss(dim=32, weight=1.0, m=4, schedule="official")
+    term = DRLocLoss(dim=32, drloc_weight=1.0, m=4, schedule="official")
     h = fit(tiny_vit(), train, None, epochs=5, extra_losses=[term], progress=False, batch_size=20)
     assert h.extra_weight["drloc"] == pytest.approx([_weight_decay(1.0, e, 1, 15) for e in range(5)])
 
@@ -344,7 +344,7 @@ def test_bad_arguments():
         DRLocLoss(dim=32, m=0)
     with pytest.raises(ValueError, match="at least one pair"):
         sample_positions(2, 0, 8)
-    for bad in (dict(weight=float("nan")), dict(weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
+    for bad in (dict(drloc_weight=float("nan")), dict(drloc_weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
                 dict(tokens="cls")):
         with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
             DRLocLoss(dim=32, **bad)
@@ -363,7 +363,7 @@ def test_bad_arguments():
 
 def test_defaults_follow_the_paper_and_config():
     term = DRLocLoss(dim=8)
-    assert (term.name, term.weight, term.m, term.loss, term.target) == ("drloc", 0.5, 64, "l1", "paper")
+    assert (term.name, term.drloc_weight, term.m, term.loss, term.target) == ("drloc", 0.5, 64, "l1", "paper")
     assert (term.schedule, term.tokens) == ("constant", "pre_norm")
     assert [layer.out_features for layer in term.head.layers if isinstance(layer, nn.Linear)] == [512, 512, 2]
     assert term.head.layers[0].in_features == 16      # the concatenation [e1, e2]
@@ -376,9 +376,9 @@ RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: 
     "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
         dict(dim=192),
     "dim=192, weight=0.1, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
-        dict(dim=192, weight=0.1),
+        dict(dim=192, drloc_weight=0.1),
     "dim=192, weight=1.0, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
-        dict(dim=192, weight=1.0),
+        dict(dim=192, drloc_weight=1.0),
     "dim=192, weight=0.5, m=16, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
         dict(dim=192, m=16),
     "dim=192, weight=0.5, m=32, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
@@ -388,7 +388,7 @@ RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: 
     "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='post_norm'":
         dict(dim=192, tokens="post_norm"),
     "dim=256, weight=0.1, m=16, loss='l1', target='paper', hidden=512, schedule='official', tokens='post_norm'":
-        dict(dim=256, weight=0.1, m=16, schedule="official", tokens="post_norm"),
+        dict(dim=256, drloc_weight=0.1, m=16, schedule="official", tokens="post_norm"),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 
 from course_lib import experiments as ex
 from course_lib.data import sources
-from course_lib.drloc import official_weight
+from course_lib.drloc import official_drloc_weight
 from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, of_record, queue, records, runs
 from course_lib.experiments.records import Record
 from course_lib.files import atomic_write_json
@@ -172,7 +172,7 @@ def test_drloc_runs_carry_the_extra_loss_and_its_schedule(tmp_path):
     result = ex.train_run(spec, root=tmp_path, progress=False)
     assert "drloc" in result.history.extra and result.record["label"] == "ViT+DRLoc"
     assert result.history.extra_weight["drloc"] == pytest.approx(
-        [official_weight(e, 0.5, 0.6, 9.0) for e in range(3)])
+        [official_drloc_weight(e, 0.5, 0.6, 9.0) for e in range(3)])
     assert result.record.identity["extra_losses"][0]["settings"]["schedule"] == "official"
 
 

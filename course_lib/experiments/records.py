@@ -42,8 +42,8 @@ from ..settings import workdir
 from ..history import unpack_bits
 
 __all__ = ["Record", "RECORDS_OF_RECORD", "RECORD_FORMAT", "NOT_RECORDS", "RecordWarning", "RecordError",
-           "NewerRecordError", "records_dir", "old_records_dir", "record_paths", "record_files", "record_problems", "read_record",
-           "find_record", "write_record", "load_records"]
+           "NewerRecordError", "records_dir", "old_records_dir", "record_paths", "record_files", "record_problems",
+           "read_record", "find_record", "write_record", "load_records"]
 
 RECORDS_OF_RECORD = Path(__file__).resolve().parents[1] / "records"
 OLD_RECORDS_NAME = "results"          # the work folder's records folder before it was named records/ (still read)

@@ -216,7 +216,7 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
     seed_everything(spec.seed)
     overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
-    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs,
+    extra_losses = [DRLocLoss(dim=model.grid_dim, drloc_weight=spec.drloc_weight, m=spec.drloc_pairs,
                               schedule=spec.drloc_schedule, tokens=spec.drloc_tokens)] if spec.drloc else []
     return model, extra_losses
 
