@@ -102,13 +102,13 @@ class HybridViT(nn.Module):
             x, _ = block(x)
         return x
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the final tokens (B, k*k, 2*dim), after the final norm (as timm's ``forward_features``)."""
-        return self.norm(self.forward_blocks(x))
-
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Final tokens (B, k*k, 2*dim) -> logits: mean of the tokens, linear."""
         return self.head(features.mean(dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the final tokens (B, k*k, 2*dim), after the final norm (as timm's ``forward_features``)."""
+        return self.norm(self.forward_blocks(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
