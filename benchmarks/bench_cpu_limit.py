@@ -40,10 +40,10 @@ def _timed(fn) -> float:
 
 
 def _step(model, extra, optimizer, x, y) -> None:
-    features = model.forward_features(x)
-    loss = F.cross_entropy(model.forward_head(features), y)
+    tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
+    loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y)
     if extra is not None:
-        loss = loss + 0.5 * extra(model, features, x, y)
+        loss = loss + 0.5 * extra(model, tokens, x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -60,10 +60,10 @@ def measure(name: str, batch: int, steps: int) -> dict:
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     with FlopCounterMode(display=False) as counter:       # one forward + backward, counted
-        features = model.forward_features(x)
-        loss = F.cross_entropy(model.forward_head(features), y)
+        tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
+        loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y)
         if extra is not None:
-            loss = loss + 0.5 * extra(model, features, x, y)
+            loss = loss + 0.5 * extra(model, tokens, x, y)
         loss.backward()
     flops = counter.get_total_flops()
     _step(model, extra, optimizer, x, y)                   # warm-up

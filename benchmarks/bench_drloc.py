@@ -41,10 +41,10 @@ def make_step(model: nn.Module, term: DRLocLoss | None, x: torch.Tensor, y: torc
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        features = model.forward_features(x)
-        loss = F.cross_entropy(model.forward_head(features), y, label_smoothing=0.1)
+        tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
+        loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y, label_smoothing=0.1)
         if term is not None:
-            loss = loss + term.weight * term(model, features, x, y)
+            loss = loss + term.drloc_weight * term(model, tokens, x, y)
         loss.backward()
         optimizer.step()
 
@@ -55,10 +55,10 @@ def counted_flops(model: nn.Module, term: DRLocLoss | None, x: torch.Tensor, y: 
     """FLOPs of one forward + backward, as torch's FlopCounterMode counts them (matmuls and convolutions; it does
     not see inside the CPU's fused attention kernel, so a ViT's attention products are left out)."""
     with FlopCounterMode(display=False) as counter:
-        features = model.forward_features(x)
-        loss = F.cross_entropy(model.forward_head(features), y)
+        tokens = model.forward_blocks(x)          # before the final norm, where DRLoc reads them
+        loss = F.cross_entropy(model.forward_head(model.norm(tokens)), y)
         if term is not None:
-            loss = loss + term.weight * term(model, features, x, y)
+            loss = loss + term.drloc_weight * term(model, tokens, x, y)
         loss.backward()
     model.zero_grad(set_to_none=True)
     if term is not None:

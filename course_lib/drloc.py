@@ -8,7 +8,7 @@ which a classifier trained on few images otherwise lacks.
     sample m pairs per image   (i, j), (p, h) uniformly over the k x k cells
     target                     t = (|i - p| / k, |j - h| / k) in [0, 1)^2         max is (k - 1) / k
     prediction                 d = f([e_ij, e_ph])  with f an MLP 2D -> 512 -> 512 -> 2
-    loss                       L = L_ce + lambda * L_drloc,  L_drloc = E ||t - d||_1
+    loss                       L = L_ce + λ L_drloc,  L_drloc = E ||t - d||_1,  λ = ``drloc_weight``
 
 The functions below follow that order; :class:`DRLocLoss` plugs the term into :func:`course_lib.train.fit`. What
 follows the official code (github.com/yhlleo/VTs-Drloc) and where the course departs from it is noted above
@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from .train import ExtraLoss
 
 __all__ = ["sample_positions", "relative_targets", "gather_pairs", "DRLocHead", "DRLocOutput", "drloc_forward",
-           "DRLocLoss", "official_weight", "constant_baseline", "identical_cells_baseline", "SCHEDULES",
+           "DRLocLoss", "official_drloc_weight", "constant_baseline", "identical_cells_baseline", "SCHEDULES",
            "TOKEN_SOURCES", "TARGET_MODES"]
 
-SCHEDULES = ("constant", "official")          # lambda over the epochs (see DRLocLoss.weight_at)
+SCHEDULES = ("constant", "official")          # λ (drloc_weight) over the epochs (see DRLocLoss.weight_at)
 TOKEN_SOURCES = ("pre_norm", "post_norm")     # read the last tokens before (official) or after the final norm
 
 
@@ -148,18 +148,18 @@ def drloc_forward(grid: torch.Tensor, head: nn.Module, m: int = 64, generator: t
 #   ``cbr``, a cycle-back regression; the paper and the course's runs use L1 (the others: course_lib.drloc_variants,
 #   which builds on this module).
 # - config.py: SAMPLE_SIZE = 32, LAMBDA_DRLOC = 0.5; main.py's --sample_size defaults to 64 and overrides it
-#   (train.sh does not set it), so the runs used m = 64, the course's default.
-# - main.py's ``_weight_decay``: lambda rises linearly from 0 over 20 epochs, then falls linearly towards 0 at epoch
-#   300 while training stops after 100 -> DRLocLoss(schedule="official"), official_weight.
+#   (train.sh does not set it), so the runs used m = 64, the course's default; LAMBDA_DRLOC is our drloc_weight.
+# - main.py's ``_weight_decay``: λ rises linearly from 0 over 20 epochs, then falls linearly towards 0 at epoch
+#   300 while training stops after 100 -> DRLocLoss(schedule="official"), official_drloc_weight.
 # - models/swin.py: the head reads the last stage's tokens before the final norm -> tokens="pre_norm".
 # - The targets, on purpose: train.sh passes --use_abs and the Swin model no normalize=True, so the official runs
 #   regress |delta| in *cells* (0 ... k-1), a loss k times the paper's |delta| / k, which the course uses
 #   (DRLocLoss(target="abs") gives the official targets).
 #
-# The course's ablation (course_lib.experiments.plan.drloc_ablation) varies weight, m, schedule and tokens.
+# The course's ablation (course_lib.experiments.plan.drloc_ablation) varies drloc_weight, m, schedule and tokens.
 
 class DRLocLoss(ExtraLoss):
-    """DRLoc as an extra loss for :func:`course_lib.train.fit`: ``total = cross_entropy + weight * L_drloc``.
+    """DRLoc as an extra loss for :func:`course_lib.train.fit`: ``total = cross_entropy + drloc_weight * L_drloc``.
 
     Usage::
 
@@ -169,7 +169,8 @@ class DRLocLoss(ExtraLoss):
 
     Args:
         dim: channels D of the model's final grid (ViT: ``model.dim``; HybridViT: ``2 * model.dim``; ResNet-18: 512).
-        weight: lambda. 0.5 is ``config.py``'s default; the repository's ``train.sh`` uses 0.5 for Swin, 0.1 for T2T
+        drloc_weight: λ, the weight of the DRLoc loss (``RunSpec.drloc_weight`` of a run). 0.5 is ``config.py``'s
+            default; the repository's ``train.sh`` uses 0.5 for Swin, 0.1 for T2T
             and 0.1 for CvT, set with targets in cells (k times the paper's loss value; the L1 gradient passes back
             only the sign of the error, so the backbone's gradient is not k times larger).
         m: pairs per image (64, as the official runs).
@@ -179,7 +180,7 @@ class DRLocLoss(ExtraLoss):
         target: ``"paper"`` (|delta| / k, the default), or the official code's ``"abs"`` (|delta| in cells) or
             ``"signed"`` (see :data:`TARGET_MODES`).
         grid_size: k, when the grid's side must be checked (ViT-Lite: 8, HybridViT: 4).
-        schedule: ``"constant"`` lambda, or ``"official"``: the official schedule in proportion to the run
+        schedule: ``"constant"`` λ, or ``"official"``: the official schedule in proportion to the run
             (:meth:`weight_at`).
         tokens: ``"pre_norm"`` reads the last tokens before the final LayerNorm (the official code), ``"post_norm"``
             after it (the tokens the classifier pools).
@@ -195,7 +196,7 @@ class DRLocLoss(ExtraLoss):
     LOSSES: tuple[str, ...] = ("l1",)      # the official code's others: drloc_variants.DRLocVariantLoss
     default_target = "paper"
 
-    def __init__(self, dim: int, weight: float = 0.5, m: int = 64, loss: str = "l1", hidden: int = 512,
+    def __init__(self, dim: int, drloc_weight: float = 0.5, m: int = 64, loss: str = "l1", hidden: int = 512,
                  target: str | None = None, grid_size: int | None = None, schedule: str = "constant",
                  tokens: str = "pre_norm", generator: torch.Generator | None = None):
         super().__init__()
@@ -203,8 +204,9 @@ class DRLocLoss(ExtraLoss):
             raise ValueError(f"m={m!r}: DRLoc needs a whole number of at least one pair per image, and at most "
                              f"{MAX_PAIRS:,} (an 8x8 grid has 4,096 ordered pairs of cells; the official runs use "
                              "m=64).")
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"weight (lambda) must be a finite number >= 0, got {weight!r}.")
+        if isinstance(drloc_weight, bool) or not (isinstance(drloc_weight, (int, float))
+                                                  and math.isfinite(drloc_weight) and drloc_weight >= 0):
+            raise ValueError(f"drloc_weight (λ) must be a finite number >= 0, got {drloc_weight!r}.")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
         if tokens not in TOKEN_SOURCES:
@@ -216,7 +218,7 @@ class DRLocLoss(ExtraLoss):
         target = target or self.default_target
         if target not in TARGET_MODES:
             raise ValueError(f"Unknown target mode {target!r}. Choose one of {list(TARGET_MODES)}.")
-        self.dim, self.weight, self.m, self.loss, self.grid_size = dim, float(weight), m, loss, grid_size
+        self.dim, self.drloc_weight, self.m, self.loss, self.grid_size = dim, float(drloc_weight), m, loss, grid_size
         self.schedule, self.tokens, self.generator, self.target = schedule, tokens, generator, target
         self.head = self.build_head(hidden)
         self.last: DRLocOutput | None = None
@@ -231,12 +233,12 @@ class DRLocLoss(ExtraLoss):
         return F.l1_loss(pred, target)
 
     def weight_at(self, epoch: int, epochs: int) -> float:
-        """lambda in (0-based) ``epoch`` of ``epochs``: constant, or the official schedule in proportion (over a
-        100-epoch run: 0 -> lambda over epochs 0-20, then linearly towards 0 at epoch 300; see
-        :func:`official_weight`)."""
+        """λ in (0-based) ``epoch`` of ``epochs``: ``drloc_weight``, or the official schedule in proportion (over a
+        100-epoch run: 0 -> ``drloc_weight`` over epochs 0-20, then linearly towards 0 at epoch 300; see
+        :func:`official_drloc_weight`)."""
         if self.schedule == "constant":
-            return self.weight
-        return official_weight(epoch, self.weight, warmup_epochs=0.2 * epochs, total_epochs=3.0 * epochs)
+            return self.drloc_weight
+        return official_drloc_weight(epoch, self.drloc_weight, warmup_epochs=0.2 * epochs, total_epochs=3.0 * epochs)
 
     def grid_loss(self, grid: torch.Tensor) -> torch.Tensor:
         """The unweighted DRLoc loss (scalar) on a (B, D, k, k) grid; also records ``last``."""
@@ -247,20 +249,22 @@ class DRLocLoss(ExtraLoss):
         self.last = DRLocOutput(*(t.detach() for t in out))
         return out.loss
 
-    def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
+    def forward(self, model: nn.Module, tokens: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:
-        """Unweighted DRLoc loss (scalar) of a batch; ``features`` is ``model.forward_features(images)``."""
+        """Unweighted DRLoc loss (scalar) of a batch; ``tokens`` is ``model.forward_blocks(images)`` (before the
+        final norm, which ``tokens="post_norm"`` applies here)."""
         if not hasattr(model, "feature_grid"):
             raise TypeError(f"{type(model).__name__}: this model exposes no token grid; DRLoc needs the final k×k "
-                            "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (features -> "
+                            "grid — use course_lib.models.ViT/HybridViT or add feature_grid() (tokens -> "
                             "(B, D, k, k)).")
         if self.tokens == "post_norm":
-            return self.grid_loss(model.feature_grid(features, final_norm=True))
-        return self.grid_loss(model.feature_grid(features))
+            return self.grid_loss(model.feature_grid(model.norm(tokens)))
+        return self.grid_loss(model.feature_grid(tokens))
 
     def settings(self) -> dict:
         """Every setting that changes the term, in this order (their text form names the runs of record)."""
-        return {"dim": self.dim, "weight": self.weight, "m": self.m, "loss": self.loss, "target": self.target,
+        # "weight" is drloc_weight's stored name: these keys are part of every DRLoc run's identity hash.
+        return {"dim": self.dim, "weight": self.drloc_weight, "m": self.m, "loss": self.loss, "target": self.target,
                 "hidden": self.head.hidden, "schedule": self.schedule, "tokens": self.tokens}
 
 
@@ -283,15 +287,16 @@ def _check_grid(grid: torch.Tensor, dim: int, grid_size: int | None = None) -> N
                          f"grid_size={k}.")
 
 
-def official_weight(epoch: float, weight: float, warmup_epochs: float = 20, total_epochs: float = 300) -> float:
-    """Lambda at (0-based) ``epoch`` in the official ``main.py`` (``_weight_decay``): 0 -> ``weight`` linearly over
+def official_drloc_weight(epoch: float, drloc_weight: float, warmup_epochs: float = 20,
+                          total_epochs: float = 300) -> float:
+    """λ at (0-based) ``epoch`` in the official ``main.py`` (``_weight_decay``): 0 -> ``drloc_weight`` linearly over
     ``warmup_epochs``, then linearly down towards 0 at ``total_epochs`` (its default 300, while the official loop
-    stops after 100 epochs, where lambda is still about 0.71 of its peak). ``DRLocLoss(schedule="official")``
+    stops after 100 epochs, where λ is still about 0.71 of its peak). ``DRLocLoss(schedule="official")``
     follows it in proportion to the run's length.
     """
     if epoch <= warmup_epochs:
-        return min(weight / warmup_epochs * epoch, weight) if warmup_epochs > 0 else weight
-    return weight * (1.0 - (epoch - warmup_epochs) / (total_epochs - warmup_epochs))
+        return min(drloc_weight / warmup_epochs * epoch, drloc_weight) if warmup_epochs > 0 else drloc_weight
+    return drloc_weight * (1.0 - (epoch - warmup_epochs) / (total_epochs - warmup_epochs))
 
 
 def constant_baseline(k: int, target: str = "paper") -> float:

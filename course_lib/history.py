@@ -23,7 +23,7 @@ class History:
     seconds: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)                # optimiser steps done by the end of the epoch
     extra: dict[str, list[float]] = field(default_factory=dict)   # mean of each extra loss, by its name
-    extra_weight: dict[str, list[float]] = field(default_factory=dict)   # its weight (lambda) in that epoch
+    extra_weight: dict[str, list[float]] = field(default_factory=dict)   # its weight_at that epoch (DRLoc: λ)
     test_correct: str | None = None   # the last evaluation, per test image: packed bits as hex (paired tests)
     # With a validation split (fit(val_data=...)): at every evaluation, the validation images and the training
     # images *without augmentation* ("clean" training accuracy: what the model fits, not what it fits under

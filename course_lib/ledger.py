@@ -266,9 +266,9 @@ def _inside(records: Sequence[dict], claim: str, notebook: str, contrast: bool) 
 
 def claims_ledger(records: Sequence[dict]) -> list[Entry]:
     """Every claim of the two papers with the course's evidence from ``records`` (e.g.
-    ``course_lib.experiments.load_results()``); a claim with no runs to test it says so."""
+    ``course_lib.experiments.load_records()``); a claim with no runs to test it says so."""
     if not records:
-        raise ValueError("claims_ledger needs run records: pass course_lib.experiments.load_results(), or train the "
+        raise ValueError("claims_ledger needs run records: pass course_lib.experiments.load_records(), or train the "
                          "runs first (python -m course_lib.experiments).")
     entries: list[Entry] = []
     for dataset in ("cifar10", "cifar100", "svhn"):

@@ -95,7 +95,7 @@ LIU2021 = {
     # over 101 epochs, not the last epoch's (the course reports the last epoch's).
     "measured_as": "best test top-1 over the 101 epochs (main.py's 'Max accuracy'), not the final epoch",
     # The only logged runs in the repository (logs/, Results-in-Swin-T.ipynb, commit 1c28bf1, 2025-01-01): CIFAR-10,
-    # Swin-T, one GPU, batch 128 (BASE_LR 1.25e-4 after scaling), drop-path 0.2, lambda 0.0 vs 0.5; best over 101
+    # Swin-T, one GPU, batch 128 (BASE_LR 1.25e-4 after scaling), drop-path 0.2, λ 0.0 vs 0.5; best over 101
     # epochs. Not the runs behind the README table (8 GPUs, total batch 1,024).
     "logged_rerun": {
         "citation": "yhlleo/VTs-Drloc logs/swin_tiny_patch4_window7_224-{baseline,drloc}.txt, commit 1c28bf1",

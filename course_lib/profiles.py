@@ -51,8 +51,8 @@ class Profile:
         curve_sizes, curve_seeds: images per class and seeds of the small-data curve.
         drloc_subset: images per class of the small CIFAR-10 subset of the DRLoc chapter.
         evaluations: test-set evaluations per run (spread evenly, always one after the last epoch).
-        drloc_schedule: lambda's schedule on the DRLoc side (None: "official" under Liu et al.'s recipe, else
-            "constant").
+        drloc_schedule: the schedule of λ (drloc_weight) on the DRLoc side (None: "official" under Liu et al.'s
+            recipe, else "constant").
         data_source: which copy of the data its runs load ("auto": the best on disk or downloadable; "samples":
             the committed samples; "jpeg": CIFAR-10's JPEG copy), so a run never changes data behind its name.
         covers: the data sets this profile trains (None: all); ``fallback``: the profile whose runs stand in for

@@ -1,6 +1,6 @@
 """Tables, curves and verdicts computed from the run records, so the words in the book change with the numbers.
 
-Every number comes from a record that :func:`course_lib.experiments.train_run` wrote (your ``results/`` first,
+Every number comes from a record that :func:`course_lib.experiments.train_run` wrote (your ``records/`` first,
 then the course's records of record); the papers' numbers come from :mod:`course_lib.papers`, credited to the
 source that printed them. Comparisons carry 95 % intervals and exact tests (:mod:`course_lib.stats`): McNemar's,
 paired over the test images, for one seed; over seeds plus the sampling of test images when there are several.
@@ -17,7 +17,7 @@ import torch
 
 from .data import DATASETS
 from .drloc import constant_baseline, identical_cells_baseline
-from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_results
+from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, unpaired_difference)
@@ -390,7 +390,7 @@ PROFILE_ORDER = ("gpu", "paper", "study", "study2", "gpu-samples", "paper-sample
 def profiles_with_records() -> list[str]:
     """Every profile that has records (yours or the course's), most complete first (:data:`PROFILE_ORDER`), then any
     other by name: a profile with records is never left out."""
-    found = {r["spec"]["profile"] for r in load_results()}
+    found = {r["spec"]["profile"] for r in load_records()}
     return [p for p in PROFILE_ORDER if p in found] + sorted(found - set(PROFILE_ORDER))
 
 

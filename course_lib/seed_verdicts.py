@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .experiments.budget_rule import choose_budget, fit_verdict
-from .experiments.records import RECORDS_OF_RECORD, load_results
+from .experiments.records import RECORDS_OF_RECORD, load_records
 from .report import compare, compare_groups
 from .stats import ALPHA, Comparison
 from .tables import Table
@@ -96,7 +96,7 @@ def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[in
                   ) -> tuple[list[SeedVerdict], list[str]]:
     """(the verdicts that the records allow, what is missing in words). ``budgets``: {model: (epochs, lr)},
     default the budgets :func:`~course_lib.experiments.budget_rule.choose_budget` chose."""
-    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     missing, verdicts = [], []
     if budgets is None:
         budgets = {}

@@ -7,7 +7,7 @@
 ``COURSE_DATA_ROOT``       the data folder (default ``data/`` in the work folder below); must be a folder, or not
                            exist yet (not a file, nor a symbolic link to nothing); spaces and line breaks around
                            the value are dropped (``"data\\n"`` means ``data``)
-``COURSE_WORKDIR``         where ``checkpoints/`` and ``results/`` go; the same rules
+``COURSE_WORKDIR``         where ``checkpoints/`` and ``records/`` go; the same rules
 ``COURSE_PLAIN_PROGRESS``  ``1`` prints text progress (logs, CI) instead of a notebook progress bar
 =========================  =====================================================================================
 
@@ -81,7 +81,7 @@ def data_root() -> Path:
 
 
 def workdir() -> Path:
-    """Where ``checkpoints/`` and ``results/`` live: ``$COURSE_WORKDIR``; else the repository root when run from its
+    """Where ``checkpoints/`` and ``records/`` live: ``$COURSE_WORKDIR``; else the repository root when run from its
     ``notebooks/`` folder; else the current folder (e.g. /content on Colab)."""
     if _folder_value("COURSE_WORKDIR"):
         return folder_setting("COURSE_WORKDIR", ".")

@@ -9,9 +9,9 @@ What it does, and why:
 - Mixed precision on CUDA (:func:`course_lib.runtime.precision`): bfloat16 on GPUs that compute it natively,
   float16 with a gradient scaler on older ones (a Colab T4). CPU runs stay in float32.
 - ``channels_last`` memory layout for convolutional models (they say so with ``prefers_channels_last = True``).
-- Extra losses (:class:`ExtraLoss`, e.g. DRLoc) are added to the cross-entropy with their weight (which
-  may follow a schedule over the epochs); their parameters are trained with the model, checkpointed with it, and
-  never used at evaluation.
+- Extra losses (:class:`ExtraLoss`, e.g. DRLoc) are added to the cross-entropy with their weight in each epoch
+  (``weight_at``: DRLoc's λ, ``drloc_weight``, may follow a schedule over the epochs); their parameters are
+  trained with the model, checkpointed with it, and never used at evaluation.
 - A checkpoint after every epoch and an exact **resume** after an interruption: each epoch's randomness is seeded
   from ``(seed, epoch)``, so a resumed run gives the same weights as an uninterrupted one on the CPU. What a
   checkpoint must match to be resumed, and how it is written, is :mod:`course_lib.checkpoints`.
@@ -61,13 +61,13 @@ def train_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer,
     (1 + extras,), logits), all detached."""
     images, labels, targets = batch
     with autocast:                           # float32 on the CPU; bfloat16/float16 on a GPU
-        features = model.forward_features(images) if extra_losses else None
-        logits = model(images) if features is None else model.forward_head(features)
+        tokens = model.forward_blocks(images) if extra_losses else None     # before the final norm
+        logits = model(images) if tokens is None else model.forward_head(model.norm(tokens))
         if targets.dim() == 1:
             ce = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
         else:                                # mixup's targets already hold the label smoothing
             ce = aug.soft_target_cross_entropy(logits.float(), targets)
-        terms = [ce] + [term(model, features, images, labels).float() for _, term in extra_losses]
+        terms = [ce] + [term(model, tokens, images, labels).float() for _, term in extra_losses]
     loss = terms[0] + sum(w * t for (w, _), t in zip(extra_losses, terms[1:]))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -86,19 +86,19 @@ class ExtraLoss(nn.Module):
     """A loss that :func:`fit` adds to the cross-entropy: ``total = cross_entropy + weight_at(epoch) * loss``
     (the papers' "auxiliary loss"; in the code it is always an *extra loss*, logged in ``History.extra[name]``).
 
-    Subclasses set ``name`` and ``weight``, implement ``forward(model, features, images, labels)`` returning a
-    scalar, and return every setting that changes the result from :meth:`settings` (it enters the run's
-    identity). ``features`` is ``model.forward_features(images)`` from the same forward pass as the logits, so the
-    loss costs no second pass through the backbone. Any parameters it has are trained with the model. Override
-    :meth:`weight_at` for a weight that changes over the epochs.
+    Subclasses set ``name``, implement ``forward(model, tokens, images, labels)`` returning a scalar and
+    :meth:`weight_at`, and return every setting that changes the result from :meth:`settings` (it enters the run's
+    identity). ``tokens`` is ``model.forward_blocks(images)`` (the last stage before the final norm; the logits are
+    ``model.forward_head(model.norm(tokens))``) from the same forward pass as the logits, so the loss costs no
+    second pass through the backbone. Any parameters it has are trained with the model.
     """
 
     name: str = "extra"
-    weight: float = 1.0
 
     def weight_at(self, epoch: int, epochs: int) -> float:
-        """The weight in (0-based) ``epoch`` of ``epochs``: constant unless a subclass says otherwise."""
-        return self.weight
+        """This loss's weight in (0-based) ``epoch`` of ``epochs`` (DRLoc: its ``drloc_weight``, after its
+        schedule); ``History.extra_weight[name]`` keeps it per epoch."""
+        raise NotImplementedError(f"{type(self).__name__} must say its weight: define weight_at(epoch, epochs).")
 
     def settings(self) -> dict:
         """The settings that change this loss's result, as plain values (none for a loss without settings)."""
@@ -111,7 +111,7 @@ class ExtraLoss(nn.Module):
     def extra_repr(self) -> str:
         return settings_text(self.settings())
 
-    def forward(self, model: nn.Module, features: torch.Tensor, images: torch.Tensor,
+    def forward(self, model: nn.Module, tokens: torch.Tensor, images: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -147,13 +147,16 @@ def _check_inputs(model: nn.Module, train_data: ImageSet, test_data: ImageSet | 
                   extra_losses: Sequence[ExtraLoss], cfg: TrainConfig, val_data: ImageSet | None = None) -> None:
     if any(not isinstance(t, ExtraLoss) for t in extra_losses):
         raise TypeError("extra_losses must be ExtraLoss instances (e.g. course_lib.drloc.DRLocLoss).")
-    if extra_losses and not hasattr(model, "forward_features"):
-        raise TypeError(f"{type(model).__name__} has no forward_features(), so extra losses cannot read its "
-                        "features. Use a course_lib model or add forward_features/forward_head to yours.")
-    for t in extra_losses:
-        if not (isinstance(t.weight, (int, float)) and math.isfinite(t.weight) and t.weight >= 0):
-            raise ValueError(f"The weight of the extra loss {t.name!r} must be a finite number >= 0, got "
-                             f"{t.weight!r}.")
+    if extra_losses and not all(hasattr(model, name) for name in ("forward_blocks", "norm", "forward_head")):
+        raise TypeError(f"{type(model).__name__} lacks forward_blocks(), norm or forward_head(), so extra losses "
+                        "cannot read its tokens. Use a course_lib model or add them to yours (forward(x) must be "
+                        "forward_head(norm(forward_blocks(x)))).")
+    for t, epoch in ((t, epoch) for t in extra_losses for epoch in range(cfg.epochs)):
+        weight = t.weight_at(epoch, cfg.epochs)
+        if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and math.isfinite(weight)
+                                            and weight >= 0):
+            raise ValueError(f"The weight of the extra loss {t.name!r} in epoch {epoch + 1} (its weight_at) must "
+                             f"be a finite number >= 0, got {weight!r}.")
     # drop-path is built into the model, so a recipe's value must already be there (the record says it was used).
     built = getattr(getattr(model, "config", None), "drop_path", None)
     if cfg.drop_path is not None and built is not None and built != cfg.drop_path:
@@ -383,7 +386,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet | None = Non
     """Train ``model`` on ``train_data``, evaluating on ``test_data`` every ``eval_every`` epochs and at the end.
 
     Args:
-        model: any module; ours expose ``forward_features``/``forward_head`` so extra losses can read features.
+        model: any module; ours expose ``forward_blocks``/``norm``/``forward_head`` so extra losses read tokens.
         train_data, test_data: :class:`~course_lib.data.ImageSet` (uint8 images); they are moved to the device once.
             A test set that shares images with the training set is used but warned about
             (:class:`OverlappingTestSetWarning`): its accuracy measures memorisation.

@@ -97,7 +97,7 @@ def trained(out: str) -> list[str]:
 
 
 def nothing_left_behind(folder: Path) -> None:
-    assert not (folder / "checkpoints").exists() and not (folder / "results").exists(), "something was trained"
+    assert not (folder / "checkpoints").exists() and not (folder / "records").exists(), "something was trained"
     locks = [p for p in folder.rglob("*.lock") if "course_cache" not in p.parts]    # the data cache's own locks
     assert not locks, locks
     cache = folder / "checkpoints_of_record"

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_weight,
+from course_lib.train import train_step
+from course_lib.drloc import (DRLocHead, DRLocLoss, constant_baseline, drloc_forward, gather_pairs, official_drloc_weight,
                               relative_targets, sample_positions)
 from course_lib.drloc import TARGET_MODES
 from course_lib.drloc_variants import DRLocVariantLoss, cycle_back_regression
@@ -184,7 +185,7 @@ def test_gradient_reaches_the_backbone(make_model, dim, k):
     model = make_model()
     term = DRLocLoss(dim=dim)
     images = torch.randn(4, 3, 32, 32)
-    value = term(model, model.forward_features(images), images, torch.zeros(4, dtype=torch.long))
+    value = term(model, model.forward_blocks(images), images, torch.zeros(4, dtype=torch.long))
     assert value.dim() == 0 and torch.isfinite(value) and value > 0
     assert term.last.pos1.max() == k - 1 and term.last.target.max() <= (k - 1) / k
     value.backward()
@@ -196,7 +197,7 @@ def test_gradient_reaches_the_backbone(make_model, dim, k):
     assert all(p.grad.abs().sum() > 0 for p in term.head.parameters())
     model.zero_grad()
     post = DRLocLoss(dim=dim, tokens="post_norm")
-    post(model, model.forward_features(images), images, None).backward()
+    post(model, model.forward_blocks(images), images, None).backward()
     assert model.norm.weight.grad.abs().sum() > 0           # read after the final norm, the norm is trained too
 
 
@@ -208,7 +209,7 @@ def test_fit_trains_the_head_with_the_model():
     test = subset(load_dataset("cifar10", "test", source="samples"), 1)
     torch.manual_seed(0)
     model = tiny_vit()
-    term = DRLocLoss(dim=model.grid_dim, weight=0.5)
+    term = DRLocLoss(dim=model.grid_dim, drloc_weight=0.5)
     before = [p.detach().clone() for p in term.head.parameters()]
     history = fit(model, train, test, epochs=1, extra_losses=[term], progress=False, device="cpu")
     assert len(history.extra["drloc"]) == 1
@@ -223,7 +224,7 @@ def test_classification_variants(loss, target, classes):
     model = tiny_vit()
     term = DRLocVariantLoss(dim=32, loss=loss, target=target, grid_size=8)
     images = torch.randn(2, 3, 32, 32)
-    value = term(model, model.forward_features(images), images, None)
+    value = term(model, model.forward_blocks(images), images, None)
     assert term.last.pred.shape == (2, 64, classes, 2)
     if loss == "ce":      # a near-uniform head at init: about log(C) per axis
         assert value.item() == pytest.approx(2 * math.log(classes), rel=0.05)
@@ -253,17 +254,17 @@ def _weight_decay(init_weight, epoch, warmup_epochs=20, total_epoch=300):
     return cur_weight
 
 
-def test_official_weight_schedule():
+def test_official_drloc_weight_schedule():
     for epoch, expected in [(0, 0.0), (10, 0.25), (20, 0.5), (100, 0.5 * (1 - 80 / 280)), (300, 0.0)]:
-        assert official_weight(epoch, 0.5) == pytest.approx(expected)
-        assert official_weight(epoch, 0.5) == pytest.approx(_weight_decay(0.5, epoch))
+        assert official_drloc_weight(epoch, 0.5) == pytest.approx(expected)
+        assert official_drloc_weight(epoch, 0.5) == pytest.approx(_weight_decay(0.5, epoch))
     # Over a 100-epoch run (epochs 0..99) the term follows main.py exactly; shorter runs follow it in proportion.
-    term = DRLocLoss(dim=8, weight=0.5, schedule="official")
+    term = DRLocLoss(dim=8, drloc_weight=0.5, schedule="official")
     assert [term.weight_at(e, 100) for e in (0, 10, 20, 99)] == pytest.approx(
         [_weight_decay(0.5, e) for e in (0, 10, 20, 99)])
     assert term.weight_at(99, 100) == pytest.approx(0.359, abs=1e-3)       # about 0.72 lambda at the end
     assert term.weight_at(5, 10) == pytest.approx(_weight_decay(0.5, 50))
-    assert DRLocLoss(dim=8, weight=0.5).weight_at(3, 10) == 0.5
+    assert DRLocLoss(dim=8, drloc_weight=0.5).weight_at(3, 10) == 0.5
 
 
 def test_fit_logs_the_scheduled_weight():
@@ -271,23 +272,45 @@ def test_fit_logs_the_scheduled_weight():
     from course_lib.train import fit
 
     train = subset(load_dataset("cifar10", "train", source="samples"), 2)
-    term = DRLocLoss(dim=32, weight=1.0, m=4, schedule="official")
+    term = DRLocLoss(dim=32, drloc_weight=1.0, m=4, schedule="official")
     h = fit(tiny_vit(), train, None, epochs=5, extra_losses=[term], progress=False, batch_size=20)
     assert h.extra_weight["drloc"] == pytest.approx([_weight_decay(1.0, e, 1, 15) for e in range(5)])
 
 
-def test_tokens_before_or_after_the_final_norm():
+def by_hand_through_the_blocks(model, images):
+    """The last block's tokens of a ViT, computed from its parts: patches, class token, position, blocks."""
+    x = model.patch_embed(images).flatten(2).transpose(1, 2)
+    x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], dim=1) + model.pos_embed
+    for block in model.blocks:
+        x, _ = block(x)
+    return x
+
+
+def as_grid(tokens, k):
+    """(B, 1 + k*k, D) -> the patch tokens on their grid (B, D, k, k), row-major, class token dropped."""
+    return tokens[:, 1:].transpose(1, 2).reshape(len(tokens), -1, k, k)
+
+
+@pytest.mark.parametrize("tokens", ["pre_norm", "post_norm"])
+def test_the_tokens_drloc_reads_in_a_training_step_are_those_of_the_last_block_before_or_after_the_final_norm(
+        tokens):
+    """What DRLoc reads in train_step, against the ViT's parts computed by hand: the last block's tokens (pre_norm,
+    where the official code reads them and the runs of record did), or the final LayerNorm of them (post_norm).
+    Bit for bit: forward_features now includes the final norm, as timm's, and DRLoc must not have moved."""
     torch.manual_seed(0)
-    model = tiny_vit()
-    images = torch.randn(2, 3, 32, 32)
-    features = model.forward_features(images)
-    seen = {}
-    for tokens in ("pre_norm", "post_norm"):
-        term = DRLocLoss(dim=32, m=4, tokens=tokens)
-        term.grid_loss = lambda grid, tokens=tokens: seen.setdefault(tokens, grid) .sum()
-        term(model, features, images, None)
-    assert torch.equal(seen["pre_norm"], model.feature_grid(features))
-    assert torch.allclose(seen["post_norm"], model.feature_grid(model.norm(features)))
+    model = tiny_vit().eval()                                  # no dropout: one pass equals another
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    term, seen = DRLocLoss(dim=32, m=4, tokens=tokens), []
+    grid_loss = term.grid_loss
+    term.grid_loss = lambda grid: seen.append(grid.detach().clone()) or grid_loss(grid)
+    optimizer = torch.optim.SGD([*model.parameters(), *term.parameters()], lr=0.0)
+    train_step(model, (images, labels, labels), optimizer, torch.amp.GradScaler("cpu", enabled=False),
+               [(0.5, term)])
+    with torch.no_grad():
+        blocks = by_hand_through_the_blocks(model, images)
+        if tokens == "post_norm":
+            blocks = F.layer_norm(blocks, (32,), model.norm.weight, model.norm.bias, model.norm.eps)
+    assert torch.equal(seen[0], as_grid(blocks, 8))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -313,7 +336,7 @@ def test_dim_mismatch_names_the_dim_to_pass():
     model = tiny_vit()
     images = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="dim=32"):
-        DRLocLoss(dim=64)(model, model.forward_features(images), images, None)
+        DRLocLoss(dim=64)(model, model.forward_blocks(images), images, None)
 
 
 def test_bad_arguments():
@@ -321,7 +344,7 @@ def test_bad_arguments():
         DRLocLoss(dim=32, m=0)
     with pytest.raises(ValueError, match="at least one pair"):
         sample_positions(2, 0, 8)
-    for bad in (dict(weight=float("nan")), dict(weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
+    for bad in (dict(drloc_weight=float("nan")), dict(drloc_weight=-1.0), dict(m=2.5), dict(schedule="cosine"),
                 dict(tokens="cls")):
         with pytest.raises(ValueError, match="weight|m=|schedule|tokens"):
             DRLocLoss(dim=32, **bad)
@@ -340,7 +363,7 @@ def test_bad_arguments():
 
 def test_defaults_follow_the_paper_and_config():
     term = DRLocLoss(dim=8)
-    assert (term.name, term.weight, term.m, term.loss, term.target) == ("drloc", 0.5, 64, "l1", "paper")
+    assert (term.name, term.drloc_weight, term.m, term.loss, term.target) == ("drloc", 0.5, 64, "l1", "paper")
     assert (term.schedule, term.tokens) == ("constant", "pre_norm")
     assert [layer.out_features for layer in term.head.layers if isinstance(layer, nn.Linear)] == [512, 512, 2]
     assert term.head.layers[0].in_features == 16      # the concatenation [e1, e2]
@@ -353,9 +376,9 @@ RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: 
     "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
         dict(dim=192),
     "dim=192, weight=0.1, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
-        dict(dim=192, weight=0.1),
+        dict(dim=192, drloc_weight=0.1),
     "dim=192, weight=1.0, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
-        dict(dim=192, weight=1.0),
+        dict(dim=192, drloc_weight=1.0),
     "dim=192, weight=0.5, m=16, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
         dict(dim=192, m=16),
     "dim=192, weight=0.5, m=32, loss='l1', target='paper', hidden=512, schedule='constant', tokens='pre_norm'":
@@ -365,7 +388,7 @@ RECORD_SETTINGS = {   # the settings course_lib.experiments uses (the ablation: 
     "dim=192, weight=0.5, m=64, loss='l1', target='paper', hidden=512, schedule='constant', tokens='post_norm'":
         dict(dim=192, tokens="post_norm"),
     "dim=256, weight=0.1, m=16, loss='l1', target='paper', hidden=512, schedule='official', tokens='post_norm'":
-        dict(dim=256, weight=0.1, m=16, schedule="official", tokens="post_norm"),
+        dict(dim=256, drloc_weight=0.1, m=16, schedule="official", tokens="post_norm"),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 
 from course_lib import experiments as ex
 from course_lib.data import sources
-from course_lib.drloc import official_weight
+from course_lib.drloc import official_drloc_weight
 from course_lib.experiments import RunSpec, __main__ as cli, notebooks as nb_runner, of_record, queue, records, runs
 from course_lib.experiments.records import Record
 from course_lib.files import atomic_write_json
@@ -101,7 +101,7 @@ def test_train_run_records_reuses_and_says_what_it_trains(tmp_path, capsys):
     spec = RunSpec("vit", "svhn", TINY, train_per_class=3, epochs=1)
     result = ex.train_run(spec, root=tmp_path)
     assert "training ViT now" in capsys.readouterr().out
-    path = tmp_path / "results" / f"{spec.key}.json"
+    path = tmp_path / "records" / f"{spec.key}.json"
     raw = json.loads(path.read_text())
     assert raw["format"] == 2 and not {"test_correct", "spec", "recipe", "preprocess"} & set(raw)   # said once
     record = Record.from_dict(raw)
@@ -117,7 +117,11 @@ def test_train_run_records_reuses_and_says_what_it_trains(tmp_path, capsys):
     assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
                                                  again.model.state_dict().values()))
     assert ex.get_record(spec, root=tmp_path) == record
-    assert [r["key"] for r in ex.load_results(tmp_path, profile="smoke") if r["key"] == spec.key] == [spec.key]
+    assert [r["key"] for r in ex.load_records(tmp_path, profile="smoke") if r["key"] == spec.key] == [spec.key]
+    # A work folder from before records/ was named so keeps its runs: its results/ is read (never written).
+    (tmp_path / "records").rename(tmp_path / "results")
+    assert ex.get_record(spec, root=tmp_path, train_missing=False) == record
+    assert [r["key"] for r in ex.load_records(tmp_path, profile="smoke") if r["key"] == spec.key] == [spec.key]
 
 
 def test_a_model_trained_on_other_data_is_never_reused(tmp_path, monkeypatch, capsys):
@@ -141,7 +145,7 @@ def test_a_model_trained_on_other_data_is_never_reused(tmp_path, monkeypatch, ca
 
 def test_a_corrupt_record_is_named_moved_aside_and_retrained(tmp_path):
     spec = RunSpec("vit", "svhn", TINY, train_per_class=2, epochs=1)
-    path = tmp_path / "results" / f"{spec.key}.json"
+    path = tmp_path / "records" / f"{spec.key}.json"
     path.parent.mkdir(parents=True)
     path.write_text("")                           # a kill during a plain write left 0 bytes
     with pytest.warns(records.RecordWarning, match=f"{spec.key}.json is damaged.*moved to"):
@@ -149,7 +153,7 @@ def test_a_corrupt_record_is_named_moved_aside_and_retrained(tmp_path):
     assert not path.exists() and list(path.parent.glob("*.corrupt-*"))
     record = ex.get_record(spec, root=tmp_path)                      # trained again, not blocked
     assert record["key"] == spec.key and path.exists()
-    assert [r["key"] for r in ex.load_results(tmp_path, folders=[tmp_path / "results"])] == [spec.key]
+    assert [r["key"] for r in ex.load_records(tmp_path, folders=[tmp_path / "records"])] == [spec.key]
 
 
 def test_a_damaged_checkpoint_is_moved_aside_and_the_run_retrained(tmp_path, capsys):
@@ -168,7 +172,7 @@ def test_drloc_runs_carry_the_extra_loss_and_its_schedule(tmp_path):
     result = ex.train_run(spec, root=tmp_path, progress=False)
     assert "drloc" in result.history.extra and result.record["label"] == "ViT+DRLoc"
     assert result.history.extra_weight["drloc"] == pytest.approx(
-        [official_weight(e, 0.5, 0.6, 9.0) for e in range(3)])
+        [official_drloc_weight(e, 0.5, 0.6, 9.0) for e in range(3)])
     assert result.record.identity["extra_losses"][0]["settings"]["schedule"] == "official"
 
 
@@ -219,7 +223,7 @@ def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):
                              clock=lambda: next(clock))
     assert report.outcome[specs[0].key].startswith("trained") and report.outcome[specs[1].key].startswith("trained")
     assert re.fullmatch(r"skipped: needs ~\d{3} s, 15 s left", report.outcome[big.key])   # 400 x 200 images
-    assert (out / "results.tar.gz").exists() and len(list(out.iterdir())) <= 8
+    assert (out / "records.tar.gz").exists() and len(list(out.iterdir())) <= 8
     entry = json.loads((out / "manifest.json").read_text())[specs[0].key]
     state = torch.load(out / entry["parts"][0], weights_only=False)
     assert state["key"] == specs[0].key and all(v.dtype == torch.float16 for v in state["model"].values()
@@ -230,7 +234,7 @@ def test_the_queue_meets_its_deadline_and_continues(tmp_path, monkeypatch):
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         path.unlink()
     loaded = runs.train_run(specs[0], root=tmp_path, progress=False)
-    record = json.loads((tmp_path / "results" / f"{specs[0].key}.json").read_text())
+    record = json.loads((tmp_path / "records" / f"{specs[0].key}.json").read_text())
     assert loaded.record.to_dict() == record and not list((tmp_path / "checkpoints").glob("*.pt"))
     assert torch.equal(loaded.model.head.weight, state["model"]["head.weight"].float())
 

@@ -53,11 +53,11 @@ def test_the_queue_counts_a_run_done_only_with_its_identity(here, monkeypatch):
     spec = tiny()
     first = queue.run_queue([spec], 1000, here / "out", root=here)
     assert first.outcome[spec.key].startswith("trained")
-    old = json.loads((here / "results" / f"{spec.key}.json").read_text())["identity_hash"]
+    old = json.loads((here / "records" / f"{spec.key}.json").read_text())["identity_hash"]
     other_copy(monkeypatch)
     again = queue.run_queue([spec], 1000, here / "out", root=here)
     assert again.outcome[spec.key].startswith("trained"), again.outcome
-    assert json.loads((here / "results" / f"{spec.key}.json").read_text())["identity_hash"] != old
+    assert json.loads((here / "records" / f"{spec.key}.json").read_text())["identity_hash"] != old
 
 
 def test_a_record_of_record_with_another_identity_is_not_done(here):
@@ -89,13 +89,13 @@ def test_a_run_of_record_killed_before_its_export_is_exported_on_the_rerun(here,
     monkeypatch.setattr(queue, "export_fp16", killed)
     with pytest.raises(Killed):
         queue.run_queue([spec], 1000, out, of_record={spec}, root=here)
-    assert (here / "results" / f"{spec.key}.json").exists() and not (out / "manifest.json").exists()
+    assert (here / "records" / f"{spec.key}.json").exists() and not (out / "manifest.json").exists()
     monkeypatch.setattr(queue, "export_fp16", of_record.export_fp16)
     capsys.readouterr()
     report = queue.run_queue([spec], 1000, out, of_record={spec}, root=here)
     assert report.outcome[spec.key].startswith("exported"), report.outcome
     assert "training" not in capsys.readouterr().out                  # the finished checkpoint, not trained again
-    record = json.loads((here / "results" / f"{spec.key}.json").read_text())
+    record = json.loads((here / "records" / f"{spec.key}.json").read_text())
     assert of_record.manifest_entry(spec.key, record["identity_hash"], out) is not None
     assert queue.run_queue([spec], 1000, out, of_record={spec}, root=here).outcome[spec.key] == "done before"
 
@@ -124,16 +124,16 @@ def test_concurrent_exports_into_one_folder_keep_every_manifest_entry(tmp_path):
     assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".*"))    # the folder holds its files only
 
 
-def test_out_inside_results_keeps_the_manifest_and_every_record(here):
-    spec, out = tiny(), here / "results"
+def test_out_inside_records_keeps_the_manifest_and_every_record(here):
+    spec, out = tiny(), here / "records"
     queue.run_queue([spec], 1000, out, of_record={spec}, root=here)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loaded = records.load_results(here, folders=[out])
+        loaded = records.load_records(here, folders=[out])
     assert [r["key"] for r in loaded] == [spec.key]
     assert "identity_hash" in json.loads((out / "manifest.json").read_text())[spec.key]
-    with tarfile.open(out / "results.tar.gz") as tar:
-        assert tar.getnames() == [f"results/{spec.key}.json"]                # the archive holds records only
+    with tarfile.open(out / "records.tar.gz") as tar:
+        assert tar.getnames() == [f"records/{spec.key}.json"]                # the archive holds records only
 
 
 def _two_exports(folder):
@@ -167,8 +167,8 @@ def test_an_entry_without_identity_hash_is_a_clear_error(tmp_path):
 # 3. Records trusted field by field
 
 def committed(tmp_path, name: str = "cifar10-vit-n25-course-cpu-s0.json"):
-    """A committed record, as a dict, and where a copy of it goes in a results folder."""
-    path = tmp_path / "results" / name
+    """A committed record, as a dict, and where a copy of it goes in a records folder."""
+    path = tmp_path / "records" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     return json.loads((records.RECORDS_OF_RECORD / name).read_text()), path
 
@@ -203,13 +203,13 @@ def test_one_bad_record_does_not_drop_the_others(tmp_path):
     good, good_path = committed(tmp_path, "cifar10-vit-n50-course-cpu-s0.json")
     good_path.write_text(json.dumps(good))
     with pytest.warns(records.RecordWarning, match="spec is"):
-        loaded = records.load_results(tmp_path, profile="cpu", folders=[tmp_path / "results"])
+        loaded = records.load_records(tmp_path, profile="cpu", folders=[tmp_path / "records"])
     assert [r["key"] for r in loaded] == [good["key"]]
 
 
 def test_a_bad_record_of_record_is_skipped_never_moved(tmp_path, monkeypatch):
     record, _ = committed(tmp_path)
-    monkeypatch.setattr(records, "RECORDS_OF_RECORD", tmp_path / "records")
+    monkeypatch.setattr(records, "RECORDS_OF_RECORD", tmp_path / "of_record")
     records.RECORDS_OF_RECORD.mkdir()
     path = records.RECORDS_OF_RECORD / f"{record['key']}.json"
     path.write_text(json.dumps({**record, "final_test_acc": 99.0}))
@@ -221,7 +221,7 @@ def test_a_bad_record_of_record_is_skipped_never_moved(tmp_path, monkeypatch):
 def test_an_edited_record_is_set_aside_and_made_again_and_new_records_carry_their_format(here, capsys):
     spec = tiny()
     first = runs.train_run(spec, root=here, progress=False).record
-    path = here / "results" / f"{spec.key}.json"
+    path = here / "records" / f"{spec.key}.json"
     path.write_text(json.dumps({**first.to_dict(), "final_test_acc": 99.0}))
     with pytest.warns(records.RecordWarning, match="disagrees with its per-image results"):
         again = runs.train_run(spec, root=here, progress=False).record
@@ -234,7 +234,7 @@ def test_every_committed_record_passes_validation():
     assert len(COMMITTED) >= 24
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loaded = records.load_results(folders=[records.RECORDS_OF_RECORD])
+        loaded = records.load_records(folders=[records.RECORDS_OF_RECORD])
     assert len(loaded) == len(records.record_files(records.RECORDS_OF_RECORD)) >= 24
     for path in records.record_files(records.RECORDS_OF_RECORD):
         assert records.record_problems(json.loads(path.read_text()), path) == [], path.name

@@ -9,7 +9,7 @@ import pytest
 
 from course_lib import ledger
 from course_lib.experiments import budget_rule
-from course_lib.experiments.records import RECORDS_OF_RECORD, load_results
+from course_lib.experiments.records import RECORDS_OF_RECORD, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_inside_claims_need_a_fitted_vit_and_a_full_data_contrast():
 
 
 def test_no_records_is_a_clear_error():
-    with pytest.raises(ValueError, match="load_results"):
+    with pytest.raises(ValueError, match="load_records"):
         ledger.claims_ledger([])
 
 
@@ -147,7 +147,7 @@ def test_the_books_ledger_covers_every_claim_of_the_issue():
     for claim in ("ViT below ResNet-18 on CIFAR-10", "ViT below ResNet-18 on CIFAR-100", "ViT close to ResNet-18 on SVHN",
                   "lower layers do not learn to attend locally", "CKA correspondence", "DRLoc improves a ViT"):
         assert claim in text
-    assert len(load_results(folders=[RECORDS_OF_RECORD])) > 0
+    assert len(load_records(folders=[RECORDS_OF_RECORD])) > 0
 
 
 def test_study2_runs_pair_across_per_family_budgets_and_leave_the_tuning_runs_out():

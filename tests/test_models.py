@@ -99,12 +99,12 @@ def test_grid_is_row_major_and_patches_are_local():
     torch.manual_seed(0)
     m = tiny_vit(heads=4, mlp_ratio=2.0).eval()
     x = torch.randn(2, 3, 32, 32)
-    tokens, grid = m.forward_features(x), m.forward_grid(x)
+    tokens, grid = m.forward_blocks(x), m.forward_grid(x)
     normed = m.forward_grid(x, final_norm=True)
     for i, j in [(0, 0), (0, 7), (5, 2), (7, 7)]:
         assert torch.allclose(grid[:, :, i, j], tokens[:, 1 + i * 8 + j])
         assert torch.allclose(normed[:, :, i, j], m.norm(tokens)[:, 1 + i * 8 + j])
-    assert torch.allclose(m(x), m.head(m.norm(tokens)[:, 0]))          # the final norm belongs to the head
+    assert torch.allclose(m(x), m.head(m.norm(tokens)[:, 0]))          # the head pools the normed class token
     # Changing the pixels of patch (row 2, col 5) changes exactly that token of the embedding.
     x2 = x.clone()
     x2[:, :, 8:12, 20:24] += 1.0
@@ -186,3 +186,36 @@ def test_all_registered_models_train_one_step():
         x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
         F.cross_entropy(m(x), y).backward()
         assert all(p.grad is not None for p in m.parameters()), name
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_paper", "resnet18", "hybrid_vit"])
+def test_forward_is_forward_head_of_forward_features_as_in_timm(name):
+    """timm's contract, bit for bit: forward(x) == forward_head(forward_features(x)), forward_features including
+    the final norm; forward_blocks stops before it (a ResNet has none: its norm is the identity)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features, blocks = model.forward_features(x), model.forward_blocks(x)
+        assert torch.equal(model(x), model.forward_head(features))
+        assert torch.equal(features, model.norm(blocks))
+    if name == "resnet18":
+        assert isinstance(model.norm, torch.nn.Identity) and torch.equal(features, blocks)
+    else:
+        assert isinstance(model.norm, torch.nn.LayerNorm) and not torch.allclose(features, blocks)
+
+
+def test_vit_logits_by_hand_from_its_parts():
+    """The ViT's logits from its parts in plain torch (patches, class token, position, blocks, the final LayerNorm,
+    the class token, the linear head), equal bit for bit to forward(x)."""
+    torch.manual_seed(0)
+    m = tiny_vit().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        t = m.patch_embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([m.cls_token.expand(2, -1, -1), t], dim=1) + m.pos_embed
+        for block in m.blocks:
+            t, _ = block(t)
+        t = F.layer_norm(t, (32,), m.norm.weight, m.norm.bias, m.norm.eps)
+        assert torch.equal(m.forward_features(x), t)
+        assert torch.equal(m(x), F.linear(t[:, 0], m.head.weight, m.head.bias))

@@ -188,7 +188,7 @@ def test_downloads_are_written_atomically_and_a_cut_download_leaves_nothing(site
     monkeypatch.setattr(files, "atomic_write_bytes", spy)          # atomic_write_json goes through it
     monkeypatch.setattr(of_record, "atomic_write_bytes", spy)
     site.rules[site.paths[-1].name] = "truncate"
-    refused(site, capsys, "was cut short")
+    refused(site, capsys, "the connection closed after")
     assert written == [] and not any(cache().glob("*"))
     del site.rules[site.paths[-1].name]
     assert of_record.load_fp16(make_model(1), KEY, IDENTITY)
@@ -244,12 +244,20 @@ def test_an_http_404_stops_with_the_paragraph(site, capsys):
 
 def test_a_release_without_checkpoints_is_asked_once(site, capsys):
     site.rules[of_record.MANIFEST] = 404                          # e.g. the tag was never pushed
-    refused(site, capsys, f"HTTP 404 Not Found for {site.url}/manifest.json")
+    refused(site, capsys, f"{site.url}/manifest.json: the server answered HTTP 404 Not Found")
     refused(site, capsys, "HTTP 404")                              # said again, but not asked again
     assert len(site.requests) == 1
     with pytest.raises(of_record.CheckpointFetchError, match="HTTP 404"):
         of_record.course_weights(KEY, IDENTITY)                   # asked for on purpose: asked again
     assert len(site.requests) == 2
+
+
+def test_a_file_larger_than_its_manifest_says_is_refused_as_it_arrives(site, capsys):
+    manifest = site.manifest()
+    assert manifest[KEY]["bytes"] > 1
+    manifest[KEY]["bytes"] -= 1
+    site.set_manifest(manifest)
+    refused(site, capsys, "bytes expected", "checksum")
 
 
 def test_a_server_that_does_not_answer_times_out(site, capsys, monkeypatch):
@@ -265,7 +273,7 @@ def test_a_download_that_trickles_is_cut_off_by_the_overall_deadline(site, capsy
     monkeypatch.setattr(fetching, "FETCH_MIN_BYTES_PER_S", 10**6)
     site.rules[site.paths[0].name] = "trickle"
     start = time.monotonic()
-    refused(site, capsys, "arrived slower than")
+    refused(site, capsys, "did not finish within 0.5 s")
     assert time.monotonic() - start < 5
 
 

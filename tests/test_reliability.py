@@ -190,7 +190,7 @@ def test_bad_command_line_options_are_refused_at_start(tmp_path, capsys, monkeyp
     for argv, message in [
             (["run", "--device", "gpu"], "--device 'gpu' is not a device name. Use cuda"),
             (["run", "--deadline-s", "10", "--out", str(a_file)], "is a file, not a folder"),
-            (["run", "--results-dir", str(a_file)], "--results-dir " + str(a_file) + " is a file"),
+            (["run", "--records-dir", str(a_file)], "--records-dir " + str(a_file) + " is a file"),
             (["run", "--deadline-s", "nan", "--out", str(tmp_path / "o")], "--deadline-s must be a number of seconds "
                                                                             "above 0, got nan"),
             (["run", "--deadline-s", "-5", "--out", str(tmp_path / "o")], "above 0, got -5.0")]:

@@ -124,7 +124,7 @@ def test_cka_of_a_gram_without_structure_is_refused_not_nan():
 
 def test_profiles_with_records_lists_every_profile_that_has_some(monkeypatch):
     found = ["gpu-samples", "paper-samples", "smoke", "a-new-one"]
-    monkeypatch.setattr(report, "load_results", lambda: [{"spec": {"profile": p}} for p in found])
+    monkeypatch.setattr(report, "load_records", lambda: [{"spec": {"profile": p}} for p in found])
     assert report.profiles_with_records() == ["gpu-samples", "paper-samples", "smoke", "a-new-one"]
 
 

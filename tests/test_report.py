@@ -34,8 +34,8 @@ def fake_record(spec, acc, correct=None, drloc=None, fingerprint="870:abc"):
 
 
 def write(root, record):
-    (root / "results").mkdir(exist_ok=True)
-    (root / "results" / f"{record['key']}.json").write_text(json.dumps(record))
+    (root / "records").mkdir(exist_ok=True)
+    (root / "records" / f"{record['key']}.json").write_text(json.dumps(record))
 
 
 def test_tables_and_verdicts_come_from_the_records(tmp_path, monkeypatch):

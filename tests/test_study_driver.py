@@ -88,8 +88,8 @@ def test_a_run_killed_between_its_record_and_its_commit_is_committed_on_the_reru
 
 def test_a_record_in_results_never_stands_in_for_the_record_of_record(repo):
     spec = tiny(1)
-    made = runs.train_run(spec, progress=False).record            # the work folder's results/, same identity
-    assert (records.results_dir() / f"{spec.key}.json").exists()
+    made = runs.train_run(spec, progress=False).record            # the work folder's records/, same identity
+    assert (records.records_dir() / f"{spec.key}.json").exists()
     report = study.run_study(only=[spec.key])
     assert report.outcome[spec.key] != "done before"
     written = json.loads((records.RECORDS_OF_RECORD / f"{spec.key}.json").read_text())
@@ -100,7 +100,7 @@ def test_a_record_in_results_never_stands_in_for_the_record_of_record(repo):
 def test_a_record_with_another_identity_in_results_does_not_retrain_the_record_of_record(repo, capsys):
     spec = tiny(1)
     study.run_study(only=[spec.key])
-    other = records.results_dir() / f"{spec.key}.json"
+    other = records.records_dir() / f"{spec.key}.json"
     other.parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads((records.RECORDS_OF_RECORD / f"{spec.key}.json").read_text())
     other.write_text(json.dumps({**kept, "identity_hash": "0" * 12}))

@@ -136,7 +136,7 @@ def test_nan_loss_stops_with_the_step(tiny):
 
 
 class MeanLogitPenalty(ExtraLoss):
-    """A toy auxiliary term with its own parameter: mean of (scale * features)^2, about 1 after LayerNorm."""
+    """A toy auxiliary term with its own parameter: mean of (scale * normed tokens)^2, about 1 after LayerNorm."""
 
     name = "toy"
 
@@ -145,9 +145,12 @@ class MeanLogitPenalty(ExtraLoss):
         self.weight = weight
         self.scale = nn.Parameter(torch.ones(()))
 
-    def forward(self, model, features, images, labels):
-        assert features.shape[1:] == (65, 32) and images.shape[1:] == (3, 32, 32)
-        return (self.scale * model.norm(features)).pow(2).mean()     # features come before the final norm
+    def weight_at(self, epoch, epochs):
+        return self.weight
+
+    def forward(self, model, tokens, images, labels):
+        assert tokens.shape[1:] == (65, 32) and images.shape[1:] == (3, 32, 32)
+        return (self.scale * model.norm(tokens)).pow(2).mean()     # tokens come before the final norm
 
 
 def test_extra_losses_are_weighted_trained_and_logged(tiny):
@@ -273,9 +276,25 @@ class Explode(ExtraLoss):
         super().__init__()
         self.weight, self.calls = weight, 0
 
+    def weight_at(self, epoch, epochs):
+        return self.weight
+
     def forward(self, model, features, images, labels):
         self.calls += 1
         return features.sum() * 0 + (float("inf") if self.calls >= 3 else 0.0)
+
+
+class NoWeight(ExtraLoss):
+    name = "unweighted"
+
+    def forward(self, model, tokens, images, labels):
+        return tokens.sum() * 0
+
+
+def test_an_extra_loss_must_say_its_weight_before_training(tiny):
+    train, test = tiny
+    with pytest.raises(NotImplementedError, match="NoWeight must say its weight: define weight_at"):
+        fit(tiny_vit(), train, test, epochs=1, extra_losses=[NoWeight()], progress=False)
 
 
 def test_a_non_finite_extra_loss_is_named(tiny):

@@ -11,13 +11,13 @@
 #   queue   python -m course_lib.experiments run --profile gpu --deadline-s $DEADLINE_S --out $OUT
 #           (1) CIFAR-10 full: ResNet-18, ViT, ViT+DRLoc (fp16 checkpoints of record come back too);
 #           (2) the small-data curve, seed by seed, smallest size first; (3) the DRLoc ablation.
-#           Runs already recorded (course_lib/records/, results/) are skipped: run the same command again to go on.
+#           Runs already recorded (course_lib/records/, records/) are skipped: run the same command again to go on.
 #   bench   ViT vs timm (bf16), GPU loader vs DataLoader(2 workers), time to 93 % / 85 %, each under $DEADLINE_S.
 #
 # Device tool: carry [".carry"] with .carry/cifar10_yoongikim_jpg.tar.xz (cp ../shared/data/cifar10-jpeg/*.tar.xz
-# .carry/), timeout_s ~330. What comes back ($OUT, at most 8 files of <= 16 MiB): results.tar.gz (the records),
+# .carry/), timeout_s ~330. What comes back ($OUT, at most 8 files of <= 16 MiB): records.tar.gz (the records),
 # manifest.json + *.fp16.pt[.partN] (checkpoints of record), log.txt. Then here:
-#   tar -xzf results.tar.gz && cp results/*.json course_lib/records/ && cp manifest.json *.fp16.pt* checkpoints_of_record/
+#   tar -xzf records.tar.gz && cp records/*.json course_lib/records/ && cp manifest.json *.fp16.pt* checkpoints_of_record/
 #   python -m course_lib.experiments notebooks --profile gpu --datasets cifar10    # on the CPU, from those checkpoints
 #
 # PROFILE=smoke DEADLINE_S=20 bash tools/gpu_session.sh runs the same logic on a CPU in seconds (how it is tested).

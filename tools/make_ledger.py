@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("COURSE_OFFLINE", "1")
 
-from course_lib.experiments.records import RECORDS_OF_RECORD, load_results  # noqa: E402
+from course_lib.experiments.records import RECORDS_OF_RECORD, load_records  # noqa: E402
 from course_lib.ledger import ledger_markdown  # noqa: E402
 
 TABLE = ROOT / "book" / "claims_table.md"
@@ -29,7 +29,7 @@ HEADER = ("<!-- Written by tools/make_ledger.py from course_lib/records/: do not
 
 def ledger_page_text() -> str:
     """The table as the records of record give it now."""
-    return HEADER + ledger_markdown(load_results(folders=[RECORDS_OF_RECORD]))
+    return HEADER + ledger_markdown(load_records(folders=[RECORDS_OF_RECORD]))
 
 
 def main(argv: list[str] | None = None) -> int:

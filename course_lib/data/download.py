@@ -1,4 +1,6 @@
-"""Stream one URL to a file, or fail fast and say why: :func:`fetch`.
+"""Stream one URL to a file, or fail fast and say why: :func:`fetch`; or read a small one into memory under the same
+rules: :func:`read_url`. These are course_lib's only HTTP requests (the checkpoints of record are read with
+:func:`read_url` too, by :mod:`course_lib.experiments.fetching`).
 
 What a download does here, and why:
 
@@ -43,8 +45,9 @@ from urllib.parse import urlsplit
 from ..settings import plain_progress
 from .sets import DataUnavailableError
 
-__all__ = ["DownloadError", "SourceDownError", "TooSlowError", "Limits", "LIMITS", "fetch", "notify",
-           "file_digest", "CountProgress", "first_download", "earlier_failure", "forget_failures"]
+__all__ = ["DownloadError", "SourceDownError", "TooSlowError", "TooLargeError", "Limits", "LIMITS", "fetch",
+           "read_url", "notify", "file_digest", "CountProgress", "first_download", "earlier_failure",
+           "forget_failures"]
 
 
 class DownloadError(DataUnavailableError):
@@ -57,6 +60,10 @@ class SourceDownError(DownloadError):
 
 class TooSlowError(SourceDownError):
     """The source delivered less than the minimum rate for the whole window."""
+
+
+class TooLargeError(DownloadError):
+    """The body is larger than the caller said it can be (:func:`read_url`'s ``max_bytes``)."""
 
 
 class _CannotResume(Exception):
@@ -93,6 +100,10 @@ def notify(message: str) -> None:
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:,.0f}" if s >= 10 else f"{s:.2g}"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -170,29 +181,35 @@ class CountProgress:
 
 
 class _RateRule:
-    """Raises :class:`TooSlowError` when fewer than ``min_rate * window_s`` bytes arrived in a window."""
+    """Raises :class:`TooSlowError` past the deadline ``until``, or when fewer than ``min_rate * window_s`` bytes
+    arrived in a window. ``resumable``: a file download, whose part is kept and whose limits are :data:`LIMITS`
+    (the message says so, loudly); else a read into memory, with the caller's limits."""
 
-    def __init__(self, limits: Limits, done: int, until: float):
+    def __init__(self, limits: Limits, done: int, until: float, resumable: bool = True):
         self.limits, self.since, self.bytes_then, self.until = limits, time.monotonic(), done, until
+        self.resumable = resumable
+
+    def _say(self, what: str, fact: str, advice: str) -> str:
+        if not self.resumable:
+            return fact
+        return (f"*** {what}: {fact} The part already downloaded is kept, so a later try resumes it. {advice} "
+                "before loading. ***")
 
     def check(self, done: int, url: str, what: str, total: int | None) -> None:
+        at = f"giving up on this source at {_mb(done)}{f' of {_mb(total)}' if total else ''}."
         if time.monotonic() > self.until:
-            raise TooSlowError(
-                f"*** {what}: {url} did not finish within {self.limits.deadline_s:,.0f} s (the longest one download "
-                f"may take): giving up on this source at {_mb(done)}{f' of {_mb(total)}' if total else ''}. The part "
-                "already downloaded is kept, so a later try resumes it. To wait longer, set "
-                "course_lib.data.download.LIMITS = Limits(deadline_s=...) before loading. ***")
+            raise TooSlowError(self._say(
+                what, f"{url} did not finish within {_seconds(self.limits.deadline_s)} s (the longest one download may "
+                f"take): {at}", "To wait longer, set course_lib.data.download.LIMITS = Limits(deadline_s=...)"))
         elapsed = time.monotonic() - self.since
         if self.limits.min_rate <= 0 or elapsed < self.limits.window_s:
             return
         rate = (done - self.bytes_then) / elapsed
         if rate < self.limits.min_rate:
-            raise TooSlowError(
-                f"*** {what}: {url} delivered only {rate / 1e3:,.0f} kB/s over the last {elapsed:,.1f} s, below the "
-                f"minimum of {self.limits.min_rate / 1e6:g} MB/s: giving up on this source at {_mb(done)}"
-                f"{f' of {_mb(total)}' if total else ''}. The part already downloaded is kept, so a later try "
-                f"resumes it. To wait for a slow source anyway, set course_lib.data.download.LIMITS = "
-                f"Limits(min_rate=0) before loading. ***")
+            raise TooSlowError(self._say(
+                what, f"{url} delivered only {rate / 1e3:,.0f} kB/s over the last {elapsed:,.1f} s, below the "
+                f"minimum of {self.limits.min_rate / 1e6:g} MB/s: {at}",
+                "To wait for a slow source anyway, set course_lib.data.download.LIMITS = Limits(min_rate=0)"))
         self.since, self.bytes_then = time.monotonic(), done
 
 
@@ -210,6 +227,8 @@ def _open(url: str, offset: int, timeout: float):
         raise server_side(f"{url}: the server answered HTTP {error.code} {error.reason}.") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError):
+            raise SourceDownError(f"{url}: no answer within {timeout:g} s.") from None
         raise SourceDownError(f"{url}: cannot connect ({type(reason).__name__}: {reason}). Check the internet "
                               "connection.") from None
 
@@ -225,28 +244,46 @@ def _resumed_from(response, offset: int) -> tuple[int, int | None]:
     return 0, int(length) if length and response.status == 200 else None
 
 
+def _transfer(response, write: Callable[[bytes], None], rule: _RateRule, start: int, total: int | None, url: str,
+              what: str, progress: _Progress | None = None) -> int:
+    """Pass the response body to ``write`` chunk by chunk under ``rule`` (the deadline, the minimum rate) and the
+    socket's timeout (a stall); the bytes done (counting from ``start``)."""
+    done, resume = start, " A later try resumes it." if rule.resumable else ""
+    try:
+        while chunk := response.read1(CHUNK):
+            write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress.update(done)
+            rule.check(done, url, what, total)
+    except TimeoutError:
+        raise SourceDownError(f"{url}: the transfer stalled: no data for {rule.limits.timeout_s:g} s after "
+                              f"{_mb(done)}{f' of {_mb(total)}' if total else ''}.{resume}") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise SourceDownError(f"{url}: the connection broke after {_mb(done)} ({type(error).__name__}: {error})."
+                              f"{resume}") from None
+    return done
+
+
+def _check_whole(done: int, total: int | None, url: str, resumable: bool) -> None:
+    """A body that ended before the size the server announced is a cut transfer, not a file."""
+    if total is not None and done != total:
+        raise SourceDownError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
+                              f"{total:,} bytes).{' A later try resumes it.' if resumable else ''}")
+
+
 def _copy(response, part: Path, start: int, total: int | None, url: str, what: str, limits: Limits,
           until: float) -> int:
     """Append the response body to ``part`` (truncated first when ``start`` is 0) until the monotonic time
-    ``until``; the bytes now in ``part``."""
-    done, progress, rule = start, _Progress(what, total, start), _RateRule(limits, start, until)
-    complete = False
+    ``until``; the bytes now in ``part``, which are all of the file."""
+    progress, done, complete = _Progress(what, total, start), start, False
     try:
         with open(part, "ab" if start else "wb") as out:
-            while chunk := response.read1(CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                progress.update(done)
-                rule.check(done, url, what, total)
+            done = _transfer(response, out.write, _RateRule(limits, start, until), start, total, url, what, progress)
             out.flush()
             os.fsync(out.fileno())
-        complete = total is None or done == total
-    except TimeoutError:
-        raise SourceDownError(f"{url}: the transfer stalled: no data for {limits.timeout_s:g} s after {_mb(done)}"
-                            f"{f' of {_mb(total)}' if total else ''}. A later try resumes it.") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise SourceDownError(f"{url}: the connection broke after {_mb(done)} ({type(error).__name__}: {error}). "
-                            "A later try resumes it.") from None
+        _check_whole(done, total, url, resumable=True)
+        complete = True
     finally:
         progress.close(done, complete)
     return done
@@ -297,13 +334,33 @@ def fetch(url: str, dest: str | Path, what: str, checksum: tuple[str, str] | Non
             print(f"{what}: the server ignored the request to resume at {_mb(offset)}; starting again.", flush=True)
         elif offset:
             print(f"{what}: resuming at {_mb(offset)}{f' of {_mb(total)}' if total else ''}.", flush=True)
-        done = _copy(response, part, start, total, url, what, limits, until)
-    if total is not None and done != total:
-        raise SourceDownError(f"{url}: the connection closed after {_mb(done)} of {_mb(total)} ({done:,} of "
-                            f"{total:,} bytes). A later try resumes it.")
+        _copy(response, part, start, total, url, what, limits, until)
     _verify_checksum(part, checksum, url)
     os.replace(part, dest)
     return dest
+
+
+def read_url(url: str, max_bytes: int, limits: Limits) -> bytes:
+    """The body at ``url`` in memory (no file, no progress line, nothing resumed), under :func:`fetch`'s rules:
+    ``limits.timeout_s`` to connect and for any byte, ``limits.deadline_s`` for the whole, the minimum rate.
+
+    Raises:
+        TooLargeError: more than ``max_bytes`` bytes.
+        DownloadError: an HTTP error; :class:`SourceDownError`: no connection or answer, a stalled, broken or cut
+            transfer; :class:`TooSlowError`: past the deadline or below the minimum rate.
+    """
+    body = bytearray()
+
+    def keep(chunk: bytes) -> None:
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise TooLargeError(f"{url} is larger than the {max_bytes:,} bytes expected.")
+
+    rule = _RateRule(limits, 0, time.monotonic() + limits.deadline_s, resumable=False)
+    with _open(url, 0, limits.timeout_s) as response:
+        total = _resumed_from(response, 0)[1]
+        _check_whole(_transfer(response, keep, rule, 0, total, url, url), total, url, resumable=False)
+    return bytes(body)
 
 
 # --------------------------------------------------------------------------------------------------------------

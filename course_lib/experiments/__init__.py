@@ -2,7 +2,7 @@
 
 =================  ===========================================================================================
 ``runs``           one run: :class:`RunSpec`, its budget and identity, :func:`train_run`, :func:`get_record`
-``records``        the JSON records (your ``results/`` and the course's records of record), written atomically
+``records``        the JSON records (your ``records/`` and the course's records of record), written atomically
 ``plan``           which runs each chapter needs under each profile
 ``provenance``     hardware, software and commit of a result; the scale of a notebook's outputs
 ``course_models``  the course's trained models, which the analysis notebooks open by default
@@ -18,12 +18,12 @@ from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_s
 from .budget import at_hand, available, open_record, open_run, planned_runs, training_plan
 from .course_models import CourseModelUnavailable, course_model, course_model_for
 from .provenance import describe_scale, describe_setting, environment_summary
-from .records import RECORDS_OF_RECORD, find_record, load_results, results_dir
+from .records import RECORDS_OF_RECORD, find_record, load_records, records_dir
 from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run, training_config
 
 
 __all__ = ["RunSpec", "RunResult", "train_run", "get_record", "prepare", "load_data", "training_config",
-           "load_results", "find_record", "results_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
+           "load_records", "find_record", "records_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
            "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
            "DRLOC_WEIGHTS", "DRLOC_PAIRS", "training_plan", "at_hand",
            "planned_runs", "open_run", "open_record", "available", "course_model", "course_model_for",

@@ -72,7 +72,7 @@ def _check_deadline(value: float | None, parser: argparse.ArgumentParser) -> Non
 
 def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Refuse a bad folder, device or deadline when the command starts, not after training."""
-    for option in ("out", "results_dir", "data_root"):
+    for option in ("out", "records_dir", "data_root"):
         _check_folder(f"--{option.replace('_', '-')}", getattr(args, option), parser)
     _check_device(args.device, parser)
     _check_deadline(args.deadline_s, parser)
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--notebooks", action="store_true", help="re-execute the notebooks after training")
     parser.add_argument("--notebook-names", default=",".join(NOTEBOOK_NAMES))
-    parser.add_argument("--results-dir", default=None, help="write the records there (e.g. course_lib/records)")
+    parser.add_argument("--records-dir", default=None, help="write the records there (e.g. course_lib/records)")
     parser.add_argument("--deadline-s", type=float, default=None, help="stop starting runs that would end later")
     parser.add_argument("--out", default=None, help="with --deadline-s: where finished results are written")
     parser.add_argument("--device", default=None)
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     names = _choices(args.notebook_names, NOTEBOOK_NAMES, "notebook", parser)
     if args.deadline_s is not None and (args.command != "run" or not args.out):
         parser.error("--deadline-s goes with `run` and needs --out (the folder that comes back).")
-    if args.deadline_s is not None and (args.only or args.results_dir):
-        parser.error("--deadline-s runs the whole priority queue into --out; drop --only and --results-dir "
+    if args.deadline_s is not None and (args.only or args.records_dir):
+        parser.error("--deadline-s runs the whole priority queue into --out; drop --only and --records-dir "
                      "(or drop --deadline-s to run chosen chapters into a results folder).")
     chapters = {c: specs for c, specs in plan(profile, datasets).items() if c in only}
     if args.command == "list":
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "run":
         for specs in chapters.values():
             for s in specs:
-                train_run(s, data_root=args.data_root, device=args.device, results_folder=args.results_dir)
+                train_run(s, data_root=args.data_root, device=args.device, records_folder=args.records_dir)
     if args.command == "notebooks" or args.notebooks:
         from .notebooks import run_notebooks   # needs papermill/nbformat, which a bare GPU machine lacks
 

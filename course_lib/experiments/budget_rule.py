@@ -28,7 +28,7 @@ from ..files import atomic_write_text
 from ..history import unpack_bits
 from ..profiles import get_profile
 from ..stats import clopper_pearson_interval
-from .records import RECORDS_OF_RECORD, load_results
+from .records import RECORDS_OF_RECORD, load_records
 from .runs import RunSpec
 
 __all__ = ["FIT_THRESHOLD", "MEMORISED", "MEMORISED_GAP", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS",
@@ -97,7 +97,7 @@ def fit_verdict(record: dict, records: list[dict] | None = None) -> FitVerdict:
                                        f"{record['final_test_acc']:.1f} %")
     if train >= FIT_THRESHOLD:
         return FitVerdict("fits its data", f"fits its training set: {where}")
-    doubled = _doubled(record, load_results() if records is None else records)
+    doubled = _doubled(record, load_records() if records is None else records)
     if doubled is not None and record.get("final_val_acc") is not None:
         gain = doubled["final_val_acc"] - record["final_val_acc"]
         sentence = (f"{where}; twice the epochs changed validation accuracy by {gain:+.1f} points "
@@ -122,7 +122,7 @@ def tuning_table(records: list[dict] | None = None, size: int = 100,
                  models: tuple[str, ...] = ("vit", "resnet18")) -> list[dict]:
     """One row per tuning run: model, epochs, learning rate, clean training / validation / best validation
     accuracy, the fit verdict; the test accuracy is deliberately absent (it chooses nothing)."""
-    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     rows = []
     for model in models:
         for r in _tuning_records(records, model, size):
@@ -152,7 +152,7 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
     is not complete. The rate: best final validation accuracy at ``base_epochs`` (ties go to the smaller rate);
     the epochs: doubled while doubling gains at least :data:`DOUBLING_GAIN` points (each doubling must be
     recorded: a missing one is asked for)."""
-    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     runs = _tuning_records(records, model, size)
     grid = [r for r in runs if r["epochs"] == base_epochs]
     if len(grid) < 3:
@@ -199,7 +199,7 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
     point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500). ``planned`` is False
     where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
     :data:`TUNING_EPOCHS` epochs, a placeholder)."""
-    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     queue: list[tuple[RunSpec, bool]] = []
     budgets = {}
     for model in ("vit", "resnet18"):
@@ -288,7 +288,7 @@ def write_progress(records: list[dict] | None = None, path: Path = RECORDS_OF_RE
     """Write the progress table of :func:`study2_queue` where the records of record are (the study driver commits
     it with each record that lands). Throughputs: the best of the model's recorded runs and the measured default
     (a shared core only ever slows a run down)."""
-    records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
+    records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     ours = [r for r in records if r["spec"]["profile"] == "study2"]
     rates = dict(DEFAULT_IMAGES_PER_SECOND)
     for model in rates:

@@ -9,7 +9,7 @@ one line which model it opened, where it was trained and on what. The notebook t
 whatever data the student has.
 
 **Which model stands for a request.** Among the manifest's entries whose record of record is for the same model,
-data set and extra loss (DRLoc with the default lambda 0.5, m 64, tokens before the final norm), trained on the full
+data set and extra loss (DRLoc with the default λ 0.5, m 64, tokens before the final norm), trained on the full
 budget of its profile (``few_images=False``) or on the fewest images per class among them (``few_images=True``):
 the newest record (its ``environment.date``), then the lowest seed. So a later study whose checkpoints join the
 manifest replaces the earlier one without a change to any notebook.

@@ -1,17 +1,15 @@
 """Files fetched from the repository at the release: each request read against a deadline, the release's manifest
 asked once per process, and :class:`CheckpointFetchError`, which says what failed and the two ways on. Used by
 :mod:`.of_record` (see its docstring for the settings ``COURSE_FETCH_CHECKPOINTS`` and ``COURSE_CHECKPOINTS_URL``).
+The requests themselves are :func:`course_lib.data.download.read_url`'s (timeouts, deadline, wording in one place).
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 
 from .. import release
+from ..data import download
 from ..settings import SettingError, env_flag
 
 __all__ = ["FETCH_TIMEOUT_S", "FETCH_MIN_BYTES_PER_S", "CheckpointFetchError", "fetch_enabled", "checkpoints_url",
@@ -76,42 +74,18 @@ def checkpoints_url() -> str:
     return value.rstrip("/") + "/"
 
 
-def _read_body(response, url: str, limit: int) -> bytes:
-    """The body, read as it arrives, refused past ``limit`` bytes or past the overall deadline (a server that
-    trickles a byte now and then never trips the per-read timeout)."""
-    deadline = time.monotonic() + FETCH_TIMEOUT_S + limit / FETCH_MIN_BYTES_PER_S
-    chunks, size = [], 0
-    while chunk := response.read1(2**16):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(f"{url} is larger than its manifest says", "checksum")
-        if time.monotonic() > deadline:
-            raise _Refused(f"{url} arrived slower than {FETCH_MIN_BYTES_PER_S / 1000:g} kB/s ({size:,} bytes in "
-                           f"{FETCH_TIMEOUT_S + limit / FETCH_MIN_BYTES_PER_S:.0f} s)")
-    return b"".join(chunks)
-
-
 def get(url: str, limit: int) -> bytes:
-    """The body at ``url`` (at most ``limit`` bytes), or :class:`_Refused` saying why not in a few words."""
+    """The body at ``url`` (at most ``limit`` bytes), or :class:`_Refused` saying why not in a few words: no
+    answer or no byte for ``FETCH_TIMEOUT_S``, or not all of it within ``FETCH_TIMEOUT_S`` + ``limit`` at
+    ``FETCH_MIN_BYTES_PER_S`` (a server that trickles a byte now and then never trips the per-read timeout)."""
+    limits = download.Limits(timeout_s=FETCH_TIMEOUT_S, min_rate=0,
+                             deadline_s=FETCH_TIMEOUT_S + limit / FETCH_MIN_BYTES_PER_S)
     try:
-        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
-            declared = response.headers.get("Content-Length", "")
-            data = _read_body(response, url, limit)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise _Refused(f"HTTP {error.code} {error.reason} for {url}") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise _Refused(f"no answer within {FETCH_TIMEOUT_S:g} s from {url}") from None
-        raise _Refused(f"{error.reason} ({url})") from None
-    except TimeoutError:
-        raise _Refused(f"no answer within {FETCH_TIMEOUT_S:g} s from {url}") from None
-    except (OSError, http.client.HTTPException, ValueError) as error:
-        raise _Refused(f"{type(error).__name__}: {str(error)[:200]} ({url})") from None
-    if declared.isdigit() and len(data) < int(declared):
-        raise _Refused(f"the download of {url} was cut short ({len(data)} of {declared} bytes)")
-    return data
+        return download.read_url(url, limit, limits)
+    except download.TooLargeError as error:
+        raise _Refused(str(error).rstrip("."), "checksum") from None      # not the file the manifest lists
+    except download.DownloadError as error:
+        raise _Refused(str(error).rstrip(".")) from None
 
 
 def _remote_manifest(url: str, retry: bool = False) -> dict:

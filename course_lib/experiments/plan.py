@@ -22,7 +22,7 @@ __all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_
 
 CHAPTERS = ("ch1", "ch4", "ch5", "results")
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
-DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on lambda (0.5: config.py's default)
+DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on λ, drloc_weight (0.5: config.py's default)
 DRLOC_PAIRS = (16, 32, 64)          # the ablation on m (64: the official runs)
 
 
@@ -53,7 +53,7 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
 
 def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
     """The DRLoc ablation on the CIFAR-10 subset, one setting changed at a time from the default
-    (lambda 0.5, m 64, the recipe's schedule, tokens before the final norm): {row label: spec}."""
+    (λ = drloc_weight 0.5, m 64, the recipe's schedule, tokens before the final norm): {row label: spec}."""
     profile = profile.for_ablation()
     n = profile.drloc_subset
     default = drloc_specs(profile, "cifar10", n)

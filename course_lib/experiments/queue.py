@@ -10,8 +10,8 @@ are reported "not started" without loading their data or measuring anything.
 
 A run is *done* when a record of **this very run** exists where the queue's records land: the run is prepared and
 its identity hash compared, so a record of the same key made with other data or settings does not count. The GPU
-queue's records land in the work folder's ``results/`` and a record of record counts too; the study's land in the
-records of record, and only a record there counts (a record in ``results/`` never stands in for one). A run of record
+queue's records land in the work folder's ``records/`` and a record of record counts too; the study's land in the
+records of record, and only a record there counts (a record in ``records/`` never stands in for one). A run of record
 is done only when its fp16 file exists too (a manifest entry with the same identity, every part present); if it was
 recorded but never exported (killed in between), its finished checkpoint is loaded and exported, nothing is
 trained. ``on_landed`` (e.g. a commit in ``tools/study.py``) is called for every run that is done, the runs done
@@ -35,7 +35,7 @@ from ..runtime import get_device
 from . import of_record as _of_record
 from .of_record import export_fp16, manifest_entry
 from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
-from .records import find_record, read_record, record_files, results_dir, write_record
+from .records import find_record, read_record, record_files, records_dir, write_record
 from .runs import execute, measure_throughput, prepare
 
 if TYPE_CHECKING:     # names used only in annotations
@@ -80,8 +80,8 @@ Landed = Callable[["RunSpec", "list[Path]", dict], None]
 @dataclass
 class Queue:
     """A list of runs and where they land. ``weights``: the folder of the fp16 files of record (with their
-    ``manifest.json``); ``records``: where records land (None: the work folder's ``results/``, and a record of
-    record counts as done too); ``pack``: also pack every record of the work folder into ``weights/results.tar.gz``
+    ``manifest.json``); ``records``: where records land (None: the work folder's ``records/``, and a record of
+    record counts as done too); ``pack``: also pack every record of the work folder into ``weights/records.tar.gz``
     (the one file a GPU loan brings back); ``max_run_s``: the cap per run (None: none); ``check``: called with each
     prepared run before anything else (raises to refuse it); ``on_landed(spec, paths, record)``: see the module
     docstring; ``name``: the prefix of the lines it prints; ``carry_over``: start a run that will not finish before
@@ -111,9 +111,9 @@ def _pack_records(root: str | Path | None, out: Path) -> None:
     """All records made here, as one archive in ``out`` (one file, however many runs)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in record_files(results_dir(root)):
-            tar.add(path, arcname=f"results/{path.name}")
-    atomic_write_bytes(out / "results.tar.gz", buffer.getvalue())
+        for path in record_files(records_dir(root)):
+            tar.add(path, arcname=f"records/{path.name}")
+    atomic_write_bytes(out / "records.tar.gz", buffer.getvalue())
 
 
 def _landed_record(queue: Queue, run: PreparedRun, root) -> tuple[dict, Path] | None:
@@ -151,11 +151,11 @@ def _land(queue: Queue, run: PreparedRun, result, root) -> list[Path]:
     record = result.record
     if queue.records is not None:
         path = Path(queue.records) / f"{run.spec.key}.json"
-        if _landed_record(queue, run, root) is None:     # execute() reused a record kept elsewhere (results/)
+        if _landed_record(queue, run, root) is None:     # execute() reused one kept elsewhere (the work folder's)
             write_record(record, folder=queue.records)
         paths = [path]
     else:
-        paths = [results_dir(root) / f"{run.spec.key}.json"]
+        paths = [records_dir(root) / f"{run.spec.key}.json"]
     if queue.pack:
         _pack_records(root, queue.weights)
     if run.spec in queue.of_record:
@@ -177,7 +177,7 @@ def _train(queue: Queue, run: PreparedRun, report: QueueReport, time_left, devic
     if need > left:     # a run longer than a session: the checkpoint after every epoch carries it to the next call
         print(f"[{queue.name}] {run.spec.key}: will not finish before the deadline; it trains until stopped and the "
               f"next call resumes it from {run.checkpoint} (saved after every epoch)", flush=True)
-    result = execute(run, device, progress=True, images_per_second=ips, results_folder=queue.records)
+    result = execute(run, device, progress=True, images_per_second=ips, records_folder=queue.records)
     paths = _land(queue, run, result, root)
     record = result.record
     return (f"trained: {record['final_test_acc']:.2f} % on {record['test_images']:,} test images in "
@@ -193,7 +193,7 @@ def _one(queue: Queue, spec: RunSpec, report: QueueReport, time_left, data_root,
     if found is not None and weights is not None:
         outcome, paths, record = "done before", [found[1], *weights], found[0]
     elif found is not None and run.checkpoint.exists():     # recorded, killed before its export: load, export
-        result = execute(run, device, progress=False, results_folder=queue.records)
+        result = execute(run, device, progress=False, records_folder=queue.records)
         paths, record = _land(queue, run, result, root), result.record
         outcome = "exported: trained before, its fp16 file was missing"
     else:
@@ -233,7 +233,7 @@ def run_queue(specs: list[RunSpec], deadline_s: float, out: str | Path, of_recor
               device: str | torch.device | None = None, start: float | None = None,
               clock=time.monotonic) -> QueueReport:
     """A GPU loan's queue: train ``specs`` in order while their expected times fit before ``deadline_s`` seconds
-    from ``start`` (default now). Records land in the work folder's ``results/`` and, packed, in
-    ``out/results.tar.gz``; the fp16 checkpoints of the runs in ``of_record`` in ``out`` (see :mod:`.of_record`)."""
+    from ``start`` (default now). Records land in the work folder's ``records/`` and, packed, in
+    ``out/records.tar.gz``; the fp16 checkpoints of the runs in ``of_record`` in ``out`` (see :mod:`.of_record`)."""
     return work_down(Queue(list(specs), Path(out), set(of_record), pack=True), deadline_s, data_root, root, device,
                      start, clock)

@@ -2,8 +2,9 @@
 
 Two places hold records, read in this order:
 
-1. ``<workdir>/results/`` — runs made here (by a notebook, or ``python -m course_lib.experiments run``);
-2. ``course_lib/records/`` — the course's results of record, shipped inside the package, so the results chapter
+1. ``<workdir>/records/`` — runs made here (by a notebook, or ``python -m course_lib.experiments run``); a work
+   folder's ``results/``, where older versions wrote them, is read after it (never written);
+2. ``course_lib/records/`` — the course's records of record, shipped inside the package, so the results chapter
    shows them anywhere (on Colab too) without training anything.
 
 A record is one :class:`Record` (format 2: each thing said once; format 1, which kept copies of the spec, recipe,
@@ -25,7 +26,7 @@ A bad record (an interrupted write from an older version, a hand edit, a newer f
 ``<name>.corrupt-<time>`` and skipped, never allowed to block later runs: the run is trained again when needed. A
 record of record is never moved (it belongs to git): it is skipped with a warning saying how to restore it.
 Files in a records folder that are not run records by name (``manifest.json``, the fp16 checkpoints' manifest,
-when ``--out`` is the results folder) are not read as records at all.
+when ``--out`` is the records folder) are not read as records at all.
 """
 from __future__ import annotations
 
@@ -41,10 +42,11 @@ from ..settings import workdir
 from ..history import unpack_bits
 
 __all__ = ["Record", "RECORDS_OF_RECORD", "RECORD_FORMAT", "NOT_RECORDS", "RecordWarning", "RecordError",
-           "NewerRecordError", "results_dir", "record_paths", "record_files", "record_problems", "read_record",
-           "find_record", "write_record", "load_results"]
+           "NewerRecordError", "records_dir", "old_records_dir", "record_paths", "record_files", "record_problems",
+           "read_record", "find_record", "write_record", "load_records"]
 
 RECORDS_OF_RECORD = Path(__file__).resolve().parents[1] / "records"
+OLD_RECORDS_NAME = "results"          # the work folder's records folder before it was named records/ (still read)
 RECORD_FORMAT = 2                     # the newest record format this course_lib reads (and the one it writes)
 NOT_RECORDS = frozenset({"manifest.json"})     # JSON files that may share a folder with records but are none
 ACC_TOLERANCE = 1e-6                  # |final_test_acc / 100 - fraction of test_correct|: float32 rounding is ~1e-7
@@ -209,14 +211,20 @@ class NewerRecordError(CorruptFileError):
                                     "course's latest release, or `git pull` in its folder) to use it.")
 
 
-def results_dir(root: str | Path | None = None) -> Path:
-    """``<root>/results`` (root: :func:`course_lib.settings.workdir`)."""
-    return Path(root if root is not None else workdir()) / "results"
+def records_dir(root: str | Path | None = None) -> Path:
+    """``<root>/records``, where your runs' records are written (root: :func:`course_lib.settings.workdir`)."""
+    return Path(root if root is not None else workdir()) / "records"
+
+
+def old_records_dir(root: str | Path | None = None) -> Path:
+    """``<root>/results``: where course_lib wrote your records before the folder was named ``records/``. Still
+    read (after ``records/``), never written, so that a work folder from an older version keeps its runs."""
+    return Path(root if root is not None else workdir()) / OLD_RECORDS_NAME
 
 
 def record_paths(key: str, root: str | Path | None = None) -> list[Path]:
     """Where a record of ``key`` may be, in the order they are read."""
-    return [results_dir(root) / f"{key}.json", RECORDS_OF_RECORD / f"{key}.json"]
+    return [folder / f"{key}.json" for folder in (records_dir(root), old_records_dir(root), RECORDS_OF_RECORD)]
 
 
 def record_files(folder: str | Path) -> list[Path]:
@@ -412,16 +420,17 @@ def find_record(key: str, root: str | Path | None = None,
 
 
 def write_record(record: Record, root: str | Path | None = None, folder: str | Path | None = None) -> Path:
-    """Write ``record`` atomically to ``folder`` (default ``<root>/results``) as ``<key>.json``, in format 2."""
-    path = Path(folder if folder is not None else results_dir(root)) / f"{record.key}.json"
+    """Write ``record`` atomically to ``folder`` (default ``<root>/records``) as ``<key>.json``, in format 2."""
+    path = Path(folder if folder is not None else records_dir(root)) / f"{record.key}.json"
     atomic_write_json(path, record.to_dict())
     return path
 
 
-def load_results(root: str | Path | None = None, profile: str | None = None,
+def load_records(root: str | Path | None = None, profile: str | None = None,
                  folders: list[Path] | None = None) -> list[Record]:
-    """Every usable record (optionally of one profile), sorted by key; a run made here overrides the shipped one."""
-    folders = folders if folders is not None else [RECORDS_OF_RECORD, results_dir(root)]
+    """Every usable record (optionally of one profile), sorted by key; a run made here overrides the shipped one
+    (and one in ``records/`` one in the older ``results/``)."""
+    folders = folders if folders is not None else [RECORDS_OF_RECORD, old_records_dir(root), records_dir(root)]
     records: dict[str, Record] = {}
     for folder in folders:
         for path in record_files(folder):

@@ -216,7 +216,7 @@ def _build(spec: RunSpec, cfg: TrainConfig) -> tuple[nn.Module, list]:
     seed_everything(spec.seed)
     overrides = {"drop_path": cfg.drop_path} if cfg.drop_path is not None and accepts(spec.model, "drop_path") else {}
     model = create_model(spec.model, num_classes=DATASETS[spec.dataset].num_classes, **overrides)
-    extra_losses = [DRLocLoss(dim=model.grid_dim, weight=spec.drloc_weight, m=spec.drloc_pairs,
+    extra_losses = [DRLocLoss(dim=model.grid_dim, drloc_weight=spec.drloc_weight, m=spec.drloc_pairs,
                               schedule=spec.drloc_schedule, tokens=spec.drloc_tokens)] if spec.drloc else []
     return model, extra_losses
 
@@ -396,7 +396,7 @@ def _fit(run: PreparedRun, device: torch.device, progress: bool, finished: bool,
 
 
 def execute(run: PreparedRun, device: str | torch.device | None = None, progress: bool = True,
-            results_folder: str | Path | None = None, images_per_second: float | None = None) -> RunResult:
+            records_folder: str | Path | None = None, images_per_second: float | None = None) -> RunResult:
     """Train a prepared run (or load it when this very run is finished) and record it; see :func:`train_run`."""
     device = get_device(device)
     root = run.checkpoint.parents[1]
@@ -418,29 +418,29 @@ def execute(run: PreparedRun, device: str | torch.device | None = None, progress
                 print(f"[{spec.key}] replacing the record at {previous[1]}: it was made with other settings or "
                       f"data (differs: {_what_differs(previous[0].identity, run.identity)}).",
                       flush=True)
-            write_record(record, root, results_folder)
+            write_record(record, root, records_folder)
     return RunResult(spec, run.model.eval(), history, record, Preprocessing.from_dict(record.preprocess))
 
 
 def train_run(spec: RunSpec, data_root: str | Path | None = None, device: str | torch.device | None = None,
               root: str | Path | None = None, progress: bool = True,
-              results_folder: str | Path | None = None) -> RunResult:
-    """Train ``spec`` (or load it when this very run is finished) and record it in ``results/<key>.json``.
+              records_folder: str | Path | None = None) -> RunResult:
+    """Train ``spec`` (or load it when this very run is finished) and record it in ``records/<key>.json``.
 
     Args:
         data_root: the data folder (default ``$COURSE_DATA_ROOT`` or ``./data``).
-        root: where ``checkpoints/`` and ``results/`` go (default :func:`course_lib.settings.workdir`).
-        results_folder: write the record there instead of ``<root>/results`` (e.g. ``course_lib/records``).
+        root: where ``checkpoints/`` and ``records/`` go (default :func:`course_lib.settings.workdir`).
+        records_folder: write the record there instead of ``<root>/results`` (e.g. ``course_lib/records``).
 
     Before training it says so, with an estimate of the time. Two processes asking for the same run never train
     it twice at once: the second waits for the first, then loads its result.
     """
-    return execute(prepare(spec, data_root, root), device, progress, results_folder)
+    return execute(prepare(spec, data_root, root), device, progress, records_folder)
 
 
 def get_record(spec: RunSpec, data_root: str | Path | None = None, root: str | Path | None = None,
                train_missing: bool = True) -> Record | None:
-    """The stored record of ``spec`` (your ``results/`` first, then the course's records of record); if there is
+    """The stored record of ``spec`` (your ``records/`` first, then the course's records of record); if there is
     none, train the run now (``train_missing``) or return None."""
     found = find_record(spec.key, root)
     if found is not None:

@@ -189,7 +189,7 @@ def run_study(data_root: str | Path | None = None, deadline_s: float = 10 * HOUR
 
     - a run is done only when its record of record (``course_lib/records/<key>.json``) exists, validates and holds
       this very run's identity (and, for the runs of record, its fp16 weights are in ``checkpoints_of_record/``)
-      and ``on_landed`` returned for it; a record in the work folder's ``results/`` never stands in for it;
+      and ``on_landed`` returned for it; a record in the work folder's ``records/`` never stands in for it;
     - ``on_landed(spec, paths, record)`` is called for every run that is done, the runs done before included, so
       that a run killed between landing and, say, its commit is committed on the rerun (``tools/study.py`` commits
       there: course_lib never writes to git); an error it raises (git's reason) stops the study at once;

@@ -1,11 +1,12 @@
 """The course's models by name, with one human label each: a ViT for small images, ResNet-18, a small hybrid.
 
 Every model offers the same calls, which the training loop, DRLoc and the analysis tools rely on:
-``forward(x)`` -> logits, ``forward_features(x)`` (the last stage, before any final norm: unlike timm's, whose
-``forward_features`` includes the final norm; ours leaves it to ``forward_head``, so DRLoc can read the tokens before
-it), ``forward_head(features)``, ``feature_grid(features, final_norm=False)`` and ``forward_grid(x)`` ->
-(B, D, k, k), ``named_layers()`` (the layers the analysis records), plus the attributes ``config`` (a frozen
-dataclass), ``grid_size`` (k) and ``grid_dim`` (D).
+``forward(x)`` -> logits, which is ``forward_head(forward_features(x))`` as in timm: ``forward_features(x)`` is the
+last stage after the final norm, ``forward_head(features)`` pools and classifies. ``forward_blocks(x)`` is the last
+stage *before* the final norm ``norm`` (where DRLoc's official code reads the tokens; ResNet-18 has no final norm,
+its ``norm`` is the identity), ``feature_grid(tokens)`` and ``forward_grid(x)`` -> (B, D, k, k),
+``named_layers()`` (the layers the analysis records), plus the attributes ``config`` (a frozen dataclass),
+``grid_size`` (k) and ``grid_dim`` (D).
 ``create_model(name, num_classes)`` builds one by name.
 """
 from __future__ import annotations

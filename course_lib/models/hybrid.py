@@ -62,7 +62,8 @@ def _to_grid(tokens: torch.Tensor, side: int) -> torch.Tensor:
 class HybridViT(nn.Module):
     """Conv stem + two transformer stages with a pooling step between them. No class token (mean pooling).
 
-    ``forward_features(x)`` -> final tokens (B, k*k, 2*dim), before the final norm;
+    ``forward_blocks(x)`` -> the last stage's tokens (B, k*k, 2*dim), before the final norm;
+    ``forward_features(x)`` -> the same after it (as timm's); ``forward_head(features)`` -> logits;
     ``forward_grid(x)`` -> (B, 2*dim, k, k) with k = img_size // 8.
     """
 
@@ -89,9 +90,8 @@ class HybridViT(nn.Module):
     num_classes = property(lambda self: self.config.num_classes)
     dim = property(lambda self: self.config.dim)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the last stage's tokens (B, k*k, 2*dim), before the final norm (as :meth:`ViT.forward_features`;
-        timm's includes it)."""
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last stage's tokens (B, k*k, 2*dim), before the final norm (as :meth:`ViT.forward_blocks`)."""
         check_images(x, self.config.in_chans, self.config.img_size, type(self).__name__,
                      dtype=self.stem[0].weight.dtype)
         x = self.stem(x).flatten(2).transpose(1, 2) + self.pos_embed       # (B, K*K, D)
@@ -102,19 +102,23 @@ class HybridViT(nn.Module):
             x, _ = block(x)
         return x
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final tokens (B, k*k, 2*dim) -> logits: final norm, mean of the tokens, linear."""
-        return self.head(self.norm(tokens).mean(dim=1))
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Final tokens (B, k*k, 2*dim) -> logits: mean of the tokens, linear."""
+        return self.head(features.mean(dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the final tokens (B, k*k, 2*dim), after the final norm (as timm's ``forward_features``)."""
+        return self.norm(self.forward_blocks(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        """(B, k*k, 2*dim) -> (B, 2*dim, k, k); ``final_norm`` applies the final norm first."""
-        return _to_grid(self.norm(tokens) if final_norm else tokens, self.grid_size)
+    def feature_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, k*k, 2*dim), before or after the final norm -> (B, 2*dim, k, k)."""
+        return _to_grid(tokens, self.grid_size)
 
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        return self.feature_grid(self.forward_features(x), final_norm)
+        return self.feature_grid(self.forward_features(x) if final_norm else self.forward_blocks(x))
 
     def named_layers(self) -> dict[str, nn.Module]:
         """The transformer blocks in order: "stage1.block1", ... (B, K*K, D), then "stage2.block1", ... (B, k*k, 2D)."""

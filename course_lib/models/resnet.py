@@ -69,7 +69,9 @@ class ResNetCIFAR(nn.Module):
     """ResNet with a CIFAR stem, built from a :class:`ResNetConfig` and/or keyword overrides of its fields.
 
     Methods (x is (B, in_chans, H, W)): ``forward(x)`` -> logits; ``forward_features(x)`` -> the last stage's map
-    (B, 512, H/8, W/8); ``forward_head(features)`` -> logits; ``forward_grid(x)`` -> the same last map, which is
+    (B, 512, H/8, W/8), as timm's; ``forward_blocks(x)`` -> the same map (a ResNet has no final norm: ``norm`` is
+    the identity, so that every course model reads ``forward_head(norm(forward_blocks(x)))``);
+    ``forward_head(features)`` -> logits (global mean, linear); ``forward_grid(x)`` -> the same last map, which is
     already a spatial grid (DRLoc can use it).
     """
 
@@ -90,6 +92,7 @@ class ResNetCIFAR(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.grid_dim = self.num_features = channels
         self.grid_size = c.img_size // 2 ** (len(c.blocks) - 1)       # 4 for 32x32 images
+        self.norm = nn.Identity()      # no final norm (each block ends in its own BatchNorm); no parameters
         self.fc = nn.Linear(channels, c.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -97,10 +100,15 @@ class ResNetCIFAR(nn.Module):
 
     num_classes = property(lambda self: self.config.num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last stage's map (B, 512, H/8, W/8)."""
         check_images(x, self.config.in_chans, None, type(self).__name__, dtype=self.stem[0].weight.dtype)
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last stage's map (B, 512, H/8, W/8), as timm's (the same as :meth:`forward_blocks`)."""
+        return self.norm(self.forward_blocks(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features.mean(dim=(2, 3)))
@@ -108,12 +116,12 @@ class ResNetCIFAR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, features: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        """The last stage's map is already a grid (B, 512, H/8, W/8); there is no final norm to apply."""
+    def feature_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """The last stage's map is already a grid (B, 512, H/8, W/8)."""
         return features
 
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        return self.forward_features(x)
+        return self.forward_features(x)      # no final norm: the same either way
 
     def named_layers(self, granularity: str = "stages") -> dict[str, nn.Module]:
         """The layers the course records, in order: "stages" (stem + 4 stages: 5 layers), "blocks" (stem + every

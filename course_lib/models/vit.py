@@ -12,9 +12,9 @@ The model has two attention paths that compute the same function:
 - ``forward_with_attention`` (visualisation) computes ``softmax(QK^T / sqrt(d))`` explicitly and returns it, one
   (B, H, T, T) tensor per block, for attention rollout.
 
-As in lucidrains' ``vit-pytorch`` (and the ViT of Zhu et al.), the final LayerNorm belongs to the head:
-``forward_features`` returns the last block's tokens before it, so DRLoc can read them where the official code
-does, and ``forward_head`` normalises, pools and classifies.
+As in timm: ``forward_features`` returns the tokens after the final LayerNorm and ``forward_head`` pools and
+classifies them. ``forward_blocks`` stops one step earlier, at the last block's tokens before that norm, which is
+where DRLoc's official code reads them (``DRLocLoss(tokens="pre_norm")``).
 """
 from __future__ import annotations
 
@@ -166,9 +166,10 @@ class ViT(nn.Module):
 
     Methods (x is (B, in_chans, img_size, img_size)):
         ``forward(x)`` -> logits (B, num_classes)
-        ``forward_features(x)`` -> the last block's tokens (B, T, dim), before the final norm;
-        ``forward_head(tokens)`` -> logits (final norm, pooling, linear)
-        ``forward_grid(x, final_norm=False)`` -> the final patch tokens as a grid (B, dim, K, K)
+        ``forward_blocks(x)`` -> the last block's tokens (B, T, dim), before the final norm ``norm``
+        ``forward_features(x)`` -> the tokens after the final norm (B, T, dim), as timm's
+        ``forward_head(features)`` -> logits (pooling, linear), as timm's
+        ``forward_grid(x, final_norm=False)`` -> the last block's patch tokens as a grid (B, dim, K, K)
         ``forward_with_attention(x)`` -> (logits, [ (B, heads, T, T) per block ])
     """
 
@@ -218,36 +219,37 @@ class ViT(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return self.emb_drop(x + self.pos_embed)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the last block's tokens (B, T, dim), *before* the final norm, which :meth:`forward_head`
-        applies. (timm's ``forward_features`` includes that norm: ours stops before it, because DRLoc's official
-        code reads the tokens there; ``feature_grid(tokens, final_norm=True)`` gives the normed ones.)"""
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the last block's tokens (B, T, dim), *before* the final norm: where DRLoc's official code reads
+        them. ``norm`` of them is :meth:`forward_features`."""
         x = self.embed(x)
         for block in self.blocks:
             x, _ = block(x)
         return x
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, dim) -> logits (B, num_classes): final norm, class token or mean of patches, linear."""
-        tokens = self.norm(tokens)
-        pooled = tokens[:, 0] if self.config.pool == "cls" else tokens[:, self.num_prefix_tokens:].mean(dim=1)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the final tokens (B, T, dim), after the final norm (as timm's ``forward_features``)."""
+        return self.norm(self.forward_blocks(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Final tokens (B, T, dim) -> logits (B, num_classes): class token or mean of the patches, then linear."""
+        pooled = features[:, 0] if self.config.pool == "cls" else features[:, self.num_prefix_tokens:].mean(dim=1)
         return self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_grid(self, tokens: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        """Tokens (B, T, dim) -> patch tokens as a spatial grid (B, dim, K, K); the class token is dropped.
-
-        ``final_norm`` applies the final LayerNorm first (the tokens the classifier pools).
-        """
-        patches = (self.norm(tokens) if final_norm else tokens)[:, self.num_prefix_tokens:]
+    def feature_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, T, dim), of :meth:`forward_blocks` or :meth:`forward_features` -> the patch tokens as a
+        spatial grid (B, dim, K, K); the class token is dropped."""
+        patches = tokens[:, self.num_prefix_tokens:]
         B, N, D = patches.shape
         return patches.transpose(1, 2).reshape(B, D, self.grid_size, self.grid_size)
 
     def forward_grid(self, x: torch.Tensor, final_norm: bool = False) -> torch.Tensor:
-        """Images -> the final token grid (B, dim, K, K), as DRLoc reads it."""
-        return self.feature_grid(self.forward_features(x), final_norm)
+        """Images -> the last block's patch tokens as a grid (B, dim, K, K), as DRLoc reads them; ``final_norm``:
+        after the final norm instead (the tokens the classifier pools)."""
+        return self.feature_grid(self.forward_features(x) if final_norm else self.forward_blocks(x))
 
     def named_layers(self) -> dict[str, nn.Module]:
         """The layers the course records, in order: {"block1": blocks[0], ...}, each outputting (B, T, dim)."""
@@ -263,7 +265,7 @@ class ViT(nn.Module):
         for block in self.blocks:
             x, attn = block(x, return_attention=True)
             attentions.append(attn)
-        return self.forward_head(x), attentions
+        return self.forward_head(self.norm(x)), attentions
 
 
 def vit_lite(num_classes: int = 10, **overrides) -> ViT:
