@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn as nn
 
-from .files import atomic_torch_save, safe_torch_load
+from .files import CorruptFileError, atomic_torch_save, safe_torch_load
 from .models import config_dict
 
 if TYPE_CHECKING:     # names used only in annotations
@@ -138,12 +138,13 @@ def load_resumable(path: Path, model: nn.Module, identity: dict, device: torch.d
 
 def epochs_saved(path: Path, model: nn.Module, identity: dict) -> int:
     """How many epochs of this very run (``identity``, :func:`fit_identity`'s) the checkpoint at ``path`` holds,
-    which :func:`fit` will not train again: 0 where there is none or it is another run's."""
+    which :func:`fit` will not train again: 0 where there is none, it is another run's or it is damaged (what the
+    runner then does with it is its business: it moves a damaged one aside)."""
     if not Path(path).exists():
         return 0
     try:
         return int(load_resumable(Path(path), model, identity, torch.device("cpu"))["epoch"]) + 1
-    except CheckpointMismatchError:
+    except (CheckpointMismatchError, CorruptFileError):
         return 0
 
 
