@@ -92,20 +92,25 @@ def point_records(records: list[dict], model: str, drloc: bool, size: int,
     return [by_seed[s] for s in sorted(by_seed)]
 
 
-def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[int, float] | None] | None = None
-                  ) -> tuple[list[SeedVerdict], list[str]]:
+def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[int, float] | None] | None = None,
+                  only: str | None = None) -> tuple[list[SeedVerdict], list[str]]:
     """(the verdicts that the records allow, what is missing in words). ``budgets``: {model: (epochs, lr)},
-    default the budgets :func:`~course_lib.experiments.budget_rule.choose_budget` chose."""
+    default the budgets :func:`~course_lib.experiments.budget_rule.choose_budget` chose; ``only``: the label of
+    one comparison's A side ("ResNet-18" or "ViT + DRLoc"), default both."""
+    labels = [a[0] for a, _ in COMPARISONS]
+    if only is not None and only not in labels:
+        raise ValueError(f"only must be one of {labels} or None, got {only!r}.")
+    comparisons = [(a, b) for a, b in COMPARISONS if only in (None, a[0])]
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     missing, verdicts = [], []
     if budgets is None:
         budgets = {}
-        for model in ("vit", "resnet18"):
+        for model in dict.fromkeys(side[1] for pair in comparisons for side in pair):
             budgets[model], why = choose_budget(model, records)
             if budgets[model] is None:
                 missing.append(f"{model}: no budget yet ({why})")
     for size in SIZES:
-        for (label_a, model_a, drloc_a), (label_b, model_b, drloc_b) in COMPARISONS:
+        for (label_a, model_a, drloc_a), (label_b, model_b, drloc_b) in comparisons:
             if budgets.get(model_a) is None or budgets.get(model_b) is None or (drloc_a and size not in DRLOC_SIZES):
                 continue
             a = point_records(records, model_a, drloc_a, size, budgets[model_a])

@@ -1,6 +1,7 @@
 """Seed-level verdicts of the second study (course_lib.seed_verdicts) on records built to a known answer."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from course_lib.history import pack_bits
@@ -62,3 +63,12 @@ def test_only_runs_with_the_chosen_budget_and_seeds_on_both_sides_count():
     (v,), missing = seed_verdicts(records, BUDGETS)
     assert v.seeds == [0, 1] and all(r["spec"]["lr"] == 5e-4 for r in v.b)
     assert seed_verdicts(records, {"vit": (50, 5e-4), "resnet18": None})[0] == []
+
+
+def test_only_one_comparison_and_its_budgets_when_asked():
+    records = [record("resnet18", 0, 5000, extra_right=50), record("vit", 0, 5000),
+               record("vit", 0, 5000, drloc=True, extra_right=5)]
+    assert [v.label_a for v in seed_verdicts(records, BUDGETS)[0]] == ["ResNet-18", "ViT + DRLoc"]
+    assert [v.label_a for v in seed_verdicts(records, BUDGETS, only="ViT + DRLoc")[0]] == ["ViT + DRLoc"]
+    with pytest.raises(ValueError, match="only must be one of"):
+        seed_verdicts(records, BUDGETS, only="ResNet")
