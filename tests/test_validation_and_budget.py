@@ -147,6 +147,9 @@ def test_choose_budget_follows_the_rule():
            _record(lr=5e-4, epochs=100, val=50.0)]
     assert br.choose_budget("vit", tie)[0] == (50, 5e-4)       # ties go to the smaller rate
     assert br.choose_budget("resnet18", grid)[0] is None       # another family's records do not count
+    fitted = grid + [_record(lr=5e-4, epochs=100, val=54.0, clean=95.0)]
+    budget, words = br.choose_budget("vit", fitted)             # a doubling that gains and fits is trained
+    assert budget == (100, 5e-4) and "it fits its training images (95.0 % clean" in words
 
 
 def test_the_queue_has_no_duplicate_run_and_puts_tuning_first():

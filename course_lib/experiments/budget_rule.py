@@ -12,7 +12,8 @@ images; the test set chooses nothing), with the same effort for both families, a
 
 1. three learning rates at :data:`TUNING_EPOCHS` epochs (the tuning grid);
 2. the best rate by final validation accuracy; then its run with twice the epochs (the doubling check): the
-   longer budget is kept if it gains at least one point;
+   longer budget is kept if it gains at least one point, and doubled again only while the kept run does not yet
+   fit its training images (a model is trained once it fits them, or once doubling gains less than a point);
 3. that (epochs, learning rate) is kept for every size and seed of the family (compute grows with the data).
 
 :func:`fit_verdict` is what the book prints beside a run's test accuracy; :func:`choose_budget` is step 2 from
@@ -150,8 +151,8 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
                   base_epochs: int = 50) -> tuple[tuple[int, float] | None, str]:
     """((epochs, learning rate) for ``model``, the reason in words), or (None, what is missing) while the tuning
     is not complete. The rate: best final validation accuracy at ``base_epochs`` (ties go to the smaller rate);
-    the epochs: doubled while doubling gains at least :data:`DOUBLING_GAIN` points (each doubling must be
-    recorded: a missing one is asked for)."""
+    the epochs: doubled while doubling gains at least :data:`DOUBLING_GAIN` points and the longer run does not
+    fit its training images yet (each doubling must be recorded: a missing one is asked for)."""
     records = load_results(folders=[RECORDS_OF_RECORD]) if records is None else records
     runs = _tuning_records(records, model, size)
     grid = [r for r in runs if r["epochs"] == base_epochs]
@@ -178,6 +179,10 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
         if gain < DOUBLING_GAIN:
             return (epochs, lr), "; ".join(words + [f"so {epochs} epochs"])
         epochs, current = 2 * epochs, doubled
+        clean, how = train_accuracy(current)
+        if how == "clean" and clean >= FIT_THRESHOLD:     # trained: it fits, so no further doubling is asked for
+            return (epochs, lr), "; ".join(words + [f"at {epochs} epochs it fits its training images ({clean:.1f} % "
+                                                    f"clean training accuracy), so {epochs} epochs"])
 
 
 def _spec(model: str, n: int, budget: tuple[int, float], seed: int = 0, drloc: bool = False,
