@@ -49,15 +49,17 @@ def _groups(records: Sequence[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _profile_of_record(records: Sequence[dict], dataset: str) -> str | None:
-    """The profile whose runs on ``dataset`` were tested on the most images, then with the most seeds."""
+def _profiles_of_record(records: Sequence[dict], dataset: str) -> list[str]:
+    """The profiles whose runs on ``dataset`` were tested on the most images, the one with the most seeds first
+    (on CIFAR-10: both CPU studies, each of them evidence at its own budget rule)."""
     ranks: dict[str, tuple[int, int]] = {}
     for r in records:
         if r["spec"]["dataset"] == dataset:
             p = r["spec"]["profile"]
             seeds = sum(1 for s in records if s["key"].rsplit("-s", 1)[0] == r["key"].rsplit("-s", 1)[0])
             ranks[p] = max(ranks.get(p, (0, 0)), (r["test_images"], seeds))
-    return max(ranks, key=lambda p: ranks[p]) if ranks else None
+    most = max((images for images, _ in ranks.values()), default=0)
+    return sorted((p for p in ranks if ranks[p][0] == most), key=lambda p: ranks[p], reverse=True)
 
 
 def _pick(groups: Sequence[list[dict]]) -> list[dict]:
@@ -72,24 +74,26 @@ def _pick(groups: Sequence[list[dict]]) -> list[dict]:
 
 def _arms(records: Sequence[dict], dataset: str, a: Callable[[dict], bool], b: Callable[[dict], bool],
           pair_on: Callable[[dict], tuple]) -> list[tuple[list[dict], list[dict]]]:
-    """Pairs (arm A's seeds, arm B's seeds) of the profile of record, matched by ``pair_on``, smallest size first;
-    each side keeps only the seeds both have."""
-    profile = _profile_of_record(records, dataset)
-    mine = [r for r in records if r["spec"]["dataset"] == dataset and r["spec"]["profile"] == profile]
-    by_key: dict[tuple, tuple[list, list]] = {}
-    for g in _groups(mine).values():
-        for side, belongs in enumerate((a, b)):
-            if belongs(g[0]):
-                by_key.setdefault(pair_on(g[0]), ([], []))[side].append(g)
+    """Pairs (arm A's seeds, arm B's seeds) of each profile of record, matched by ``pair_on``: profile by profile
+    (:func:`_profiles_of_record`'s order), smallest size first; each side keeps only the seeds both have."""
     pairs = []
-    for groups_a, groups_b in by_key.values():
-        if groups_a and groups_b:
-            ga, gb = _pick(groups_a), _pick(groups_b)
-            seeds = {r["spec"]["seed"] for r in ga} & {r["spec"]["seed"] for r in gb}
-            if seeds:
-                pairs.append(([r for r in ga if r["spec"]["seed"] in seeds],
-                              [r for r in gb if r["spec"]["seed"] in seeds]))
-    return sorted(pairs, key=lambda p: p[0][0]["images_per_class"])
+    for profile in _profiles_of_record(records, dataset):
+        mine = [r for r in records if r["spec"]["dataset"] == dataset and r["spec"]["profile"] == profile]
+        by_key: dict[tuple, tuple[list, list]] = {}
+        for g in _groups(mine).values():
+            for side, belongs in enumerate((a, b)):
+                if belongs(g[0]):
+                    by_key.setdefault(pair_on(g[0]), ([], []))[side].append(g)
+        found = []
+        for groups_a, groups_b in by_key.values():
+            if groups_a and groups_b:
+                ga, gb = _pick(groups_a), _pick(groups_b)
+                seeds = {r["spec"]["seed"] for r in ga} & {r["spec"]["seed"] for r in gb}
+                if seeds:
+                    found.append(([r for r in ga if r["spec"]["seed"] in seeds],
+                                  [r for r in gb if r["spec"]["seed"] in seeds]))
+        pairs += sorted(found, key=lambda p: p[0][0]["images_per_class"])
+    return pairs
 
 
 def _is_vit(r: dict) -> bool:
@@ -121,9 +125,10 @@ def scale(runs: Sequence[dict]) -> str:
 
 
 def short_scale(runs: Sequence[dict]) -> str:
-    """'500/class, 29 epochs, 1 seed'."""
+    """'500/class, 29 epochs, 1 seed, study' (the profile tells the two CPU studies' budget rules apart)."""
     r, seeds = runs[0], len(runs)
-    return f"{r['images_per_class']:,}/class, {r['epochs']} epochs, {seeds} seed{'s' if seeds > 1 else ''}"
+    return (f"{r['images_per_class']:,}/class, {r['epochs']} epochs, {seeds} seed{'s' if seeds > 1 else ''}, "
+            f"{r['spec']['profile']}")
 
 
 def short_fit(arms: Sequence[tuple[str, Sequence[dict]]]) -> str:
@@ -223,15 +228,17 @@ def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
 
 
 def _cifar10_vits(records: Sequence[dict]) -> list[list[dict]]:
-    """The CIFAR-10 ViTs (no DRLoc) of the profile of record, one list of seeds per size (:func:`_pick` among
-    several at a size), smallest first."""
-    profile = _profile_of_record(records, "cifar10")
-    vits = [r for r in records if r["spec"]["dataset"] == "cifar10" and r["spec"]["profile"] == profile and
-            _is_vit(r)]
-    sizes: dict[object, list[list[dict]]] = {}
-    for g in _groups(vits).values():
-        sizes.setdefault(g[0]["spec"].get("train_per_class"), []).append(g)
-    return sorted((_pick(gs) for gs in sizes.values()), key=lambda g: g[0]["images_per_class"])
+    """The CIFAR-10 ViTs (no DRLoc) of the first profile of record that trained one on its own size (the ViT the
+    notebooks open), one list of seeds per size (:func:`_pick` among several at a size), smallest first."""
+    for profile in _profiles_of_record(records, "cifar10"):
+        vits = [r for r in records if r["spec"]["dataset"] == "cifar10" and r["spec"]["profile"] == profile and
+                _is_vit(r)]
+        sizes: dict[object, list[list[dict]]] = {}
+        for g in _groups(vits).values():
+            sizes.setdefault(g[0]["spec"].get("train_per_class"), []).append(g)
+        if None in sizes:
+            return sorted((_pick(gs) for gs in sizes.values()), key=lambda g: g[0]["images_per_class"])
+    return []
 
 
 def _inside(records: Sequence[dict], claim: str, notebook: str, contrast: bool) -> Entry:
@@ -241,7 +248,8 @@ def _inside(records: Sequence[dict], claim: str, notebook: str, contrast: bool) 
     records decide is whether that scale could show the claim. That ViT must have fitted its training data (else
     "small data" and "not trained enough" are one); a claim about small against large data needs a ViT trained on
     the whole training set to contrast with; a claim that heads are not local needs a model known to have local
-    heads measured beside it, to show what "local" looks like.
+    heads measured beside it, to show what "local" looks like (notebook 02 measures one: the trained ViT with a
+    fixed Gaussian bias of the patch distance, :func:`course_lib.locality.with_distance_bias`).
     """
     groups = _cifar10_vits(records)
     opened = [g for g in groups if g[0]["spec"].get("train_per_class") is None]
@@ -255,8 +263,6 @@ def _inside(records: Sequence[dict], claim: str, notebook: str, contrast: bool) 
                        "training data")
     if contrast and max(g[0]["images_per_class"] for g in groups) < full:
         reasons.append(f"no ViT trained on all {full:,} images/class (nor pre-trained) to contrast with")
-    if not contrast:
-        reasons.append("no model known to attend locally measured beside it (a positive control)")
     verdict = f"{NOT_TESTED}: " + "; ".join(reasons) if reasons else f"tested: read the verdict in {notebook}"
     return Entry(claim, "Zhu et al. 2023", "CIFAR-10", verdict,
                  f"measured in {notebook} on the trained ViT of {measured[0]['images_per_class']:,}/class",

@@ -72,7 +72,7 @@ def test_resnet_far_ahead_agrees_and_names_an_under_fitted_vit():
     assert len(rows) == 1 and rows[0].verdict.startswith("agrees at this scale")
     assert "the ViT under-fitted" in rows[0].verdict
     assert rows[0].fitted == "ResNet-18 fits its data, ViT under-fitted"
-    assert rows[0].size == "500/class, 30 epochs, 1 seed"
+    assert rows[0].size == "500/class, 30 epochs, 1 seed, study"
 
 
 def test_vit_ahead_disagrees_and_equal_models_are_undecided():
@@ -107,8 +107,11 @@ def test_several_seeds_win_the_profile_and_are_counted():
     three = [record(m, acc=a + s, clean=c, seed=s, profile="study2")
              for s in range(3) for m, a, c in (("resnet18", 80, 99), ("vit", 60, 92))]
     rows = _entries(one + three, "ViT below ResNet-18 on CIFAR-10")
-    assert len(rows) == 1 and "3 seeds" in rows[0].scale and "profile 'study2'" in rows[0].scale
+    assert len(rows) == 2 and "3 seeds" in rows[0].scale and "profile 'study2'" in rows[0].scale
     assert "clean" in rows[0].fit and rows[0].verdict == "agrees at this scale: ResNet-18 ahead"
+    assert "1 seed" in rows[1].scale and "profile 'study'" in rows[1].scale        # each study's rows, apart
+    fewer = [dict(r, test_images=916) for r in one]                                   # fewer test images: left out
+    assert len(_entries(fewer + three, "ViT below ResNet-18 on CIFAR-10")) == 1
 
 
 def test_inside_claims_need_a_fitted_vit_and_a_full_data_contrast():
@@ -118,7 +121,7 @@ def test_inside_claims_need_a_fitted_vit_and_a_full_data_contrast():
     assert "under-fitted" in cka.verdict and "all 5,000 images/class" in cka.verdict
     full = [record("vit", acc=85, clean=97, n=5000), record("vit", acc=55, clean=95, n=500, per_class=500)]
     assert _entries(full, "The ViT's layer-wise CKA")[0].verdict.startswith("tested")
-    assert _entries(full, "The ViT's lower layers")[0].verdict.startswith(ledger.NOT_TESTED)   # no positive control
+    assert _entries(full, "The ViT's lower layers")[0].verdict.startswith("tested")   # notebook 02 has the control
 
 
 def test_no_records_is_a_clear_error():
@@ -164,7 +167,7 @@ def test_study2_runs_pair_across_per_family_budgets_and_leave_the_tuning_runs_ou
     final = [run("vit", n, s, 5e-4, 100, 40.0 + s, per_class=n) for n in (100, 250) for s in range(3)]
     final += [run("resnet18", n, s, 1e-3, 100, 60.0 + s, per_class=n) for n in (100, 250) for s in range(3)]
     rows = _entries(tuning + final, "ViT below ResNet-18 on CIFAR-10")
-    assert [r.size for r in rows] == ["100/class, 30 epochs, 3 seeds", "250/class, 30 epochs, 3 seeds"]
+    assert [r.size for r in rows] == ["100/class, 30 epochs, 3 seeds, study2", "250/class, 30 epochs, 3 seeds, study2"]
     assert all(r.verdict.startswith("agrees at this scale") for r in rows)
     assert "lr 0.001" in rows[0].scale          # the ResNet arm's own learning rate
 
