@@ -133,6 +133,16 @@ def test_fit_verdict_words():
     assert br.fit_verdict({**old, "history": {"train_acc": []}}, []).word == "unknown"
 
 
+def test_another_seed_of_a_budget_reads_the_doubling_check_made_on_seed_0():
+    base, doubled = _record(lr=5e-4, val=52.0, clean=70.0), _record(lr=5e-4, epochs=100, val=51.0, clean=97.0)
+    seed1 = _record(lr=5e-4, val=49.0, clean=72.0, seed=1)
+    verdict = br.fit_verdict(seed1, [base, doubled, seed1])
+    assert verdict.word == "at plateau" and "checked on seed 0 of the same run" in verdict.sentence
+    assert br.fit_verdict(seed1, [seed1, doubled]).word == "under-fitted"         # no seed-0 run of that budget
+    other_size = _record(lr=5e-4, val=49.0, clean=72.0, seed=1, n=250)
+    assert br.fit_verdict(other_size, [base, doubled, other_size]).word == "under-fitted"
+
+
 def test_choose_budget_follows_the_rule():
     grid = [_record(lr=1e-3, val=50.0), _record(lr=5e-4, val=52.0), _record(lr=2e-3, val=49.0)]
     budget, words = br.choose_budget("vit", grid)

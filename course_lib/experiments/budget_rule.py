@@ -61,15 +61,28 @@ class FitVerdict:
         return self.word not in ("under-fitted", "unknown")
 
 
-def _doubled(record: dict, records: list[dict]) -> dict | None:
-    """The run that is ``record`` with twice its epochs (same model, data, seed, learning rate), if recorded."""
+def _doubled(record: dict, records: list[dict], seed: int | None = None, factor: int = 2) -> dict | None:
+    """The run that is ``record`` with ``factor`` times its epochs (same model, data, learning rate and seed, or
+    seed ``seed``), if recorded."""
     spec = record["spec"]
     for other in records:
         o = other["spec"]
-        if (other.get("final_val_acc") is not None and other["epochs"] == 2 * record["epochs"]
-                and all(o.get(k) == spec.get(k) for k in spec if k not in ("epochs",))):
+        if (other.get("final_val_acc") is not None and other["epochs"] == factor * record["epochs"]
+                and all(o.get(k) == spec.get(k) for k in spec if k not in ("epochs", "seed"))
+                and o.get("seed") == (spec.get("seed") if seed is None else seed)):
             return other
     return None
+
+
+def _doubling_check(record: dict, records: list[dict]) -> tuple[dict, dict, str] | None:
+    """(base, doubled, note) of ``record``'s doubling check: its own, else the one made on seed 0 of the same run
+    (the budget's check: every seed trains with the budget it chose)."""
+    doubled = _doubled(record, records)
+    if doubled is not None:
+        return record, doubled, ""
+    base = _doubled(record, records, seed=0, factor=1) if record["spec"].get("seed") else None
+    doubled = _doubled(base, records) if base is not None else None
+    return (base, doubled, " (checked on seed 0 of the same run)") if doubled is not None else None
 
 
 RUNNING = "running, augmented"
@@ -98,12 +111,13 @@ def fit_verdict(record: dict, records: list[dict] | None = None) -> FitVerdict:
                                        f"{record['final_test_acc']:.1f} %")
     if train >= FIT_THRESHOLD:
         return FitVerdict("fits its data", f"fits its training set: {where}")
-    doubled = _doubled(record, load_records() if records is None else records)
-    if doubled is not None and record.get("final_val_acc") is not None:
-        gain = doubled["final_val_acc"] - record["final_val_acc"]
-        sentence = (f"{where}; twice the epochs changed validation accuracy by {gain:+.1f} points "
-                    f"({record['final_val_acc']:.1f} -> {doubled['final_val_acc']:.1f} % on "
-                    f"{record['val_images']:,} validation images)")
+    check = _doubling_check(record, load_records() if records is None else records)
+    if check is not None and record.get("final_val_acc") is not None:
+        base, doubled, note = check
+        gain = doubled["final_val_acc"] - base["final_val_acc"]
+        sentence = (f"{where}; twice the epochs changed validation accuracy by {gain:+.1f} points{note} "
+                    f"({base['final_val_acc']:.1f} -> {doubled['final_val_acc']:.1f} % on "
+                    f"{base['val_images']:,} validation images)")
         if gain < DOUBLING_GAIN:
             return FitVerdict("at plateau", f"at its plateau: {sentence}")
         return FitVerdict("under-fitted", f"under-fitted: {sentence}")
