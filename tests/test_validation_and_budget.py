@@ -215,7 +215,8 @@ def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
     queue = br.study2_queue(chosen)
     assert due in [s.key for s, _ in queue]                         # ... and stays listed once made
     assert br._spec("vit", br.TUNING_SIZE, (200, 5e-4)).key not in [s.key for s, _ in queue]
-    assert all(planned for s, planned in queue if s.model == "vit")  # the ViT's budget is chosen: all planned
+    assert all(planned for s, planned in queue if s.model == "vit"   # the ViT's budget is chosen: all planned
+               and not (s.train_per_class is None and s.epochs == 100))   # but the check that waits for its base run
 
 
 def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_the_chosen_budget(monkeypatch):
@@ -231,3 +232,19 @@ def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_th
     assert {(s.model, s.drloc) for s in of_record} == {("vit", False), ("vit", True)}   # ResNet-18: no budget yet
     assert all(s in specs and s.train_per_class is None and s.seed == 0 and s.epochs == 50 and s.lr == 5e-4
                for s in of_record)                                   # not the doubling check at 100 epochs
+
+
+def test_the_doubling_check_at_the_largest_size_waits_for_its_base_run_and_is_dropped_if_it_fits():
+    def rec(lr, epochs, val, n=br.TUNING_SIZE, clean=80.0):
+        spec = br._spec("vit", n, (epochs, lr))
+        return {**_record(lr=lr, epochs=epochs, val=val, clean=clean, n=n), "key": spec.key}
+
+    grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0), rec(5e-4, 100, 52.5)]
+    check = br._spec("vit", 500, (100, 5e-4)).key
+    planned = dict((s.key, p) for s, p in br.study2_queue(grid))
+    assert planned[check] is False                                   # its base run (500 per class) is not made yet
+    base = br._spec("vit", 500, (50, 5e-4)).key
+    not_fitted = grid + [{**rec(5e-4, 50, 55.0, n=500, clean=75.0), "key": base}]
+    assert dict((s.key, p) for s, p in br.study2_queue(not_fitted))[check] is True
+    fitted = grid + [{**rec(5e-4, 50, 55.0, n=500, clean=95.0), "key": base}]
+    assert check not in [s.key for s, _ in br.study2_queue(fitted)]

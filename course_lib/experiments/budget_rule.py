@@ -214,9 +214,10 @@ def tuning_grid(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
 
 def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]]:
     """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class; seed 0 of every
-    curve point and of ViT + DRLoc; the doubling check at the largest size; the other seeds (three per curve
-    point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500). ``planned`` is False
-    where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
+    curve point and of ViT + DRLoc; the doubling check at the largest size (dropped once its base run fits its
+    training images: a fitted model is trained; planned once that run shows it does not); the other seeds (three
+    per curve point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500). ``planned`` is
+    False where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
     :data:`TUNING_EPOCHS` epochs, a placeholder)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     queue: list[tuple[RunSpec, bool]] = []
@@ -243,8 +244,12 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
         add("vit", n, 0), add("resnet18", n, 0)
         if n in (TUNING_SIZE, largest):
             add("vit", n, 0, drloc=True)
-    for model in ("vit", "resnet18"):
-        add(model, largest, 0, epochs=2 * budgets[model][0][0])
+    for model in ("vit", "resnet18"):      # the doubling check at the largest size, unless its base run fits
+        (epochs, _), planned = budgets[model]
+        base = next((r for r in records if r["key"] == _spec(model, largest, budgets[model][0]).key), None)
+        fits = base is not None and (train_accuracy(base)[0] or 0.0) >= FIT_THRESHOLD
+        if not fits:
+            queue.append((_spec(model, largest, budgets[model][0], epochs=2 * epochs), planned and base is not None))
     for seed in seeds[1:]:
         for n in sizes:
             add("vit", n, seed), add("resnet18", n, seed)
@@ -276,12 +281,13 @@ def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
         model = "vit+drloc" if spec.drloc else spec.model
         hours = epochs * n_train / images_per_second[model] / 3600
         left_hours += hours
-        state = f"to run (~{hours:.1f} CPU-h)" if planned else f"placeholder budget (~{hours:.1f} CPU-h)"
+        state = f"to run (~{hours:.1f} CPU-h)" if planned else f"waiting (~{hours:.1f} CPU-h)"
         lines.append(f"| `{spec.key}` | {epochs} | {state} | | | | | | |")
     n_done = sum(1 for spec, _ in queue if spec.key in done)
     head = (f"Runs done: {n_done} of {len(queue)}; runs left: {len(queue) - n_done}, about {left_hours:.1f} "
             f"CPU-hours at one thread ({', '.join(f'{k} {v:.0f} img/s' for k, v in images_per_second.items())}, "
-            "training only; runs marked *placeholder* wait for the tuning to choose their budget). The test "
+            "training only; runs marked *waiting* wait for the tuning to choose their budget, or, for a doubling "
+            "check at 500 per class, for its base run to show whether it fits its training images). The test "
             "accuracy is reported for the record; nothing is chosen by it.")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
