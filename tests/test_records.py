@@ -21,7 +21,14 @@ MANIFEST = records.RECORDS_OF_RECORD.parents[1] / "checkpoints_of_record" / "man
 
 
 def _legacy_hash(identity: dict) -> str:
-    """How every identity of record was hashed (runs._hash before the hash moved to checkpoints.py)."""
+    """How every identity of record was hashed (runs._hash before the hash moved to checkpoints.py), on the form
+    format 1 stored it in: an extra loss's settings as the text ``name=value!r, ...`` (records written since
+    ``ExtraLoss.identity()`` returns data store them as a dict)."""
+    def text(settings):
+        return settings if isinstance(settings, str) else ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    if isinstance(identity.get("extra_losses"), list):
+        identity = {**identity, "extra_losses": [{**t, "settings": text(t["settings"])}
+                                                 for t in identity["extra_losses"]]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
