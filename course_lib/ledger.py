@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from .data import DATASETS
 from .experiments.budget_rule import RUNNING, fit_verdict, train_accuracy
 from .report import compare_groups
-from .stats import clopper_pearson_interval, holm_verdicts
+from .stats import accuracy_interval, holm_verdicts
 from .tables import Table
 
 __all__ = ["CLOSE", "above_chance",
@@ -30,8 +30,7 @@ TUNED = ("lr", "epochs")   # chosen per model family (profile study2 tunes them 
 
 def above_chance(record: dict) -> bool:
     """Whether the run's exact 95 % interval lies above chance (1 / classes) on its test images."""
-    low, _ = clopper_pearson_interval(round(record["final_test_acc"] * record["test_images"] / 100),
-                                      record["test_images"])
+    low, _ = accuracy_interval(record["final_test_acc"], record["test_images"])
     return low > 100 / record["num_classes"]
 
 

@@ -19,7 +19,7 @@ from .data import DATASETS
 from .drloc import constant_baseline, identical_cells_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
 from .papers import LIU2021, reference_number
-from .stats import (ONE_SEED, accuracy_variance, accuracy_verdict, clopper_pearson_interval, holm_verdicts,
+from .stats import (ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, unpaired_difference)
 from .history import unpack_bits
 from .tables import Table
@@ -39,8 +39,7 @@ __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "datase
 def _interval(record: dict) -> tuple[float, float]:
     """The exact (Clopper-Pearson) 95 % interval of one run's accuracy on its test set, the interval that
     :func:`course_lib.stats.accuracy_verdict` prints."""
-    return clopper_pearson_interval(round(record["final_test_acc"] * record["test_images"] / 100),
-                                    record["test_images"])
+    return accuracy_interval(record["final_test_acc"], record["test_images"])
 
 
 def _per_image(a: dict, b: dict) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -36,7 +36,8 @@ import torch
 from scipy import stats as _scipy
 
 __all__ = ["Comparison", "wilson_interval", "clopper_pearson_interval", "mean_interval", "paired_difference",
-           "mcnemar_exact", "unpaired_difference", "seed_difference", "accuracy_variance", "accuracy_verdict",
+           "mcnemar_exact", "unpaired_difference", "seed_difference", "accuracy_variance", "accuracy_interval",
+           "accuracy_verdict",
            "holm_adjust", "holm_verdicts", "spearman", "ONE_SEED"]
 
 Z95 = 1.959963984540054
@@ -226,6 +227,12 @@ def _chance_words(num_classes: int, class_counts, n: int) -> tuple[float, str]:
     return max(share, 100 / num_classes), f"always answering the most common class, {names[top]}"
 
 
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """The exact 95 % interval (in %) of an accuracy ``accuracy`` (in %) measured on ``n`` images: the correct count
+    it stands for, through :func:`clopper_pearson_interval`."""
+    return clopper_pearson_interval(round(accuracy * n / 100), n)
+
+
 def accuracy_verdict(label: str, accuracy: float, n: int, num_classes: int,
                      class_counts: Sequence[int] | Mapping[str, int] | None = None) -> str:
     """One run's accuracy (in %) with its exact 95 % interval over the ``n`` test images, and whether it beats chance.
@@ -237,7 +244,7 @@ def accuracy_verdict(label: str, accuracy: float, n: int, num_classes: int,
     accuracy = float(_finite(accuracy, f"{label}'s accuracy", percent=True)[0])
     n = _count(n, "n (the number of test images)", 1)
     num_classes = _count(num_classes, "num_classes (a classifier chooses among at least 2 classes)", 2)
-    low, high = clopper_pearson_interval(round(accuracy * n / 100), n)
+    low, high = accuracy_interval(accuracy, n)
     guess = 100 / num_classes
     chance, how = _chance_words(num_classes, class_counts, n)
     text = f"{label}: {accuracy:.1f} % (95 % CI {low:.1f} to {high:.1f} over the sampling of {n:,} test images)"

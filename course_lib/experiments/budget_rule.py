@@ -28,7 +28,7 @@ from ..data import DATASETS
 from ..files import atomic_write_text
 from ..history import unpack_bits
 from ..profiles import get_profile
-from ..stats import clopper_pearson_interval
+from ..stats import accuracy_interval
 from .records import RECORDS_OF_RECORD, load_records
 from .runs import RunSpec
 
@@ -299,7 +299,7 @@ def _measured(record: dict) -> str:
     test = f"{record['final_test_acc']:.2f} %"
     if record.get("test_images"):
         n = record["test_images"]
-        low, high = clopper_pearson_interval(round(record["final_test_acc"] * n / 100), n)
+        low, high = accuracy_interval(record["final_test_acc"], n)
         test += f" ({low:.1f}-{high:.1f}, {n:,} images)"
     return f"{rate} | {record['train_seconds'] / 60:.0f} min | {test}"
 
