@@ -216,7 +216,8 @@ def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
     assert due in [s.key for s, _ in queue]                         # ... and stays listed once made
     assert br._spec("vit", br.TUNING_SIZE, (200, 5e-4)).key not in [s.key for s, _ in queue]
     assert all(planned for s, planned in queue if s.model == "vit"   # the ViT's budget is chosen: all planned
-               and not (s.train_per_class is None and s.epochs == 100))   # but the check that waits for its base run
+               and not (s.epochs == 100 and (s.train_per_class is None or s.drloc)))   # but the checks that wait
+                                                                                      # for their base runs
 
 
 def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_the_chosen_budget(monkeypatch):
@@ -248,3 +249,22 @@ def test_the_doubling_check_at_the_largest_size_waits_for_its_base_run_and_is_dr
     assert dict((s.key, p) for s, p in br.study2_queue(not_fitted))[check] is True
     fitted = grid + [{**rec(5e-4, 50, 55.0, n=500, clean=95.0), "key": base}]
     assert check not in [s.key for s, _ in br.study2_queue(fitted)]
+
+
+def test_vit_drloc_has_its_own_doubling_check_at_100_per_class_once_its_base_run_shows_it_does_not_fit():
+    def rec(lr, epochs, val, drloc=False, clean=80.0):
+        spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr), drloc=drloc)
+        return {**_record(lr=lr, epochs=epochs, val=val, clean=clean), "key": spec.key}
+
+    grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0), rec(5e-4, 100, 52.5)]
+    check = br._spec("vit", br.TUNING_SIZE, (100, 5e-4), drloc=True).key
+    assert dict((s.key, p) for s, p in br.study2_queue(grid))[check] is False       # its base run is not made
+    base = rec(5e-4, 50, 52.0, drloc=True, clean=75.0)
+    queue = br.study2_queue(grid + [base])
+    keys = [s.key for s, _ in queue]
+    assert dict((s.key, p) for s, p in queue)[check] is True
+    assert keys.index(check) == keys.index(base["key"]) + 1                      # right after its base run
+    at_500 = br._spec("vit", 500, (100, 5e-4), drloc=True).key                  # ... and one at the largest size
+    assert at_500 in keys and keys.index(at_500) < keys.index(br._spec("vit", 100, (50, 5e-4), seed=1).key)
+    fitted = rec(5e-4, 50, 52.0, drloc=True, clean=95.0)
+    assert check not in [s.key for s, _ in br.study2_queue(grid + [fitted])]

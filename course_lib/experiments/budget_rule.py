@@ -214,9 +214,11 @@ def tuning_grid(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
 
 def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]]:
     """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class; seed 0 of every
-    curve point and of ViT + DRLoc; the doubling check at the largest size (dropped once its base run fits its
-    training images: a fitted model is trained; planned once that run shows it does not); the other seeds (three
-    per curve point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500). ``planned`` is
+    curve point and of ViT + DRLoc, with ViT + DRLoc's own doubling check at 100 per class (it trains with the
+    ViT's budget); the doubling checks at the largest size, ViT + DRLoc's included (each dropped once its base
+    run fits its training images: a fitted model is trained; planned once that run shows it does not); the other
+    seeds (three per curve point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500).
+    ``planned`` is
     False where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
     :data:`TUNING_EPOCHS` epochs, a placeholder)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
@@ -240,16 +242,23 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
         budget, planned = budgets[model]
         queue.append((_spec(model, n, budget, seed, drloc, epochs), planned))
 
+    def doubling_check(model, n, drloc=False):
+        """Twice the epochs of seed 0 at ``n``, unless its base run fits its training images (a fitted model is
+        trained); planned once the base run is recorded and shows it does not."""
+        (epochs, _), planned = budgets[model]
+        base = next((r for r in records if r["key"] == _spec(model, n, budgets[model][0], drloc=drloc).key), None)
+        if base is None or (train_accuracy(base)[0] or 0.0) < FIT_THRESHOLD:
+            queue.append((_spec(model, n, budgets[model][0], drloc=drloc, epochs=2 * epochs),
+                          planned and base is not None))
+
     for n in sizes:
         add("vit", n, 0), add("resnet18", n, 0)
         if n in (TUNING_SIZE, largest):
             add("vit", n, 0, drloc=True)
-    for model in ("vit", "resnet18"):      # the doubling check at the largest size, unless its base run fits
-        (epochs, _), planned = budgets[model]
-        base = next((r for r in records if r["key"] == _spec(model, largest, budgets[model][0]).key), None)
-        fits = base is not None and (train_accuracy(base)[0] or 0.0) >= FIT_THRESHOLD
-        if not fits:
-            queue.append((_spec(model, largest, budgets[model][0], epochs=2 * epochs), planned and base is not None))
+        if n == TUNING_SIZE:    # ViT + DRLoc trains with the ViT's budget: its own check that the budget suits it
+            doubling_check("vit", n, drloc=True)
+    for model, drloc in (("vit", False), ("resnet18", False), ("vit", True)):   # ... and at the largest size
+        doubling_check(model, largest, drloc)
     for seed in seeds[1:]:
         for n in sizes:
             add("vit", n, seed), add("resnet18", n, seed)
