@@ -67,6 +67,9 @@ class Profile:
             accuracy at every evaluation, and the test set once, at the end.
         equal_steps: the small-data curve's smaller sizes train as many optimiser steps as the full budget
             (True), or as many epochs, so that compute grows with the data (False, the study's rule).
+        tuned_budget: the epochs and learning rate of each model family are those its tuning on the validation
+            split chose (:func:`course_lib.experiments.budget_rule.tuned_budget`), named in every run's spec.
+        drloc_curve_sizes: the curve sizes at which ViT + DRLoc is paired with the ViT (None: every size).
     """
 
     name: str
@@ -92,6 +95,8 @@ class Profile:
     full_data: bool = False
     validation_per_class: int | None = None
     equal_steps: bool = True
+    tuned_budget: bool = False
+    drloc_curve_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         """Refuse a budget that could only train garbage or nothing (``replace(profile, epochs=0)``, a curve size
@@ -109,6 +114,9 @@ class Profile:
             whole("each of curve_sizes", n)
         for seed in self.curve_seeds:
             whole("each of curve_seeds", seed, low=0)
+        if self.drloc_curve_sizes is not None and not set(self.drloc_curve_sizes) <= set(self.curve_sizes):
+            raise ValueError(f"Profile {self.name!r}: drloc_curve_sizes {self.drloc_curve_sizes} must be among "
+                             f"curve_sizes {self.curve_sizes}.")
 
     def for_dataset(self, dataset: str) -> "Profile":
         """The profile whose runs serve ``dataset``: this one, or its fallback for a data set it does not cover."""
@@ -157,7 +165,8 @@ PROFILES: dict[str, Profile] = {
                                   "class, all 10,000 test images, budget tuned on validation",
                       curve_sizes=(100, 250, 500), curve_seeds=(0, 1, 2), drloc_subset=500, evaluations=10,
                       drloc_schedule="official", data_source="jpeg", covers=("cifar10",), fallback="cpu",
-                      ablation=False, notebooks_train=False, validation_per_class=100, equal_steps=False),
+                      ablation=False, notebooks_train=False, validation_per_class=100, equal_steps=False,
+                      tuned_budget=True, drloc_curve_sizes=(100, 500)),
 }
 
 

@@ -220,8 +220,19 @@ def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
                                                                                       # for their base runs
 
 
-def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_the_chosen_budget(monkeypatch):
-    from course_lib.experiments import study
+def test_the_second_studys_weights_of_record_are_the_runs_its_notebooks_open(monkeypatch):
+    from course_lib.experiments import comparison_specs, study
+    from course_lib.profiles import get_profile
+
+    specs, of_record = study._queue("study2")          # the records of record: both budgets are chosen
+    assert of_record <= set(specs)
+    keys = {s.key for s in of_record}
+    vit, resnet = br.tuned_budget("vit"), br.tuned_budget("resnet18")
+    assert {s.key for s in comparison_specs(get_profile("study2"), "cifar10").values()} <= keys
+    assert br._spec("vit", 500, vit, drloc=True).key in keys                  # notebook 05's pair
+    assert {br._spec("vit", n, vit, seed=s).key for n in (100, 500) for s in (0, 1, 2)} <= keys   # 04's contrast
+    assert br._spec("resnet18", 500, resnet, seed=1).key not in keys          # the curve's other runs: records only
+    assert not any(s.epochs == 2 * vit[0] and s.model == "vit" for s in of_record)   # nor a doubling check
 
     def rec(lr, epochs, val):
         spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr))
@@ -229,10 +240,8 @@ def test_the_second_studys_weights_of_record_are_seed_0_at_500_per_class_with_th
 
     grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0), rec(5e-4, 100, 52.5)]
     monkeypatch.setattr(study, "study2_queue", lambda: br.study2_queue(grid))
-    specs, of_record = study._queue("study2")
-    assert {(s.model, s.drloc) for s in of_record} == {("vit", False), ("vit", True)}   # ResNet-18: no budget yet
-    assert all(s in specs and s.train_per_class is None and s.seed == 0 and s.epochs == 50 and s.lr == 5e-4
-               for s in of_record)                                   # not the doubling check at 100 epochs
+    monkeypatch.setattr(study, "choose_budget", lambda model: br.choose_budget(model, grid))
+    assert study._queue("study2")[1] == set()        # ResNet-18's budget is not chosen: the notebooks' runs unknown
 
 
 def test_the_doubling_check_at_the_largest_size_waits_for_its_base_run_and_is_dropped_if_it_fits():
@@ -268,3 +277,36 @@ def test_vit_drloc_has_its_own_doubling_check_at_100_per_class_once_its_base_run
     assert at_500 in keys and keys.index(at_500) < keys.index(br._spec("vit", 100, (50, 5e-4), seed=1).key)
     fitted = rec(5e-4, 50, 52.0, drloc=True, clean=95.0)
     assert check not in [s.key for s, _ in br.study2_queue(grid + [fitted])]
+
+
+def test_the_notebooks_runs_under_study2_are_the_queues_runs_with_the_chosen_budget():
+    from course_lib.experiments import comparison_specs, contrast_specs, curve_specs, drloc_specs, plan
+    from course_lib.profiles import get_profile
+
+    profile = get_profile("study2")
+    queue = {s.key for s, planned in br.study2_queue() if planned}
+    vit, resnet = br.tuned_budget("vit"), br.tuned_budget("resnet18")
+    pair = comparison_specs(profile, "cifar10")
+    assert (pair["ViT"].epochs, pair["ViT"].lr) == vit and (pair["ResNet-18"].epochs, pair["ResNet-18"].lr) == resnet
+    drloc = drloc_specs(profile, "cifar10")
+    assert all((s.epochs, s.lr) == vit for s in drloc.values())          # ViT + DRLoc trains with the ViT's budget
+    curve = curve_specs(profile)
+    assert set(curve["ViT+DRLoc"]) == set(profile.drloc_curve_sizes) and set(curve["ViT"]) == {100, 250, 500}
+    every = [s for by_n in curve.values() for specs in by_n.values() for s in specs]
+    every += [s for specs in plan(profile, ("cifar10",)).values() for s in specs if s.profile is profile]
+    every += [s for seed in profile.curve_seeds for s in contrast_specs(profile, seed).values()]
+    assert {s.key for s in every} <= queue                               # nothing the driver would not train
+    assert list(contrast_specs(profile, 1)) == ["ViT on 100/class", "ViT on 500/class"]
+
+
+def test_a_profile_pairs_drloc_only_at_curve_sizes_it_has():
+    from dataclasses import replace
+    from course_lib.profiles import get_profile
+
+    with pytest.raises(ValueError, match="drloc_curve_sizes"):
+        replace(get_profile("study2"), drloc_curve_sizes=(100, 1000))
+
+
+def test_under_a_tuned_profile_an_unchosen_budget_says_how_to_choose_it():
+    with pytest.raises(RuntimeError, match="not chosen the budget of 'vit' yet.*--queue study2"):
+        br.tuned_budget("vit", [])

@@ -13,8 +13,8 @@
 ``__main__``       the command line: ``python -m course_lib.experiments list|run|notebooks``
 =================  ===========================================================================================
 """
-from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_specs, curve_specs, drloc_ablation,
-                   drloc_specs, notebook_specs, plan, scale_box)
+from .plan import (CHAPTERS, DRLOC_PAIRS, DRLOC_WEIGHTS, NOTEBOOKS, comparison_specs, contrast_seeds, contrast_specs,
+                   curve_specs, drloc_ablation, drloc_specs, notebook_specs, plan, scale_box)
 from .budget import at_hand, available, open_record, open_run, planned_runs, training_plan
 from .course_models import CourseModelUnavailable, course_model, course_model_for
 from .provenance import describe_scale, describe_setting, environment_summary
@@ -24,7 +24,7 @@ from .runs import RunResult, RunSpec, get_record, load_data, prepare, train_run,
 
 __all__ = ["RunSpec", "RunResult", "train_run", "get_record", "prepare", "load_data", "training_config",
            "load_records", "find_record", "records_dir", "RECORDS_OF_RECORD", "plan", "comparison_specs",
-           "drloc_specs", "drloc_ablation", "curve_specs", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
+           "drloc_specs", "drloc_ablation", "curve_specs", "contrast_specs", "contrast_seeds", "CHAPTERS", "NOTEBOOKS", "notebook_specs", "scale_box",
            "DRLOC_WEIGHTS", "DRLOC_PAIRS", "training_plan", "at_hand",
            "planned_runs", "open_run", "open_record", "available", "course_model", "course_model_for",
            "CourseModelUnavailable",

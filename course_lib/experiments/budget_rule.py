@@ -34,7 +34,7 @@ from .runs import RunSpec
 
 __all__ = ["FIT_THRESHOLD", "MEMORISED", "MEMORISED_GAP", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS",
            "TUNING_EPOCHS", "FitVerdict", "train_accuracy", "fit_verdict", "tuning_table", "choose_budget",
-           "tuning_grid", "study2_queue", "progress_table", "write_progress"]
+           "tuned_budget", "tuning_grid", "study2_queue", "progress_table", "write_progress"]
 
 # The tuning grid: at the cheapest size, the same effort for both families; three learning rates around the course
 # recipe's 1e-3 at 50 epochs (about 15 min for the ViT, 30 for ResNet-18 on one thread), then the doubling check.
@@ -199,6 +199,17 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
                                                     f"clean training accuracy), so {epochs} epochs"])
 
 
+def tuned_budget(model: str, records: list[dict] | None = None) -> tuple[int, float]:
+    """(epochs, learning rate) that the tuning chose for ``model`` (:func:`choose_budget` on the records of
+    record): what every run of the family trains with, at every size and seed. A clear error while the tuning is not
+    complete."""
+    budget, why = choose_budget(model, records)
+    if budget is None:
+        raise RuntimeError(f"The second study has not chosen the budget of {model!r} yet: {why}. Train the tuning "
+                           "runs first: python -m course_lib.experiments.study run --queue study2 --data-root data")
+    return budget
+
+
 def _spec(model: str, n: int, budget: tuple[int, float], seed: int = 0, drloc: bool = False,
           epochs: int | None = None) -> RunSpec:
     extra = {"drloc": True, "drloc_schedule": "official"} if drloc else {}
@@ -235,7 +246,8 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
             due = [] if budget is not None else [2 * max([TUNING_EPOCHS, *made])]
             queue += [(_spec(model, TUNING_SIZE, (e, best)), True) for e in made + due]
         budgets[model] = (budget or (TUNING_EPOCHS, 1e-3), budget is not None)
-    sizes, seeds = get_profile("study2").curve_sizes, get_profile("study2").curve_seeds
+    profile = get_profile("study2")
+    sizes, seeds, drloc_sizes = profile.curve_sizes, profile.curve_seeds, profile.drloc_curve_sizes
     largest = sizes[-1]
 
     def add(model, n, seed, drloc=False, epochs=None):
@@ -253,7 +265,7 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
 
     for n in sizes:
         add("vit", n, 0), add("resnet18", n, 0)
-        if n in (TUNING_SIZE, largest):
+        if n in drloc_sizes:
             add("vit", n, 0, drloc=True)
         if n == TUNING_SIZE:    # ViT + DRLoc trains with the ViT's budget: its own check that the budget suits it
             doubling_check("vit", n, drloc=True)
@@ -262,7 +274,7 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
     for seed in seeds[1:]:
         for n in sizes:
             add("vit", n, seed), add("resnet18", n, seed)
-            if n in (TUNING_SIZE, largest):
+            if n in drloc_sizes:
                 add("vit", n, seed, drloc=True)
     for seed in (3, 4):
         add("vit", TUNING_SIZE, seed), add("vit", TUNING_SIZE, seed, drloc=True)

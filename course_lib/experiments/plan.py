@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..data import DATASETS
 from ..models import model_label
+from .budget_rule import tuned_budget
 from .provenance import describe_scale
 from .runs import RunSpec, get_record
 
 if TYPE_CHECKING:     # names used only in annotations
     from ..profiles import Profile
 
-__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "comparison_specs", "drloc_specs",
-           "drloc_ablation", "curve_specs", "plan", "notebook_groups", "notebook_specs", "opened_models", "scale_box",
-           "Markdown"]
+__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "budget", "comparison_specs", "drloc_specs",
+           "drloc_ablation", "curve_specs", "contrast_specs", "contrast_seeds", "plan", "notebook_groups",
+           "notebook_specs", "opened_models", "scale_box", "Markdown"]
 
 CHAPTERS = ("ch1", "ch4", "ch5", "results")
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
@@ -26,11 +27,21 @@ DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on λ, drloc_weight (0.5: con
 DRLOC_PAIRS = (16, 32, 64)          # the ablation on m (64: the official runs)
 
 
+def budget(profile: Profile, model: str) -> dict:
+    """The epochs and learning rate a run of ``model`` names in its spec: under a profile with ``tuned_budget``,
+    those its tuning chose on the validation split (:func:`.budget_rule.tuned_budget`), else none (the profile's
+    and the recipe's own)."""
+    if not profile.tuned_budget:
+        return {}
+    epochs, lr = tuned_budget(model)
+    return {"epochs": epochs, "lr": lr}
+
+
 def comparison_specs(profile: Profile, dataset: str, train_per_class: int | None = None,
                      seed: int = 0) -> dict[str, RunSpec]:
     """Zhu et al.'s comparison on one data set: {"ViT": ..., "ResNet-18": ...} with the profile's ViT and recipe."""
     profile = profile.for_dataset(dataset)
-    specs = [RunSpec(m, dataset, profile, train_per_class=train_per_class, seed=seed)
+    specs = [RunSpec(m, dataset, profile, train_per_class=train_per_class, seed=seed, **budget(profile, m))
              for m in (profile.vit_model, "resnet18")]
     return {s.label: s for s in specs}
 
@@ -45,9 +56,9 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
     profile = profile.for_dataset(dataset)
     recipe = profile.drloc_recipe
     drloc.setdefault("drloc_schedule", profile.drloc_schedule or ("official" if recipe == "liu2021" else "constant"))
-    base = RunSpec("vit", dataset, profile, recipe=recipe, train_per_class=train_per_class, seed=seed)
-    with_drloc = RunSpec("vit", dataset, profile, drloc=True, recipe=recipe, train_per_class=train_per_class,
-                         seed=seed, **drloc)
+    same = dict(recipe=recipe, train_per_class=train_per_class, seed=seed, **budget(profile, "vit"))
+    base = RunSpec("vit", dataset, profile, **same)
+    with_drloc = RunSpec("vit", dataset, profile, drloc=True, **same, **drloc)     # the ViT's budget
     return {base.label: base, with_drloc.label: with_drloc}
 
 
@@ -74,24 +85,42 @@ def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
 def curve_specs(profile: Profile) -> dict[str, dict[int, list[RunSpec]]]:
     """The small-data curve on CIFAR-10: {model label: {images per class: [one spec per seed]}}.
 
-    ResNet-18 and the ViT of the comparison, and the DRLoc comparison (ViT and ViT+DRLoc with the DRLoc recipe).
-    Under the course's profiles the two ViTs are the same run; under ``paper`` they differ (Zhu et al.'s ViT with
-    their recipe, ViT-Lite with Liu et al.'s).
+    ResNet-18 and the ViT of the comparison, and the DRLoc comparison (ViT and ViT+DRLoc with the DRLoc recipe;
+    at the profile's ``drloc_curve_sizes``). Under the course's profiles the two ViTs are the same run; under
+    ``paper`` they differ (Zhu et al.'s ViT with their recipe, ViT-Lite with Liu et al.'s).
     """
     curve: dict[str, dict[int, list[RunSpec]]] = {}
     for n in profile.curve_sizes:
         for seed in profile.curve_seeds:
-            sides = {**comparison_specs(profile, "cifar10", n, seed), **drloc_specs(profile, "cifar10", n, seed)}
+            paired = profile.drloc_curve_sizes is None or n in profile.drloc_curve_sizes
+            sides = {**comparison_specs(profile, "cifar10", n, seed),
+                     **(drloc_specs(profile, "cifar10", n, seed) if paired else {})}
             for label, spec in sides.items():
                 curve.setdefault(label, {}).setdefault(n, []).append(spec)
     return curve
+
+
+def contrast_specs(profile: Profile, seed: int = 0) -> dict[str, RunSpec]:
+    """Notebook 04's data-size contrast, one seed: the comparison's ViT on CIFAR-10 at the curve's smallest size and
+    at the full budget, {"ViT on n/class": spec}."""
+    vit = model_label(profile.vit_model)
+    small, full = (comparison_specs(profile, "cifar10", n, seed)[vit] for n in (profile.curve_sizes[0], None))
+    per_class = profile.for_dataset("cifar10").train_per_class(DATASETS["cifar10"].num_classes)
+    return {f"{vit} on {profile.curve_sizes[0]:,}/class": small,
+            f"{vit} on {f'{per_class:,}/class' if per_class else 'all images'}": full}
+
+
+def contrast_seeds(profile: Profile) -> tuple[int, ...]:
+    """The seeds of notebook 04's contrast: every curve seed where the profile's own driver trains the runs (the
+    notebook only opens them), seed 0 where the notebook would train them itself."""
+    return (0,) if profile.notebooks_train else profile.curve_seeds
 
 
 def plan(profile: Profile, datasets: tuple[str, ...] = tuple(DATASETS)) -> dict[str, list[RunSpec]]:
     """Every run the notebooks use, grouped by chapter (runs shared between chapters appear once, first)."""
     chapters = {
         "ch1": [s for d in datasets for s in comparison_specs(profile, d).values()],
-        "ch4": [RunSpec(profile.vit_model, "cifar10", profile, train_per_class=profile.curve_sizes[0])],
+        "ch4": [next(iter(contrast_specs(profile).values()))],
         "ch5": ([s for d in datasets for s in drloc_specs(profile, d).values()]
                 + list(drloc_ablation(profile).values())),
         "results": [s for by_n in curve_specs(profile).values() for specs in by_n.values() for s in specs],
@@ -117,7 +146,9 @@ def notebook_groups(notebook: str, profile: Profile, datasets: tuple[str, ...] =
         "01_vit_vs_resnet": comparisons,
         "02_attention_rollout": [[comparison_specs(profile, dataset)[model_label(profile.vit_model)]]],
         "03_feature_maps": [list(comparison_specs(profile, dataset).values())],
-        "04_cka": comparisons + [plan(profile, datasets)["ch4"]],
+        "04_cka": comparisons + [plan(profile, datasets)["ch4"]] + (
+            [list(contrast_specs(profile, seed).values()) for seed in contrast_seeds(profile)[1:]]
+            if "cifar10" in datasets else []),
         "05_drloc": drloc,
         "06_results": [[s] for specs in plan(profile, datasets).values() for s in specs],
     }

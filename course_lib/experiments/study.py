@@ -39,8 +39,8 @@ from ..runtime import device_name, get_device
 from ..settings import workdir
 from ..train import fit
 from . import of_record, records
-from .budget_rule import study2_queue, tuning_grid, write_progress
-from .plan import comparison_specs, drloc_specs, plan
+from .budget_rule import choose_budget, study2_queue, tuning_grid, write_progress
+from .plan import NOTEBOOKS, comparison_specs, drloc_specs, opened_models, plan
 from .provenance import environment_summary
 from .queue import Landed, Queue, QueueReport, check_limit, work_down
 from .runs import PreparedRun, RunSpec, load_data, measure_throughput, prepare
@@ -129,18 +129,20 @@ QUEUES = ("study", "tune", "study2")
 def _queue(name: str) -> tuple[list[RunSpec], set[RunSpec]]:
     """(runs in priority order, the runs whose fp16 weights are of record) of the queue ``name``: the first
     study's, the second study's tuning grid, or the second study's planned runs (:func:`.budget_rule.study2_queue`:
-    the grid, its doubling checks, then the curve once the budget is chosen; of record: seed 0 at 500 per class with
-    the chosen budget, one per family, not its doubling check)."""
+    the grid, its doubling checks, then the curve once the budget is chosen; of record: the runs notebooks 01-05
+    open under profile ``study2`` (:func:`.plan.opened_models`: seed 0 at 500 per class of each family, and the
+    ViTs of notebook 04's contrast, every seed), once the budget they need is chosen)."""
     if name not in QUEUES:
         raise ValueError(f"queue must be one of {QUEUES}, got {name!r}.")
     if name == "tune":
         return tuning_queue(), set()
-    if name == "study2":        # of record: each family's first run at the largest size, seed 0 (its budget)
-        specs, first = [s for s, planned in study2_queue() if planned], {}
-        for spec in specs:
-            if spec.train_per_class is None and spec.seed == 0:
-                first.setdefault((spec.model, spec.drloc), spec)
-        return specs, set(first.values())
+    if name == "study2":
+        specs = [s for s, planned in study2_queue() if planned]
+        profile = get_profile("study2")
+        if not all(choose_budget(model)[0] for model in ("vit", "resnet18")):
+            return specs, set()                  # the notebooks' runs are not known before the budget is chosen
+        opened = {s for notebook in NOTEBOOKS[:-1] for s in opened_models(notebook, profile, ("cifar10",))}
+        return specs, opened & set(specs)
     return study_queue()
 
 
