@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from .experiments.budget_rule import choose_budget, fit_verdict
 from .experiments.records import RECORDS_OF_RECORD, load_records
+from .profiles import get_profile
 from .report import compare, compare_groups
 from .stats import ALPHA, Comparison
 from .tables import Table
@@ -28,8 +29,8 @@ __all__ = ["COMPARISONS", "SeedVerdict", "point_records", "seed_verdicts", "seed
 # (label of A, model, DRLoc?) against (label of B, model, DRLoc?): Zhu et al.'s comparison, then Liu et al.'s
 COMPARISONS = ((("ResNet-18", "resnet18", False), ("ViT", "vit", False)),
                (("ViT + DRLoc", "vit", True), ("ViT", "vit", False)))
-LARGEST = 500     # the study2 curve's largest size: its runs leave train_per_class unset (the profile's default)
-SIZES, DRLOC_SIZES = (100, 250, LARGEST), (100, LARGEST)    # as budget_rule.study2_queue plans them
+SIZES, DRLOC_SIZES = get_profile("study2").curve_sizes, get_profile("study2").drloc_curve_sizes
+LARGEST = SIZES[-1]    # the study2 curve's largest size: its runs leave train_per_class unset (the profile's default)
 
 
 @dataclass

@@ -118,9 +118,19 @@ def test_train_run_records_reuses_and_says_what_it_trains(tmp_path, capsys):
                                                  again.model.state_dict().values()))
     assert ex.get_record(spec, root=tmp_path) == record
     assert [r["key"] for r in ex.load_records(tmp_path, profile="smoke") if r["key"] == spec.key] == [spec.key]
+    # A record made before a series was kept (format 1 had no val_correct, say) is upgraded from the finished
+    # checkpoint, but keeps who trained it, when and where: nothing was trained now.
+    older = {**raw, "environment": {**raw["environment"], "git_commit": "0ld", "date": "2026-01-01 00:00 UTC"},
+             "history": {k: v for k, v in raw["history"].items() if k != "test_loss"}}
+    path.write_text(json.dumps(older))
+    upgraded = ex.train_run(spec, root=tmp_path).record
+    assert "training" not in capsys.readouterr().out
+    assert upgraded.history == record.history and upgraded.environment == older["environment"]
+    assert json.loads(path.read_text())["history"] == raw["history"]
     # A work folder from before records/ was named so keeps its runs: its results/ is read (never written).
     (tmp_path / "records").rename(tmp_path / "results")
-    assert ex.get_record(spec, root=tmp_path, train_missing=False) == record
+    kept = ex.get_record(spec, root=tmp_path, train_missing=False)
+    assert kept.history == record.history and kept.environment == older["environment"]
     assert [r["key"] for r in ex.load_records(tmp_path, profile="smoke") if r["key"] == spec.key] == [spec.key]
 
 

@@ -411,8 +411,13 @@ def execute(run: PreparedRun, device: str | torch.device | None = None, progress
         history = _fit(run, device, progress, same and run.checkpoint.exists(), images_per_second)
         record = _record(spec, run.model, history, run.cfg, run.identity, run.train, run.test, device,
                          run.checkpoint, run.val)
-        if same and previous[0].history == record.history:
-            record = previous[0]          # loaded from a finished checkpoint: keep the record of who trained it
+        if same and all(record.history.get(k) == v for k, v in previous[0].history.items()):
+            # loaded from a finished checkpoint, nothing trained now: the record of who trained it, when and where
+            if previous[0].history == record.history:
+                record = previous[0]
+            else:                         # ... upgraded with the series an older record lacks (val_correct, say)
+                record = replace(record, environment=previous[0].environment)
+                write_record(record, root, records_folder)
         else:
             if previous is not None and not same:
                 print(f"[{spec.key}] replacing the record at {previous[1]}: it was made with other settings or "
