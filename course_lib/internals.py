@@ -9,9 +9,11 @@ from typing import Sequence
 
 import torch
 
-from .stats import seed_difference, spearman
+from .stats import mean_interval, seed_difference, sign_flip_p, spearman
+from .tables import Table
 
-__all__ = ["concentration_verdict", "locality_verdict", "layer_correspondence", "correspondence_contrast", "REACH"]
+__all__ = ["concentration_verdict", "locality_verdict", "layer_correspondence", "correspondence_contrast",
+           "correspondence_over_seeds", "REACH"]
 
 # A rising order of best matches is a layer-by-layer correspondence only if the matches reach at least this far up the
 # ResNet (a share of its depth): nine blocks that all match its first two layers are not (issue 30).
@@ -140,3 +142,57 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
     return (f"{head}. The deepest best match is {layers[da]} with {fewer_label} and {layers[db]} with {more_label}, "
             f"of the ResNet's {len(layers)} layers (the last is {layers[-1]}). One run of each, and the two "
             "correlations are not tested against each other: another seed may order them differently.")
+
+
+def _summary(matrix, layers: Sequence[str]) -> tuple[float, float, str, float, bool]:
+    """(Spearman rho, its exact p, the deepest best match's name, mean CKA, lines up layer by layer?) of one
+    (ViT blocks, ResNet layers) CKA matrix."""
+    m, nan, blocks, best = _best_matches(matrix)
+    rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
+    lines_up = rho > 0 and p < 0.05 and _reaches(best, len(layers))
+    return rho, p, layers[max(best, default=0)], float(m[~nan].mean()), lines_up
+
+
+def correspondence_over_seeds(pairs: dict, layers: Sequence[str], fewer_label: str = "fewer images",
+                              more_label: str = "more images") -> tuple[Table, str]:
+    """Notebook 04's contrast seed by seed: ``pairs`` {seed: (fewer, more)}, two (ViT blocks, ResNet layers) CKA
+    matrices per seed (the ViT trained on fewer and on more images, against the same ResNet). A table row per seed
+    (each side's Spearman rho of block index against best-matching ResNet layer with its exact p, deepest match and
+    mean CKA), and the words: in how many seeds each side lines up with the ResNet layer by layer, and the mean
+    difference in rho (more minus fewer) over the seeds with its t interval and the exact sign-flip test. Every seed
+    is measured on the same test images, so the interval covers the seeds (training subset and initialisation), not
+    the sampling of images; and the sign-flip test cannot go below 2 / 2^seeds, so the words call the difference
+    significant only where that exact test is below 5 % and the interval excludes 0."""
+    if not pairs:
+        raise ValueError("correspondence_over_seeds needs at least one seed's pair of CKA matrices.")
+    rows, found = [], {}
+    for seed in sorted(pairs):
+        fewer, more = (_summary(m, layers) for m in pairs[seed])
+        found[seed] = fewer, more
+        rows.append([seed, fewer[0], f"{fewer[1]:.2g}", fewer[2], fewer[3], more[0], f"{more[1]:.2g}", more[2],
+                     more[3]])
+    columns = ["seed", *(f"{name} ({label})" for label in (fewer_label, more_label)
+                         for name in ("rho", "exact p", "deepest match", "mean CKA"))]
+    n = len(found)
+    table = Table(columns, rows, digits=2, caption=f"ViT blocks against the ResNet's {len(layers)} layers, seed by "
+                                                   "seed: Spearman rho of block index against best-matching layer")
+    counts = [sum(f[i][4] for f in found.values()) for i in (0, 1)]
+    head = (f"The ViT lines up with the ResNet layer by layer (a rising order of best matches, exact p < 0.05, "
+            f"reaching past half its depth) in {counts[0]} of {n} seed(s) with {fewer_label} and {counts[1]} of {n} "
+            f"with {more_label}.")
+    if n < 2:
+        return table, head + " One seed: no seed-level verdict."
+    diffs = [found[s][1][0] - found[s][0][0] for s in sorted(found)]
+    p = sign_flip_p(diffs)
+    try:
+        mean, low, high = mean_interval(diffs)
+        interval = f"95 % t interval {low:+.2f} to {high:+.2f}"
+        excludes = low > 0 or high < 0
+    except ValueError:                      # every seed gives the same difference: no spread, no interval
+        mean, interval, excludes = diffs[0], "no interval: every seed gives the same difference", False
+    verdict = ("a difference these seeds show" if p < 0.05 and excludes else
+               f"not a difference {n} seeds can show (the smallest p their sign-flip test can give is "
+               f"{2 / 2 ** n:.2g})" if 2 / 2 ** n >= 0.05 else "no difference these seeds can show")
+    return table, (f"{head} Spearman rho with {more_label} minus with {fewer_label}, over {n} seeds: {mean:+.2f} "
+                   f"({interval}, covering the seeds, each measured on the same test images; exact sign-flip test "
+                   f"p = {p:.2g}): {verdict}.")

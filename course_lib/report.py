@@ -18,6 +18,7 @@ import torch
 from .data import DATASETS
 from .drloc import constant_baseline, identical_cells_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
+from .experiments.budget_rule import fit_verdict
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, unpaired_difference)
@@ -30,7 +31,7 @@ if TYPE_CHECKING:     # names used only in annotations
 
 __all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
            "curve_seeds", "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
-           "profiles_with_records", "provenance"]
+           "profiles_with_records", "provenance", "how_trained"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -403,4 +404,31 @@ def provenance(records: list[dict]) -> str:
         f"{r['environment']['torch']}, course_lib {r['environment']['course_lib']} (commit "
         f"{r['environment']['git_commit']})" for r in records})]
     lines.append(f"total training time: {sum(r['train_seconds'] for r in records) / 3600:.2f} h")
+    return "\n".join(lines)
+
+
+def how_trained(records: dict[str, dict]) -> str:
+    """How each run of a contrast trained and whether it fits its training images ({label: record}), in words: a
+    difference between two runs is about their data only where both are trained (fit verdict: fits its data,
+    memorised or at plateau, :func:`.experiments.budget_rule.fit_verdict`) and it says which budget rule they share
+    (the same optimiser steps, or the same epochs so that compute grows with the data)."""
+    if not records:
+        raise ValueError("how_trained needs at least one {label: record}.")
+    lines, verdicts = [], {}
+    for label, record in records.items():
+        verdicts[label] = fit_verdict(record)
+        lines.append(f"{label}: {record['epochs']} epochs, {record['steps']:,} optimiser steps on "
+                     f"{record['train_images']:,} images; {verdicts[label].sentence}.")
+    steps, epochs = [r["steps"] for r in records.values()], {r["epochs"] for r in records.values()}
+    if len(records) > 1:
+        per_epoch = max(r["steps"] / r["epochs"] for r in records.values())
+        rule = ("They train for the same optimiser steps (to within one epoch), so the smaller set is seen many "
+                "more times. " if max(steps) - min(steps) <= per_epoch else
+                "They train for the same epochs, so the larger set trains for more steps (compute grows with the "
+                "data). " if len(epochs) == 1 else "Their budgets differ. ")
+        untrained = [label for label, v in verdicts.items() if not v.trained]
+        lines.append(rule + (
+            f"Under-fitted: {', '.join(untrained)}; a difference shows its budget as much as its data, so none is "
+            "read as an effect of the data." if untrained else
+            "Each is trained by the budget rule, so a difference between them is read as one of the data."))
     return "\n".join(lines)

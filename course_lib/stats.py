@@ -38,7 +38,7 @@ from scipy import stats as _scipy
 __all__ = ["Comparison", "wilson_interval", "clopper_pearson_interval", "mean_interval", "paired_difference",
            "mcnemar_exact", "unpaired_difference", "seed_difference", "accuracy_variance", "accuracy_interval",
            "accuracy_verdict",
-           "holm_adjust", "holm_verdicts", "spearman", "ONE_SEED"]
+           "holm_adjust", "holm_verdicts", "spearman", "sign_flip_p", "ONE_SEED"]
 
 Z95 = 1.959963984540054
 ALPHA = 0.05
@@ -439,3 +439,15 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         s = ry[perms[start:start + (1 << 18)]] @ rx
         extreme += int((np.abs(s - centre) >= observed).sum())
     return rho, extreme / len(perms)
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """Two-sided exact p of the sign-flip (permutation) test of paired differences (one per seed, say): the share
+    of all 2^n sign assignments whose mean is at least as far from 0 as the observed one. Its smallest value is
+    2 / 2^n (0.25 with three seeds), so few seeds can never reach 5 %: it says so instead of a t test's p."""
+    d = _finite(differences, "differences")
+    if not 1 <= len(d) <= 20:
+        raise ValueError(f"sign_flip_p enumerates 2^n sign assignments: give 1 to 20 differences, got {len(d)}.")
+    signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)      # (2^n, n) of +1 / -1
+    observed = abs(d.sum())
+    return float((np.abs(signs @ d) >= observed - 1e-12 * max(1.0, observed)).mean())

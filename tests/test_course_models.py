@@ -209,6 +209,29 @@ def test_the_course_model_is_picked_from_the_manifest_newest_record_first(monkey
     assert course_models.course_model("vit").record["environment"]["date"].startswith("2099")
 
 
+def test_a_run_of_record_stands_for_itself_and_a_study_stands_in_only_once_complete(monkeypatch):
+    from course_lib.experiments import contrast_specs
+
+    study2 = PROFILES["study2"]
+    for seed in (0, 1, 2):                  # notebook 04's contrast opens each seed as itself, never another
+        small = contrast_specs(study2, seed)["ViT on 100/class"]
+        assert course_models.course_model_for(small).key == small.key
+    assert course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["study"], train_per_class=100,
+                                                  seed=1)) is None      # a study's run not of record: none
+    assert course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["smoke"], seed=1)) is None
+    # The second study keeps ViTs at 100 per class, but its full-budget pair is not of record yet: the first
+    # study, complete, still stands in, so no notebook pairs a ViT of one study with a ResNet-18 of another.
+    stand_in = course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["smoke"], train_per_class=10))
+    assert stand_in.key == "cifar10-vit-n100-course-study-s0"
+    every = course_models._course_models()
+    late = [course_models.CourseModel(c.key, c.entry, {**c.record, "spec": {**c.record["spec"], "profile": "x"},
+                                                        "environment": {"date": "2099"}})
+            for c in every if c.key in ("cifar10-vit-course-study-s0", "cifar10-resnet18-course-study-s0")]
+    monkeypatch.setattr(course_models, "_course_models", lambda: every + late)
+    assert course_models.course_model("vit").record["environment"]["date"] == "2099"     # complete and newer
+    assert course_models.course_model("vit", few_images=True).key == "cifar10-vit-n100-course-study-s0"
+
+
 def test_notebook_05_alone_plans_the_runs_it_shares_with_chapter_1():
     from course_lib.experiments import budget
 

@@ -294,3 +294,18 @@ def test_scale_box_with_a_record_without_steps():
     box = describe_scale([with_steps, without])
     assert "0-45" not in box and "45 optimiser steps (1 run(s) do not record theirs)" in box
     assert "optimiser steps not recorded" in describe_scale([without])
+
+
+def test_how_trained_says_which_budget_rule_two_runs_share_and_which_is_under_fitted():
+    def rec(epochs, steps, images, clean, test=40.0):
+        return {"epochs": epochs, "steps": steps, "train_images": images, "final_train_clean_acc": clean,
+                "final_test_acc": test, "history": {"train_acc": [clean]}, "spec": {"seed": 0}}
+
+    words = report.how_trained({"small": rec(151, 2265, 1000, 99.9, 38.9), "full": rec(29, 2262, 5000, 63.4)})
+    assert "same optimiser steps (to within one epoch)" in words
+    assert "small: 151 epochs, 2,265 optimiser steps on 1,000 images; memorised" in words
+    assert "Under-fitted: full; a difference shows its budget as much as its data" in words
+    words = report.how_trained({"small": rec(50, 800, 1000, 95.0), "full": rec(50, 3950, 5000, 91.0)})
+    assert "same epochs, so the larger set trains for more steps" in words
+    assert words.endswith("Each is trained by the budget rule, so a difference between them is read as one of "
+                          "the data.")

@@ -270,3 +270,16 @@ def test_spearman_is_exact_for_few_blocks():
     assert stats.spearman(range(12), many) == pytest.approx(tuple(scipy_stats.spearmanr(range(12), many)))
     with pytest.raises(ValueError, match="constant"):
         stats.spearman(range(5), [2] * 5)
+
+
+def test_sign_flip_p_is_the_share_of_sign_assignments_at_least_as_extreme():
+    import itertools
+
+    from course_lib.stats import sign_flip_p
+
+    for d in ([1.0, 2.0, 3.0], [0.3, -0.1, 0.2, 0.5], [1.0, -1.0], [2.0, 0.5, -0.4, 1.1, 0.9]):
+        flips = [abs(sum(s * x for s, x in zip(signs, d))) for signs in itertools.product((1, -1), repeat=len(d))]
+        assert sign_flip_p(d) == pytest.approx(sum(f >= abs(sum(d)) - 1e-12 for f in flips) / len(flips))
+    assert sign_flip_p([1.0, 2.0, 3.0]) == 0.25 and sign_flip_p([1.0] * 6) == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="1 to 20 differences"):
+        sign_flip_p([])

@@ -8,11 +8,15 @@ by the student's profile or data. :func:`open_course_model` loads it (:func:`.of
 one line which model it opened, where it was trained and on what. The notebook then evaluates and visualises it on
 whatever data the student has.
 
-**Which model stands for a request.** Among the manifest's entries whose record of record is for the same model,
-data set and extra loss (DRLoc with the default λ 0.5, m 64, tokens before the final norm), trained on the full
-budget of its profile (``few_images=False``) or on the fewest images per class among them (``few_images=True``):
-the newest record (its ``environment.date``), then the lowest seed. So a later study whose checkpoints join the
-manifest replaces the earlier one without a change to any notebook.
+**Which model stands for a request.** A run that is itself of record stands for itself (:func:`course_model_for`:
+the same key in the manifest, so notebook 04 opens each seed of a study as that seed). Otherwise, among the
+manifest's entries whose record of record is for the same model, data set and extra loss (DRLoc with the default
+λ 0.5, m 64, tokens before the final norm), trained on the full budget of its profile (``few_images=False``) or on
+the fewest images per class among them (``few_images=True``): those of a *complete* study first (one that keeps
+both the ViT and ResNet-18 at its full budget on that data set, so a notebook never pairs two studies' models),
+then the study with the newest record (its ``environment.date``), then the lowest seed. So a later study whose
+checkpoints join the manifest replaces the earlier one once it is complete, without a change to any notebook; a
+seed other than 0 is only ever opened as itself.
 """
 from __future__ import annotations
 
@@ -85,29 +89,47 @@ def _matches(spec: dict, model: str, dataset: str, drloc: bool, few_images: bool
     return (spec.get("train_per_class") is not None) == few_images
 
 
-def course_model(model: str, dataset: str = "cifar10", drloc: bool = False,
-                 few_images: bool = False) -> CourseModel | None:
-    """The course's trained model of this kind (see the module docstring), or None when the course has none."""
+def _course_models() -> list[CourseModel]:
+    """Every manifest entry whose record of record is there and matches it."""
     found = []
     for key, entry in course_manifest().items():
         path = RECORDS_OF_RECORD / f"{key}.json"
         if of_record._entry_problem(entry) is not None or not path.is_file():
             continue
         record = read_record(path)
-        if record is None or record.get("identity_hash") != entry["identity_hash"]:
-            continue
-        if _matches(record["spec"], model, dataset, drloc, few_images):
+        if record is not None and record.get("identity_hash") == entry["identity_hash"]:
             found.append(CourseModel(key, entry, record))
+    return found
+
+
+def course_model(model: str, dataset: str = "cifar10", drloc: bool = False,
+                 few_images: bool = False) -> CourseModel | None:
+    """The course's trained model of this kind (see the module docstring), or None when the course has none."""
+    every = _course_models()
+    full = {(c.record["spec"]["profile"], c.record["spec"]["model"]) for c in every
+            if _matches(c.record["spec"], c.record["spec"]["model"], dataset, False, False)}
+    complete = {profile for profile, _ in full if {(profile, "vit"), (profile, "resnet18")} <= full}
+    found = [c for c in every if _matches(c.record["spec"], model, dataset, drloc, few_images)]
     if few_images and found:
         fewest = min(c.record["spec"]["train_per_class"] for c in found)
         found = [c for c in found if c.record["spec"]["train_per_class"] == fewest]
-    found.sort(key=lambda c: (c.record["environment"].get("date", ""), -c.record["spec"]["seed"]), reverse=True)
+    newest: dict[str, str] = {}
+    for c in found:
+        profile, date = c.record["spec"]["profile"], c.record["environment"].get("date", "")
+        newest[profile] = max(newest.get(profile, ""), date)
+    found.sort(key=lambda c: (c.record["spec"]["profile"] in complete, newest[c.record["spec"]["profile"]],
+                              -c.record["spec"]["seed"], c.record["environment"].get("date", "")), reverse=True)
     return found[0] if found else None
 
 
 def course_model_for(spec: RunSpec) -> CourseModel | None:
-    """The course's model that stands for the run ``spec`` a notebook would otherwise train: the same model, data
-    set and extra loss, on the full budget or on few images per class (``spec.train_per_class`` set)."""
+    """The course's model that stands for the run ``spec`` a notebook would otherwise train: ``spec`` itself when it
+    is of record; else, for seed 0 of a profile that notebooks train, the course's model of the same model, data set
+    and extra loss, on the full budget or on few images per class (``spec.train_per_class`` set); else None (a run
+    of a study, which its own driver trains, is only ever opened as itself)."""
+    exact = next((c for c in _course_models() if c.key == spec.key), None)
+    if exact is not None or spec.seed != 0 or not spec.profile.notebooks_train:
+        return exact
     if spec.drloc and any(getattr(spec, k) != v for k, v in DEFAULT_DRLOC.items()):
         return None
     return course_model(spec.model, spec.dataset, spec.drloc, spec.train_per_class is not None)
