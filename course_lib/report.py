@@ -18,7 +18,7 @@ import torch
 from .data import DATASETS
 from .drloc import constant_baseline, identical_cells_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
-from .experiments.budget_rule import fit_verdict
+from .experiments.budget_rule import fit_verdict, train_accuracy
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, unpaired_difference)
@@ -102,19 +102,29 @@ def _paper_column(label: str, record: dict | None, dataset: str) -> str:
 
 def dataset_table(dataset: str, profile: Profile, data_root: str | Path | None = None,
                   train_missing: bool = False, include_drloc: bool = True) -> Table:
-    """Top-1 of our runs on one data set next to the reference numbers, with each run's 95 % interval."""
+    """Top-1 of our runs on one data set next to the reference numbers, with each run's 95 % interval, and beside
+    it the training accuracy and the fit verdict (:func:`.experiments.budget_rule.fit_verdict`): an under-fitted
+    model is named as such where its test accuracy is shown."""
     rows, runs = [], dataset_runs(dataset, profile, data_root, train_missing, include_drloc)
     for label, rec in runs.items():
         if rec is None:
-            rows.append([label, None, "not run yet", _paper_column(label, rec, dataset), None, None, None, None])
+            rows.append([label, None, "not run yet", None, None, _paper_column(label, rec, dataset), None, None,
+                         None, None])
             continue
         low, high = _interval(rec)
-        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}", _paper_column(label, rec, dataset),
-                     f"{rec['steps']:,}", f"{rec['images_per_class']:,}", f"{rec['train_seconds'] / 60:.1f} min",
+        train, how = train_accuracy(rec)
+        rows.append([label, rec["final_test_acc"], f"{low:.1f}–{high:.1f}",
+                     None if train is None else f"{train:.1f}" + ("" if how == "clean" else " (running)"),
+                     fit_verdict(rec).word, _paper_column(label, rec, dataset), f"{rec['steps']:,}",
+                     f"{rec['images_per_class']:,}", f"{rec['train_seconds'] / 60:.1f} min",
                      rec["environment"]["device"]])
     shown = [r for r in runs.values() if r is not None]
-    return Table(["model", "ours top-1 (%)", "95 % CI", "reference top-1 (%)", "steps", "images / class",
-                  "train time", "device"], rows, caption=_table_caption(dataset, profile, shown))
+    caption = _table_caption(dataset, profile, shown) + (
+        ". Train top-1: on the training images without augmentation, or (running) the training loop's own on "
+        "augmented images where the record predates that measurement; fit: fits its data (>= 90 %), memorised, at "
+        "plateau (twice the epochs gained < 1 point of validation accuracy) or under-fitted")
+    return Table(["model", "ours top-1 (%)", "95 % CI", "train top-1 (%)", "fit", "reference top-1 (%)", "steps",
+                  "images / class", "train time", "device"], rows, caption=caption)
 
 
 def _table_caption(dataset: str, profile: Profile, records: Sequence[dict]) -> str:

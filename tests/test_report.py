@@ -51,7 +51,8 @@ def test_tables_and_verdicts_come_from_the_records(tmp_path, monkeypatch):
     write(tmp_path, fake_record(specs["ViT+DRLoc"], 0, drloc))
     table = report.dataset_table("svhn", CPU)
     assert [row[0] for row in table.rows] == ["ViT", "ResNet-18", "ViT+DRLoc"]
-    assert "71.60 → 94.23" in table.rows[2][3] and table.rows[0][3] == "—"          # no SVHN reference for the ViT
+    assert "71.60 → 94.23" in table.rows[2][5] and table.rows[0][5] == "—"          # no SVHN reference for the ViT
+    assert table.columns[3:5] == ["train top-1 (%)", "fit"] and "fit: fits its data (>= 90 %)" in table.caption
     words = report.dataset_verdicts("svhn", CPU)
     assert any(w.startswith("ResNet-18 ahead of ViT by") and "paired over 870" in w and "exact McNemar" in w
                and w.endswith(stats.ONE_SEED) for w in words)
