@@ -246,3 +246,22 @@ def test_the_pilot_lands_and_is_committed_by_the_tool(repo, monkeypatch):
     study_tool.main(["pilot", "--epochs", "3", "--commit"])
     assert untracked(repo) == ""
     assert git(repo, "log", "-1", "--format=%s").startswith("Study pilot: held-out accuracy plateaus at epoch 2 of 3")
+
+
+def test_the_tool_commits_the_claims_ledger_with_each_run(repo, monkeypatch):
+    """The ledger test fails whenever book/claims_table.md lags the records: a run landed and committed by the
+    driver alone must not leave it stale."""
+    table = repo / "claims_table.md"
+    monkeypatch.setattr(study_tool, "TABLE", table)
+    monkeypatch.setattr(study_tool, "ledger_page_text", lambda: "the ledger now\n")
+    monkeypatch.setattr(study_tool, "Committer", lambda: commit_records.Committer(repo))
+    landed = repo / "record.json"
+
+    def run(args, on_landed):
+        landed.write_text("{}")
+        on_landed(tiny(0), [landed], {"final_test_acc": 50.0, "test_images": 40})
+
+    monkeypatch.setattr(study_tool.study, "run", run)
+    study_tool.main(["run", "--commit"])
+    assert table.read_text() == "the ledger now\n"
+    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {"record.json", "claims_table.md"}

@@ -6,7 +6,9 @@ every run as it lands (and every run found landed but uncommitted, e.g. killed b
 
 Without ``--commit`` it is the course_lib command. With it, the work tree must be able to commit (a branch checked
 out, a git identity): that is checked before anything is loaded, and a commit that fails stops the driver at once
-with git's reason (the record stays where it landed and is committed by the next run of this command).
+with git's reason (the record stays where it landed and is committed by the next run of this command). The claims
+ledger (``book/claims_table.md``, :mod:`make_ledger`) is rewritten from the records and committed with each run,
+so the book never lags the records it is computed from.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))       # this checko
 
 from commit_records import CommitError, Committer  # noqa: E402 - after the path is set
 from course_lib.experiments import study  # noqa: E402
+from make_ledger import TABLE, ledger_page_text  # noqa: E402
 
 
 def message(spec, record: dict) -> str:
@@ -36,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
             committer = Committer()
 
             def on_landed(spec, paths, record):
+                if spec is not None:        # the claims ledger follows the records it is computed from
+                    TABLE.write_text(ledger_page_text(), encoding="utf-8")
+                    paths = [*paths, TABLE]
                 if committer.commit(paths, message(spec, record)):
                     print(f"[study] committed {', '.join(p.name for p in paths)} on {committer.branch}", flush=True)
 
