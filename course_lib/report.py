@@ -10,6 +10,7 @@ Families of comparisons (the ablation, the curve) are Holm-adjusted. Verdicts on
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -20,7 +21,7 @@ from .drloc import constant_baseline, identical_cells_baseline
 from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
 from .experiments.budget_rule import fit_verdict, train_accuracy
 from .papers import LIU2021, reference_number
-from .stats import (ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
+from .stats import (ALPHA, ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
                     mean_interval, paired_difference, seed_difference, unpaired_difference)
 from .history import unpack_bits
 from .tables import Table
@@ -29,7 +30,7 @@ if TYPE_CHECKING:     # names used only in annotations
     from .profiles import Profile
     from .stats import Comparison
 
-__all__ = ["compare", "compare_groups", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
+__all__ = ["compare", "compare_groups", "compare_seeds", "holm_by_claim", "NOT_IN_EVERY_SEED", "dataset_runs", "dataset_table", "dataset_verdicts", "small_data_points",
            "curve_seeds", "small_data_table", "curve_verdicts", "gap_change", "drloc_learned", "ablation_table",
            "profiles_with_records", "provenance", "how_trained"]
 
@@ -71,6 +72,42 @@ def compare_groups(a: Sequence[dict], b: Sequence[dict]) -> Comparison:
                                a[0]["label"], b[0]["label"], paired=seeds_a == seeds_b,
                                test_images=(a[0]["test_images"], b[0]["test_images"]))
     return compare(a[0], b[0])
+
+
+NOT_IN_EVERY_SEED = ("not called significant: the interval excludes 0, but the exact McNemar test does not agree in "
+                     "every seed")
+
+
+def compare_seeds(a: Sequence[dict], b: Sequence[dict], label_a: str | None = None,
+                  label_b: str | None = None) -> tuple[Comparison, list[Comparison]]:
+    """A - B at one point, the records paired by seed: (the comparison over the seeds, each seed's own).
+
+    Over the seeds with the sampling of the test images (:func:`compare_groups`), or with one seed that seed's
+    paired comparison. It is called significant only where every seed's exact McNemar test agrees (p < 0.05, the
+    same sign): with two or three seeds an interval alone can exclude 0 by luck of a small spread. Where it does not,
+    the comparison says so (``undecided``) and gives no verdict."""
+    la, lb = label_a or a[0]["label"], label_b or b[0]["label"]
+    per_seed = [compare(x, y, la, lb) for x, y in zip(a, b)]
+    overall = replace(compare_groups(a, b), label_a=la, label_b=lb)
+    sign = overall.difference > 0
+    agree = all(c.p_value is not None and c.p_value < ALPHA and (c.difference > 0) == sign for c in per_seed)
+    if overall.significant and not agree:
+        overall = replace(overall, undecided=NOT_IN_EVERY_SEED)
+    return overall, per_seed
+
+
+def holm_by_claim(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """Each claim's comparisons (the same A and B, at several sizes) Holm-adjusted as one family, as the claims
+    ledger does; a claim with one comparison is left as it is. In the input order."""
+    out = list(comparisons)
+    claims: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(out):
+        claims.setdefault((c.label_a, c.label_b), []).append(i)
+    for indices in claims.values():
+        if len(indices) > 1:
+            for i, adjusted in zip(indices, holm_verdicts([out[i] for i in indices])):
+                out[i] = adjusted
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -241,18 +278,19 @@ def small_data_table(points: dict[str, list[tuple]], caption: str = "",
 
 def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_missing: bool = False,
                    holm: bool = True) -> list[str]:
-    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals, as one family
-    Holm-adjusted over all the sizes' comparisons (``holm=False``: each on its own); then whether ResNet-18's lead
-    changes between the smallest and the largest size (:func:`gap_change`)."""
+    """Per size: ResNet-18 vs the ViT, and ViT+DRLoc vs the ViT of its recipe, with 95 % intervals, paired by seed
+    (:func:`compare_seeds`: significant only where every seed's exact test agrees), each claim Holm-adjusted over
+    its sizes (:func:`holm_by_claim`; ``holm=False``: each on its own); then whether ResNet-18's lead changes between
+    the smallest and the largest size (:func:`gap_change`)."""
     records = _curve_records(profile, data_root, train_missing)
     vit_label = next(iter(comparison_specs(profile, "cifar10")))
     pairs = [(n, _same_seeds(records[a][n], records[b][n])) for n in profile.curve_sizes
              for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]
              if n in records.get(a, {}) and n in records.get(b, {})]
-    found = [(n, compare_groups(*pair)) for n, pair in pairs if pair[0]]
+    found = [(n, compare_seeds(*pair)[0]) for n, pair in pairs if pair[0]]
     comparisons = [c for _, c in found]
-    if holm and len(comparisons) > 1:
-        comparisons = holm_verdicts(comparisons)
+    if holm:
+        comparisons = holm_by_claim(comparisons)
     lines = [f"{n:>5} per class: " + c.words() for (n, _), c in zip(found, comparisons)]
     cnn, vit = records.get("ResNet-18", {}), records.get(vit_label, {})
     paired = {n: _same_seeds(cnn[n], vit[n]) for n in sorted(set(cnn) & set(vit))}

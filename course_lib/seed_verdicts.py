@@ -7,9 +7,10 @@ ViT and the ViT + DRLoc against the ViT, each family trained with the budget cho
     interval = t interval over the paired seeds, widened by each side's binomial sampling variance of the test images
     per seed: exact McNemar on the per-image right/wrong of a and b
 
-A difference is called **significant** only when the seed-level interval excludes 0 *and* the exact test agrees in
-every seed (p < 0.05, same sign): with three seeds, an interval alone can exclude 0 by luck of a small spread. With
-one seed there is only the per-image verdict. Beside each side, its fit verdict per seed (fits its data, memorised,
+A difference is called **significant** only when the seed-level interval excludes 0, Holm-adjusted over the sizes of
+its claim (as the claims ledger adjusts them), *and* the exact test agrees in every seed (p < 0.05, same sign): with
+three seeds, an interval alone can exclude 0 by luck of a small spread (the rule is :func:`.report.compare_seeds`,
+which the small-data curve's verdicts share). With one seed there is only the per-image verdict. Beside each side, its fit verdict per seed (fits its data, memorised,
 at plateau, under-fitted): a comparison where a side is under-fitted says so, and the book draws no data-size
 conclusion from it.
 """
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from .experiments.budget_rule import choose_budget, fit_verdict
 from .experiments.records import RECORDS_OF_RECORD, load_records
 from .profiles import get_profile
-from .report import compare, compare_groups
-from .stats import ALPHA, Comparison
+from .report import compare_seeds, holm_by_claim
+from .stats import Comparison
 from .tables import Table
 
 __all__ = ["COMPARISONS", "SeedVerdict", "point_records", "seed_verdicts", "seed_table"]
@@ -54,11 +55,9 @@ class SeedVerdict:
 
     @property
     def significant(self) -> bool:
-        """The seed-level interval excludes 0 and every seed's exact McNemar test agrees in sign at 5 %."""
-        sign = self.overall.difference > 0
-        agree = all(c.p_value is not None and c.p_value < ALPHA and (c.difference > 0) == sign
-                    for c in self.per_seed)
-        return self.overall.significant and agree and bool(self.per_seed)
+        """The seed-level interval excludes 0, Holm-adjusted over the claim's sizes, and every seed's exact McNemar
+        test agrees in sign at 5 % (:func:`course_lib.report.compare_seeds`)."""
+        return self.overall.significant
 
     @property
     def under_fitted(self) -> list[str]:
@@ -66,13 +65,7 @@ class SeedVerdict:
 
     def words(self) -> str:
         seeds = f"{len(self.seeds)} seed{'s' if len(self.seeds) != 1 else ''}"
-        if self.significant:
-            head = f"significant: {self.overall.words()}"
-        elif self.overall.significant:
-            head = (f"not called significant: the interval excludes 0 but the exact test does not agree in every "
-                    f"seed ({self.overall.words()})")
-        else:
-            head = self.overall.words()
+        head = f"significant: {self.overall.words()}" if self.significant else self.overall.words()
         mcnemar = "; ".join(f"seed {s}: {c.numbers()}, p = {c.p_value:.3g}" for s, c in zip(self.seeds, self.per_seed)
                             if c.p_value is not None)
         caveat = (f" {' and '.join(self.under_fitted)} under-fitted (by its fit verdict) in some seed: this "
@@ -121,12 +114,11 @@ def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[in
             if not shared:
                 missing.append(f"{label_a} vs {label_b} at {size} per class: no seed trained on both sides yet")
                 continue
-            per_seed = [compare(x, y, label_a, label_b) for x, y in zip(a, b)]
-            overall = compare_groups(a, b) if len(shared) >= 2 else per_seed[0]
-            overall = replace(overall, label_a=label_a, label_b=label_b)
+            overall, per_seed = compare_seeds(a, b, label_a, label_b)
             fits = {label: [fit_verdict(r, records).word for r in side] for label, side in ((label_a, a), (label_b, b))}
             verdicts.append(SeedVerdict(size, label_a, label_b, a, b, overall, per_seed, fits))
-    return verdicts, missing
+    adjusted = holm_by_claim([v.overall for v in verdicts])      # each claim over its sizes, as the ledger does
+    return [replace(v, overall=c) for v, c in zip(verdicts, adjusted)], missing
 
 
 def seed_table(verdicts: list[SeedVerdict]) -> Table:
