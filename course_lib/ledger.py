@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .data import DATASETS
-from .experiments.budget_rule import RUNNING, fit_verdict, train_accuracy
-from .report import compare_groups
+from .experiments.budget_rule import fit_verdict, train_accuracy
+from .comparisons import compare_seeds
 from .stats import accuracy_interval, holm_verdicts
 from .tables import Table
 
@@ -178,7 +178,7 @@ class Entry:
 def _ordering(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Zhu et al.: ViT below ResNet-18 (CIFAR-10, CIFAR-100), or close to it (SVHN)."""
     pairs = _arms(records, dataset, _is_resnet, _is_vit, lambda r: _setting(r, "model", *TUNED))
-    comparisons = holm_verdicts([compare_groups(res, vit) for res, vit in pairs])
+    comparisons = holm_verdicts([compare_seeds(res, vit)[0] for res, vit in pairs])
     close = dataset == "svhn"
     claim = ("ViT close to ResNet-18 on SVHN (slower to train)" if close else
              f"ViT below ResNet-18 on {DATASETS[dataset].title}")
@@ -210,7 +210,7 @@ def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Liu et al.: DRLoc improves a ViT trained on small data (paired with the ViT of the same recipe)."""
     drloc_fields = ("drloc", "drloc_weight", "drloc_pairs", "drloc_schedule", "drloc_tokens", *TUNED)
     pairs = _arms(records, dataset, _is_drloc, _is_vit, lambda r: _setting(r, *drloc_fields))
-    comparisons = holm_verdicts([compare_groups(d, v) for d, v in pairs])
+    comparisons = holm_verdicts([compare_seeds(d, v)[0] for d, v in pairs])
     entries = []
     for (d, v), c in zip(pairs, comparisons):
         verdict = _chance_reason([("ViT+DRLoc", d), ("the ViT", v)]) or (

@@ -9,10 +9,10 @@ ViT and the ViT + DRLoc against the ViT, each family trained with the budget cho
 
 A difference is called **significant** only when the seed-level interval excludes 0, Holm-adjusted over the sizes of
 its claim (as the claims ledger adjusts them), *and* the exact test agrees in every seed (p < 0.05, same sign): with
-three seeds, an interval alone can exclude 0 by luck of a small spread (the rule is :func:`.report.compare_seeds`,
-which the small-data curve's verdicts share). With one seed there is only the per-image verdict. Beside each side, its fit verdict per seed (fits its data, memorised,
-at plateau, under-fitted): a comparison where a side is under-fitted says so, and the book draws no data-size
-conclusion from it.
+three seeds, an interval alone can exclude 0 by luck of a small spread. The rule is
+:func:`.comparisons.compare_seeds`, which the small-data curve's verdicts and the ledger share. With one seed there
+is only the per-image verdict. Beside each side, its fit verdict per seed (fits its data, memorised, at plateau,
+under-fitted): a comparison where a side is under-fitted says so, and the book draws no data-size conclusion from it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from .experiments.budget_rule import choose_budget, fit_verdict
 from .experiments.records import RECORDS_OF_RECORD, load_records
 from .profiles import get_profile
-from .report import compare_seeds, holm_by_claim
+from .comparisons import compare_seeds, holm_by_claim
 from .stats import Comparison
 from .tables import Table
 
@@ -56,7 +56,7 @@ class SeedVerdict:
     @property
     def significant(self) -> bool:
         """The seed-level interval excludes 0, Holm-adjusted over the claim's sizes, and every seed's exact McNemar
-        test agrees in sign at 5 % (:func:`course_lib.report.compare_seeds`)."""
+        test agrees in sign at 5 % (:func:`course_lib.comparisons.compare_seeds`)."""
         return self.overall.significant
 
     @property

@@ -442,9 +442,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def sign_flip_p(differences: Sequence[float]) -> float:
-    """Two-sided exact p of the sign-flip (permutation) test of paired differences (one per seed, say): the share
-    of all 2^n sign assignments whose mean is at least as far from 0 as the observed one. Its smallest value is
-    2 / 2^n (0.25 with three seeds), so few seeds can never reach 5 %: it says so instead of a t test's p."""
+    """Two-sided exact p of the sign-flip test of paired differences (one per seed, say): the share of all 2^n sign
+    assignments whose sum is as far from 0 as the observed one. At least 2 / 2^n: 0.25 with three seeds."""
     d = _finite(differences, "differences")
     if not 1 <= len(d) <= 20:
         raise ValueError(f"sign_flip_p enumerates 2^n sign assignments: give 1 to 20 differences, got {len(d)}.")

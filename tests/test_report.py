@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from course_lib import internals, report, stats
+from course_lib import comparisons, internals, report, stats
 from course_lib.drloc import constant_baseline, identical_cells_baseline
 from course_lib.experiments import RunSpec, comparison_specs, curve_specs, drloc_specs, records
 from course_lib.profiles import PROFILES
@@ -124,8 +124,8 @@ def test_the_curve_shows_each_models_seeds_and_compares_models_on_the_seeds_both
     assert [row[-1] for row in table.rows][:2] == ["the test images (one seed, 0)", "2 seeds and the test images"]
     assert table.rows[2][-1] == ("ResNet-18: the test images (one seed, 1); ViT: 2 seeds and the test images; "
                                  "ViT+DRLoc: the test images (one seed, 0)")
-    seen, compare_groups = [], report.compare_groups
-    monkeypatch.setattr(report, "compare_groups", lambda a, b: seen.append(
+    seen, compare_groups = [], comparisons.compare_groups
+    monkeypatch.setattr(comparisons, "compare_groups", lambda a, b: seen.append(
         ([r["spec"]["seed"] for r in a], [r["spec"]["seed"] for r in b])) or compare_groups(a, b))
     lines = report.curve_verdicts(CPU)
     assert all(sa == sb for sa, sb in seen) and ([1], [1]) in seen     # same seeds on both sides, always

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib import report
+from course_lib import comparisons
 from course_lib.history import pack_bits
 from course_lib.seed_verdicts import seed_table, seed_verdicts
 
@@ -45,12 +45,12 @@ def test_an_interval_that_excludes_zero_is_not_called_significant_without_the_ex
     records = [record("resnet18", s, 5000, extra_right=e) for s, e in enumerate(extra)]
     records += [record("vit", s, 5000) for s in range(5)]
     (v,), _ = seed_verdicts(records, BUDGETS)
-    assert v.overall.low > 0 and not v.significant and v.overall.undecided == report.NOT_IN_EVERY_SEED
+    assert v.overall.low > 0 and not v.significant and v.overall.undecided == comparisons.NOT_IN_EVERY_SEED
     assert "not called significant" in v.words()
     # The small-data curve's verdicts share the rule: the same records never get two verdicts.
-    curve, _ = report.compare_seeds([r for r in records if r["spec"]["model"] == "resnet18"],
+    curve, _ = comparisons.compare_seeds([r for r in records if r["spec"]["model"] == "resnet18"],
                                     [r for r in records if r["spec"]["model"] == "vit"])
-    assert not curve.significant and curve.undecided == report.NOT_IN_EVERY_SEED
+    assert not curve.significant and curve.undecided == comparisons.NOT_IN_EVERY_SEED
 
 
 def test_one_seed_gives_the_per_image_verdict_and_an_under_fitted_side_is_named():
