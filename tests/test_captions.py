@@ -1,7 +1,7 @@
 """A results table's caption names the profile whose runs it shows (a fallback as such) and their scale."""
 from __future__ import annotations
 
-from course_lib import report
+from course_lib import comparisons, report
 from course_lib.profiles import get_profile
 
 
@@ -36,7 +36,8 @@ def _drloc_cell_tables(runs: dict, keys: list[str]) -> tuple[list, str]:
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "05_drloc.ipynb", as_version=4)
     (source,) = [c.source for c in nb.cells if c.get("id") == "ec3158b4"]
     shown, out = [], io.StringIO()
-    scope = {"runs": runs, "pairs": dict.fromkeys(keys), "report": report, "display": shown.append,
+    scope = {"runs": runs, "pairs": dict.fromkeys(keys), "report": report, "comparisons": comparisons,
+             "display": shown.append,
              "title": lambda key: DATASETS[key].title}
     with contextlib.redirect_stdout(out):
         exec(source, scope)

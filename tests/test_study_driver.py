@@ -251,8 +251,7 @@ def test_the_pilot_lands_and_is_committed_by_the_tool(repo, monkeypatch):
 def test_the_tool_commits_the_claims_ledger_with_each_run(repo, monkeypatch):
     """The ledger test fails whenever book/claims_table.md lags the records: a run landed and committed by the
     driver alone must not leave it stale."""
-    table = repo / "claims_table.md"
-    monkeypatch.setattr(study_tool, "TABLE", table)
+    table = repo / "book" / "claims_table.md"                       # the committer's repository, never this one
     monkeypatch.setattr(study_tool, "ledger_page_text", lambda: "the ledger now\n")
     monkeypatch.setattr(study_tool, "Committer", lambda: commit_records.Committer(repo))
     landed = repo / "record.json"
@@ -264,4 +263,5 @@ def test_the_tool_commits_the_claims_ledger_with_each_run(repo, monkeypatch):
     monkeypatch.setattr(study_tool.study, "run", run)
     study_tool.main(["run", "--commit"])
     assert table.read_text() == "the ledger now\n"
-    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {"record.json", "claims_table.md"}
+    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {"record.json",
+                                                                                   "book/claims_table.md"}

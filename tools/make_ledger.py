@@ -19,17 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("COURSE_OFFLINE", "1")
 
-from course_lib.experiments.records import RECORDS_OF_RECORD, load_records  # noqa: E402
+from course_lib.experiments import records  # noqa: E402
 from course_lib.ledger import ledger_markdown  # noqa: E402
 
-TABLE = ROOT / "book" / "claims_table.md"
+PAGE = Path("book") / "claims_table.md"      # in the repository
+TABLE = ROOT / PAGE
 HEADER = ("<!-- Written by tools/make_ledger.py from course_lib/records/: do not edit by hand; rerun the script "
           "after new runs of record. -->\n\n")
 
 
 def ledger_page_text() -> str:
     """The table as the records of record give it now."""
-    return HEADER + ledger_markdown(load_records(folders=[RECORDS_OF_RECORD]))
+    return HEADER + ledger_markdown(records.load_records(folders=[records.RECORDS_OF_RECORD]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))       # this checko
 
 from commit_records import CommitError, Committer  # noqa: E402 - after the path is set
 from course_lib.experiments import study  # noqa: E402
-from make_ledger import TABLE, ledger_page_text  # noqa: E402
+from make_ledger import PAGE, ledger_page_text  # noqa: E402
 
 
 def message(spec, record: dict) -> str:
@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> None:
 
             def on_landed(spec, paths, record):
                 if spec is not None:        # the claims ledger follows the records it is computed from
-                    TABLE.write_text(ledger_page_text(), encoding="utf-8")
-                    paths = [*paths, TABLE]
+                    table = committer.root / PAGE
+                    table.parent.mkdir(parents=True, exist_ok=True)
+                    table.write_text(ledger_page_text(), encoding="utf-8")
+                    paths = [*paths, table]
                 if committer.commit(paths, message(spec, record)):
                     print(f"[study] committed {', '.join(p.name for p in paths)} on {committer.branch}", flush=True)
 
