@@ -83,7 +83,3 @@ def holm_by_claim(comparisons: Sequence[Comparison]) -> list[Comparison]:
             for i, adjusted in zip(indices, holm_verdicts([out[i] for i in indices])):
                 out[i] = adjusted
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Per data set

@@ -103,6 +103,15 @@ def layer_correspondence(matrix: torch.Tensor, label: str = "") -> str:
             f"{verdict}{note}.")
 
 
+def _summary(matrix, layers: Sequence[str]) -> tuple[float, float, int, float, bool, bool]:
+    """(Spearman rho, its exact p, the deepest best match's index, mean CKA, a rising order?, a rising order that
+    reaches far enough up the ResNet to line up layer by layer?) of one (ViT blocks, ResNet layers) CKA matrix."""
+    m, nan, blocks, best = _best_matches(matrix)
+    rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
+    rising = rho > 0 and p < 0.05
+    return rho, p, max(best, default=0), float(m[~nan].mean()), rising, rising and _reaches(best, len(layers))
+
+
 def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Sequence[str],
                             fewer_label: str = "fewer images", more_label: str = "more images") -> str:
     """Notebook 04's contrast in words: did the ViT trained on fewer images line up less with the ResNet's layers?
@@ -113,13 +122,7 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
     so the words never call the contrast itself significant. They also say how deep the matches reach: a rising
     order within the first few layers is not a ViT that resembles the ResNet's deeper stages.
     """
-    found = {}
-    for label, matrix in ((fewer_label, fewer), (more_label, more)):
-        _, _, blocks, best = _best_matches(matrix)
-        rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
-        rising = rho > 0 and p < 0.05
-        found[label] = (rising and _reaches(best, len(layers)), rho, p, max(best, default=0), rising)
-    (a, ra, pa, da, a_rises), (b, rb, pb, db, b_rises) = found[fewer_label], found[more_label]
+    (ra, pa, da, _, a_rises, a), (rb, pb, db, _, b_rises, b) = (_summary(m, layers) for m in (fewer, more))
     numbers = (f"Spearman rho = {ra:.2f}, exact p = {pa:.2g} with {fewer_label}; {rb:.2f}, p = {pb:.2g} with "
                f"{more_label}")
     if (a_rises or b_rises) and not (a or b):      # a rising order, but within the ResNet's first few layers
@@ -144,15 +147,6 @@ def correspondence_contrast(fewer: torch.Tensor, more: torch.Tensor, layers: Seq
             "correlations are not tested against each other: another seed may order them differently.")
 
 
-def _summary(matrix, layers: Sequence[str]) -> tuple[float, float, str, float, bool]:
-    """(Spearman rho, its exact p, the deepest best match's name, mean CKA, lines up layer by layer?) of one
-    (ViT blocks, ResNet layers) CKA matrix."""
-    m, nan, blocks, best = _best_matches(matrix)
-    rho, p = spearman(blocks, best) if len(blocks) >= 3 and len(set(best)) > 1 else (0.0, 1.0)
-    lines_up = rho > 0 and p < 0.05 and _reaches(best, len(layers))
-    return rho, p, layers[max(best, default=0)], float(m[~nan].mean()), lines_up
-
-
 def correspondence_over_seeds(pairs: dict, layers: Sequence[str], fewer_label: str = "fewer images",
                               more_label: str = "more images") -> tuple[Table, str]:
     """Notebook 04's contrast seed by seed: ``pairs`` {seed: (fewer, more)}, two (ViT blocks, ResNet layers) CKA
@@ -169,14 +163,14 @@ def correspondence_over_seeds(pairs: dict, layers: Sequence[str], fewer_label: s
     for seed in sorted(pairs):
         fewer, more = (_summary(m, layers) for m in pairs[seed])
         found[seed] = fewer, more
-        rows.append([seed, fewer[0], f"{fewer[1]:.2g}", fewer[2], fewer[3], more[0], f"{more[1]:.2g}", more[2],
-                     more[3]])
+        rows.append([seed, fewer[0], f"{fewer[1]:.2g}", layers[fewer[2]], fewer[3], more[0], f"{more[1]:.2g}",
+                     layers[more[2]], more[3]])
     columns = ["seed", *(f"{name} ({label})" for label in (fewer_label, more_label)
                          for name in ("rho", "exact p", "deepest match", "mean CKA"))]
     n = len(found)
     table = Table(columns, rows, digits=2, caption=f"ViT blocks against the ResNet's {len(layers)} layers, seed by "
                                                    "seed: Spearman rho of block index against best-matching layer")
-    counts = [sum(f[i][4] for f in found.values()) for i in (0, 1)]
+    counts = [sum(f[i][5] for f in found.values()) for i in (0, 1)]
     head = (f"The ViT lines up with the ResNet layer by layer (a rising order of best matches, exact p < 0.05, "
             f"reaching past half its depth) in {counts[0]} of {n} seed(s) with {fewer_label} and {counts[1]} of {n} "
             f"with {more_label}.")

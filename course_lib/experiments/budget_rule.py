@@ -21,6 +21,7 @@ the records; :func:`progress_table` is the study's progress, written to ``course
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,11 +200,24 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
                                                     f"clean training accuracy), so {epochs} epochs"])
 
 
+def _records_stamp() -> tuple:
+    """The records of record as they are now (each file's name and modification time), so that a budget read from
+    them is read again only after one of them changed."""
+    folder = Path(RECORDS_OF_RECORD)
+    return str(folder), tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.json")))
+
+
+@functools.lru_cache(maxsize=8)
+def _chosen(model: str, stamp: tuple) -> tuple[tuple[int, float] | None, str]:
+    """:func:`choose_budget` on the records of record in the state ``stamp`` (a plan asks for it once per run)."""
+    return choose_budget(model)
+
+
 def tuned_budget(model: str, records: list[dict] | None = None) -> tuple[int, float]:
     """(epochs, learning rate) that the tuning chose for ``model`` (:func:`choose_budget` on the records of
     record): what every run of the family trains with, at every size and seed. A clear error while the tuning is not
     complete."""
-    budget, why = choose_budget(model, records)
+    budget, why = choose_budget(model, records) if records is not None else _chosen(model, _records_stamp())
     if budget is None:
         raise RuntimeError(f"The second study has not chosen the budget of {model!r} yet: {why}. Train the tuning "
                            "runs first: python -m course_lib.experiments.study run --queue study2 --data-root data")
@@ -229,9 +243,8 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
     ViT's budget); the doubling checks at the largest size, ViT + DRLoc's included (each dropped once its base
     run fits its training images: a fitted model is trained; planned once that run shows it does not); the other
     seeds (three per curve point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500).
-    ``planned`` is
-    False where the run depends on a budget not chosen yet (it is shown with the course recipe's rate and
-    :data:`TUNING_EPOCHS` epochs, a placeholder)."""
+    ``planned`` is False where the run depends on a budget not chosen yet (it is shown with the course recipe's rate
+    and :data:`TUNING_EPOCHS` epochs, a placeholder)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     queue: list[tuple[RunSpec, bool]] = []
     budgets = {}

@@ -105,7 +105,12 @@ def _course_models() -> list[CourseModel]:
 def course_model(model: str, dataset: str = "cifar10", drloc: bool = False,
                  few_images: bool = False) -> CourseModel | None:
     """The course's trained model of this kind (see the module docstring), or None when the course has none."""
-    every = _course_models()
+    return _stand_in(_course_models(), model, dataset, drloc, few_images)
+
+
+def _stand_in(every: list[CourseModel], model: str, dataset: str, drloc: bool,
+              few_images: bool) -> CourseModel | None:
+    """:func:`course_model` among ``every`` (the manifest's models, read once by the caller)."""
     full = {(c.record["spec"]["profile"], c.record["spec"]["model"]) for c in every
             if _matches(c.record["spec"], c.record["spec"]["model"], dataset, False, False)}
     complete = {profile for profile, _ in full if {(profile, "vit"), (profile, "resnet18")} <= full}
@@ -127,12 +132,13 @@ def course_model_for(spec: RunSpec) -> CourseModel | None:
     is of record; else, for seed 0 of a profile that notebooks train, the course's model of the same model, data set
     and extra loss, on the full budget or on few images per class (``spec.train_per_class`` set); else None (a run
     of a study, which its own driver trains, is only ever opened as itself)."""
-    exact = next((c for c in _course_models() if c.key == spec.key), None)
+    every = _course_models()
+    exact = next((c for c in every if c.key == spec.key), None)
     if exact is not None or spec.seed != 0 or not spec.profile.notebooks_train:
         return exact
     if spec.drloc and any(getattr(spec, k) != v for k, v in DEFAULT_DRLOC.items()):
         return None
-    return course_model(spec.model, spec.dataset, spec.drloc, spec.train_per_class is not None)
+    return _stand_in(every, spec.model, spec.dataset, spec.drloc, spec.train_per_class is not None)
 
 
 def open_course_model(choice: CourseModel, device: str | torch.device | None = None) -> RunResult:
