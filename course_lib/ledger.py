@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .data import DATASETS
-from .experiments.budget_rule import fit_verdict, train_accuracy
+from .experiments.budget_rule import DRLOC, choose_budget, fit_verdict, train_accuracy
 from .comparisons import compare_seeds
 from .stats import accuracy_interval, holm_verdicts
 from .tables import Table
@@ -93,6 +93,30 @@ def _arms(records: Sequence[dict], dataset: str, a: Callable[[dict], bool], b: C
                                   [r for r in gb if r["spec"]["seed"] in seeds]))
         pairs += sorted(found, key=lambda p: p[0][0]["images_per_class"])
     return pairs
+
+
+def _at_budget(records: Sequence[dict], family: str) -> Callable[[dict], bool]:
+    """Whether a run trained with the budget that the tuning chose for ``family`` ("vit", "resnet18" or
+    :data:`DRLOC`, both sides of the DRLoc pair): a tuned study's tuning runs and runs of an earlier plan are not its
+    evidence. Runs of profiles that tune nothing name no learning rate, and always pass; so do all runs while the
+    tuning has not chosen (then :func:`_pick` takes the group with the most seeds)."""
+    chosen, _ = choose_budget(family, list(records))
+    return lambda r: chosen is None or r["spec"].get("lr") is None or (r["epochs"], r["spec"]["lr"]) == chosen
+
+
+def _holm_per_study(pairs: Sequence[tuple[list[dict], list[dict]]], comparisons: Sequence) -> list:
+    """The comparisons of one claim Holm-adjusted within each study (profile): a study's sizes are one family, as
+    that study's curve and seed-level verdicts adjust them (each study is its own experiment, its own budget rule);
+    a study with one comparison keeps it as it is."""
+    out = list(comparisons)
+    studies: dict[str, list[int]] = {}
+    for i, (a, _) in enumerate(pairs):
+        studies.setdefault(a[0]["spec"]["profile"], []).append(i)
+    for indices in studies.values():
+        if len(indices) > 1:
+            for i, adjusted in zip(indices, holm_verdicts([out[i] for i in indices])):
+                out[i] = adjusted
+    return out
 
 
 def _is_vit(r: dict) -> bool:
@@ -177,8 +201,10 @@ class Entry:
 
 def _ordering(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Zhu et al.: ViT below ResNet-18 (CIFAR-10, CIFAR-100), or close to it (SVHN)."""
-    pairs = _arms(records, dataset, _is_resnet, _is_vit, lambda r: _setting(r, "model", *TUNED))
-    comparisons = holm_verdicts([compare_seeds(res, vit)[0] for res, vit in pairs])
+    resnet, vit = _at_budget(records, "resnet18"), _at_budget(records, "vit")
+    pairs = _arms(records, dataset, lambda r: _is_resnet(r) and resnet(r), lambda r: _is_vit(r) and vit(r),
+                  lambda r: _setting(r, "model", *TUNED))
+    comparisons = _holm_per_study(pairs, [compare_seeds(res, vit)[0] for res, vit in pairs])
     close = dataset == "svhn"
     claim = ("ViT close to ResNet-18 on SVHN (slower to train)" if close else
              f"ViT below ResNet-18 on {DATASETS[dataset].title}")
@@ -208,9 +234,11 @@ def _ordering(records: Sequence[dict], dataset: str) -> list[Entry]:
 
 def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
     """Liu et al.: DRLoc improves a ViT trained on small data (paired with the ViT of the same recipe)."""
-    drloc_fields = ("drloc", "drloc_weight", "drloc_pairs", "drloc_schedule", "drloc_tokens", *TUNED)
-    pairs = _arms(records, dataset, _is_drloc, _is_vit, lambda r: _setting(r, *drloc_fields))
-    comparisons = holm_verdicts([compare_seeds(d, v)[0] for d, v in pairs])
+    drloc_fields = ("drloc", "drloc_weight", "drloc_pairs", "drloc_schedule", "drloc_tokens")   # same budget
+    at = _at_budget(records, DRLOC)
+    pairs = _arms(records, dataset, lambda r: _is_drloc(r) and at(r), lambda r: _is_vit(r) and at(r),
+                  lambda r: _setting(r, *drloc_fields))
+    comparisons = _holm_per_study(pairs, [compare_seeds(d, v)[0] for d, v in pairs])
     entries = []
     for (d, v), c in zip(pairs, comparisons):
         verdict = _chance_reason([("ViT+DRLoc", d), ("the ViT", v)]) or (
@@ -229,9 +257,10 @@ def _drloc(records: Sequence[dict], dataset: str) -> list[Entry]:
 def _cifar10_vits(records: Sequence[dict]) -> list[list[dict]]:
     """The CIFAR-10 ViTs (no DRLoc) of the first profile of record that trained one on its own size (the ViT the
     notebooks open), one list of seeds per size (:func:`_pick` among several at a size), smallest first."""
+    at = _at_budget(records, "vit")
     for profile in _profiles_of_record(records, "cifar10"):
         vits = [r for r in records if r["spec"]["dataset"] == "cifar10" and r["spec"]["profile"] == profile and
-                _is_vit(r)]
+                _is_vit(r) and at(r)]
         sizes: dict[object, list[list[dict]]] = {}
         for g in _groups(vits).values():
             sizes.setdefault(g[0]["spec"].get("train_per_class"), []).append(g)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 from .comparisons import compare, compare_groups, compare_seeds, holm_by_claim, per_image
 from .data import DATASETS
 from .drloc import constant_baseline, identical_cells_baseline
-from .experiments import comparison_specs, curve_specs, drloc_specs, get_record, load_records
+from .experiments import comparison_specs, curve_specs, get_record, load_records
+from .experiments.plan import PAIR_VIT, comparison_and_pair
 from .experiments.budget_rule import fit_verdict, train_accuracy
 from .papers import LIU2021, reference_number
 from .stats import (ONE_SEED, accuracy_variance, accuracy_interval, accuracy_verdict, holm_verdicts,
@@ -43,15 +44,9 @@ def _interval(record: dict) -> tuple[float, float]:
 
 def dataset_runs(dataset: str, profile: Profile, data_root: str | Path | None = None,
                  train_missing: bool = False, include_drloc: bool = True) -> dict[str, dict | None]:
-    """{label: record or None} for the comparison (ViT, ResNet-18) and the DRLoc pair (its ViT, ViT+DRLoc).
-
-    Under the course's profiles the two ViTs are one run; under ``paper`` the DRLoc pair's ViT is listed as
-    "ViT (DRLoc recipe)".
-    """
-    specs = dict(comparison_specs(profile, dataset))
-    for label, spec in (drloc_specs(profile, dataset) if include_drloc else {}).items():
-        if spec not in specs.values():
-            specs[label if label not in specs else f"{label} (DRLoc recipe)"] = spec
+    """{label: record or None} for the comparison (ViT, ResNet-18) and the DRLoc pair (its ViT, ViT+DRLoc): the
+    pair's ViT is listed as :data:`PAIR_VIT` where it is not the comparison's (:func:`comparison_and_pair`)."""
+    specs = comparison_and_pair(profile, dataset, drloc=include_drloc)
     return {label: get_record(spec, data_root, train_missing=train_missing) for label, spec in specs.items()}
 
 
@@ -122,7 +117,7 @@ def dataset_verdicts(dataset: str, profile: Profile, data_root: str | Path | Non
     lines = [accuracy_verdict(label, r["final_test_acc"], r["test_images"], classes, class_counts)
              for label, r in runs.items() if r is not None]
     vit_label = next(iter(comparison_specs(profile, dataset)))
-    pairs = [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT (DRLoc recipe)" if "ViT (DRLoc recipe)" in runs else "ViT")]
+    pairs = [("ResNet-18", vit_label), ("ViT+DRLoc", PAIR_VIT if PAIR_VIT in runs else "ViT")]
     for a, b in pairs:
         if runs.get(a) is not None and runs.get(b) is not None:
             lines.append(compare(runs[a], runs[b]).words())
@@ -212,8 +207,9 @@ def curve_verdicts(profile: Profile, data_root: str | Path | None = None, train_
     the smallest and the largest size (:func:`gap_change`)."""
     records = _curve_records(profile, data_root, train_missing)
     vit_label = next(iter(comparison_specs(profile, "cifar10")))
+    pair_vit = {n: PAIR_VIT if n in records.get(PAIR_VIT, {}) else "ViT" for n in profile.curve_sizes}
     pairs = [(n, _same_seeds(records[a][n], records[b][n])) for n in profile.curve_sizes
-             for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", "ViT")]
+             for a, b in [("ResNet-18", vit_label), ("ViT+DRLoc", pair_vit[n])]
              if n in records.get(a, {}) and n in records.get(b, {})]
     found = [(n, compare_seeds(*pair)[0]) for n, pair in pairs if pair[0]]
     comparisons = [c for _, c in found]

@@ -1,6 +1,7 @@
 """Seed-level verdicts of the second study (profile ``study2``): at each training-set size, ResNet-18 against the
 ViT and the ViT + DRLoc against the ViT, each family trained with the budget chosen on validation data
-(:mod:`course_lib.experiments.budget_rule`; DRLoc with the ViT's), over the seeds both sides have::
+(:mod:`course_lib.experiments.budget_rule`; the DRLoc pair, both sides, with the DRLoc comparison's budget), over the
+seeds both sides have::
 
     a, b = records of A and of B at one size, one per seed, paired by seed (seed = training subset + initialisation)
     diff = mean(acc_a) - mean(acc_b)                    # points of top-1 accuracy on the same 10,000 test images
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .experiments.budget_rule import choose_budget, fit_verdict
+from .experiments.budget_rule import DRLOC, choose_budget, fit_verdict
 from .experiments.records import RECORDS_OF_RECORD, load_records
 from .profiles import get_profile
 from .comparisons import compare_seeds, holm_by_claim
@@ -27,9 +28,10 @@ from .tables import Table
 
 __all__ = ["COMPARISONS", "SeedVerdict", "point_records", "seed_verdicts", "seed_table"]
 
-# (label of A, model, DRLoc?) against (label of B, model, DRLoc?): Zhu et al.'s comparison, then Liu et al.'s
-COMPARISONS = ((("ResNet-18", "resnet18", False), ("ViT", "vit", False)),
-               (("ViT + DRLoc", "vit", True), ("ViT", "vit", False)))
+# (label, model, DRLoc?, budget) of A against B: Zhu et al.'s comparison, each family with its own budget; then Liu
+# et al.'s, both sides with the DRLoc comparison's budget (they differ only in the DRLoc loss)
+COMPARISONS = ((("ResNet-18", "resnet18", False, "resnet18"), ("ViT", "vit", False, "vit")),
+               (("ViT + DRLoc", "vit", True, DRLOC), ("ViT", "vit", False, DRLOC)))
 SIZES, DRLOC_SIZES = get_profile("study2").curve_sizes, get_profile("study2").drloc_curve_sizes
 LARGEST = SIZES[-1]    # the study2 curve's largest size: its runs leave train_per_class unset (the profile's default)
 
@@ -88,7 +90,7 @@ def point_records(records: list[dict], model: str, drloc: bool, size: int,
 
 def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[int, float] | None] | None = None,
                   only: str | None = None) -> tuple[list[SeedVerdict], list[str]]:
-    """(the verdicts that the records allow, what is missing in words). ``budgets``: {model: (epochs, lr)},
+    """(the verdicts that the records allow, what is missing in words). ``budgets``: {model or DRLOC: (epochs, lr)},
     default the budgets :func:`~course_lib.experiments.budget_rule.choose_budget` chose; ``only``: the label of
     one comparison's A side ("ResNet-18" or "ViT + DRLoc"), default both."""
     labels = [a[0] for a, _ in COMPARISONS]
@@ -99,16 +101,16 @@ def seed_verdicts(records: list[dict] | None = None, budgets: dict[str, tuple[in
     missing, verdicts = [], []
     if budgets is None:
         budgets = {}
-        for model in dict.fromkeys(side[1] for pair in comparisons for side in pair):
+        for model in dict.fromkeys(side[3] for pair in comparisons for side in pair):
             budgets[model], why = choose_budget(model, records)
             if budgets[model] is None:
                 missing.append(f"{model}: no budget yet ({why})")
     for size in SIZES:
-        for (label_a, model_a, drloc_a), (label_b, model_b, drloc_b) in comparisons:
-            if budgets.get(model_a) is None or budgets.get(model_b) is None or (drloc_a and size not in DRLOC_SIZES):
+        for (label_a, model_a, drloc_a, budget_a), (label_b, model_b, drloc_b, budget_b) in comparisons:
+            if budgets.get(budget_a) is None or budgets.get(budget_b) is None or (drloc_a and size not in DRLOC_SIZES):
                 continue
-            a = point_records(records, model_a, drloc_a, size, budgets[model_a])
-            b = point_records(records, model_b, drloc_b, size, budgets[model_b])
+            a = point_records(records, model_a, drloc_a, size, budgets[budget_a])
+            b = point_records(records, model_b, drloc_b, size, budgets[budget_b])
             shared = sorted({r["spec"]["seed"] for r in a} & {r["spec"]["seed"] for r in b})
             a, b = ([r for r in side if r["spec"]["seed"] in shared] for side in (a, b))
             if not shared:
@@ -128,14 +130,19 @@ def seed_table(verdicts: list[SeedVerdict]) -> Table:
         values = [r.get(key) for r in side]
         return None if any(v is None for v in values) else sum(values) / len(values)
 
-    rows = [[v.size, f"{v.label_a} - {v.label_b}", ", ".join(map(str, v.seeds)),
+    def epochs(v: SeedVerdict) -> str:
+        a, b = v.a[0]["epochs"], v.b[0]["epochs"]
+        return f"{a}" if a == b else f"{a} / {b}"
+
+    rows = [[v.size, f"{v.label_a} - {v.label_b}", epochs(v), ", ".join(map(str, v.seeds)),
              mean(v.a, "final_test_acc"), mean(v.a, "final_train_clean_acc"),
              mean(v.b, "final_test_acc"), mean(v.b, "final_train_clean_acc"), v.overall.numbers(),
              "significant" if v.significant else "not significant",
              "; ".join(f"{label}: {', '.join(sorted(set(words)))}" for label, words in v.fits.items())]
             for v in verdicts]
-    return Table(["per class", "A - B", "seeds", "A test %", "A clean train %", "B test %", "B clean train %",
+    return Table(["per class", "A - B", "epochs", "seeds", "A test %", "A clean train %", "B test %", "B clean train %",
                   "difference", "verdict", "fit"], rows,
                  caption="The second study, seed by seed (profile 'study2'; CIFAR-10 JPEG copy; all 10,000 test "
-                         "images; one CPU thread per run): means over the seeds both sides have; the interval covers "
-                         "the seeds and the sampling of the test images")
+                         "images; one CPU thread per run): means over the seeds both sides have; epochs: each side's "
+                         "budget (A / B where they differ; both sides of the DRLoc pair train with the DRLoc "
+                         "comparison's); the interval covers the seeds and the sampling of the test images")

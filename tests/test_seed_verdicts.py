@@ -9,21 +9,22 @@ from course_lib.history import pack_bits
 from course_lib.seed_verdicts import seed_table, seed_verdicts
 
 N = 10_000
-BUDGETS = {"vit": (50, 5e-4), "resnet18": (50, 1e-3)}
+BUDGETS = {"vit": (50, 5e-4), "resnet18": (50, 1e-3), "vit+drloc": (50, 5e-4)}
 
 
 def record(model: str, seed: int, right: int, extra_right: int = 0, n: int = 100, drloc: bool = False,
-           lr: float | None = None, clean: float = 95.0) -> dict:
+           lr: float | None = None, clean: float = 95.0, epochs: int | None = None) -> dict:
     """A study2 record whose model gets the first ``right`` test images right, plus ``extra_right`` images from the
     end of the test set (where the others are wrong)."""
     correct = torch.zeros(N, dtype=torch.bool)
     correct[:right] = True
     if extra_right:
         correct[N - extra_right:] = True
-    epochs, rate = BUDGETS[model]
+    default_epochs, rate = BUDGETS[model]
+    epochs = epochs or default_epochs
     spec = {"model": model, "dataset": "cifar10", "profile": "study2", "drloc": drloc, "train_per_class": n,
             "epochs": epochs, "lr": lr or rate, "seed": seed}
-    return {"key": f"{model}-{drloc}-{n}-{seed}-{lr}", "spec": spec, "label": model, "epochs": epochs,
+    return {"key": f"{model}-{drloc}-{n}-{seed}-{lr}-{epochs}", "spec": spec, "label": model, "epochs": epochs,
             "final_test_acc": 100 * correct.double().mean().item(), "test_images": N, "test_fingerprint": "same",
             "test_correct": pack_bits(correct), "final_train_clean_acc": clean, "final_val_acc": 50.0,
             "val_images": 1000, "history": {"train_acc": [clean]}}
@@ -77,3 +78,15 @@ def test_only_one_comparison_and_its_budgets_when_asked():
     assert [v.label_a for v in seed_verdicts(records, BUDGETS, only="ViT + DRLoc")[0]] == ["ViT + DRLoc"]
     with pytest.raises(ValueError, match="only must be one of"):
         seed_verdicts(records, BUDGETS, only="ResNet")
+
+
+def test_the_drloc_pair_is_compared_at_its_own_budget_not_the_vits():
+    """ViT + DRLoc against the ViT trained with the same (DRLoc comparison's) budget, never against the ViT of the
+    curve when the two budgets differ."""
+    budgets = {**BUDGETS, "vit+drloc": (100, 5e-4)}
+    records = [record("vit", s, 5000, drloc=True, epochs=100) for s in range(3)]
+    records += [record("vit", s, 4000, epochs=100) for s in range(3)]        # the pair's ViT: 10 points below
+    records += [record("vit", s, 5000) for s in range(3)]                    # the curve's ViT (50 epochs): level
+    (v,), _ = seed_verdicts(records, budgets, only="ViT + DRLoc")
+    assert [r["epochs"] for r in v.a + v.b] == [100] * 6
+    assert v.overall.difference == pytest.approx(10.0) and v.significant

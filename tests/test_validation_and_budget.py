@@ -215,9 +215,11 @@ def test_the_queue_keeps_the_doubling_checks_made_once_the_budget_is_chosen():
     queue = br.study2_queue(chosen)
     assert due in [s.key for s, _ in queue]                         # ... and stays listed once made
     assert br._spec("vit", br.TUNING_SIZE, (200, 5e-4)).key not in [s.key for s, _ in queue]
-    assert all(planned for s, planned in queue if s.model == "vit"   # the ViT's budget is chosen: all planned
-               and not (s.epochs == 100 and (s.train_per_class is None or s.drloc)))   # but the checks that wait
-                                                                                      # for their base runs
+    planned = dict((s.key, p) for s, p in queue)
+    assert all(p for s, p in queue if s.model == "vit" and not s.drloc and s.epochs == 50 and s.seed < 3)  # curve
+    ladder = br._spec("vit", br.TUNING_SIZE, (50, 5e-4), drloc=True).key
+    assert planned[ladder] is True                   # ViT + DRLoc's ladder starts from the ViT's budget at once ...
+    assert not any(p for s, p in queue if s.drloc and s.key != ladder)      # ... and its pair waits for it
 
 
 def test_the_second_studys_weights_of_record_are_the_runs_its_notebooks_open(monkeypatch):
@@ -227,12 +229,12 @@ def test_the_second_studys_weights_of_record_are_the_runs_its_notebooks_open(mon
     specs, of_record = study._queue("study2")          # the records of record: both budgets are chosen
     assert of_record <= set(specs)
     keys = {s.key for s in of_record}
-    vit, resnet = br.tuned_budget("vit"), br.tuned_budget("resnet18")
+    vit, resnet, pair = (br.tuned_budget(m) for m in ("vit", "resnet18", br.DRLOC))
     assert {s.key for s in comparison_specs(get_profile("study2"), "cifar10").values()} <= keys
-    assert br._spec("vit", 500, vit, drloc=True).key in keys                  # notebook 05's pair
+    assert {br._spec("vit", 500, pair, drloc=d).key for d in (True, False)} <= keys     # notebook 05's pair
     assert {br._spec("vit", n, vit, seed=s).key for n in (100, 500) for s in (0, 1, 2)} <= keys   # 04's contrast
     assert br._spec("resnet18", 500, resnet, seed=1).key not in keys          # the curve's other runs: records only
-    assert not any(s.epochs == 2 * vit[0] and s.model == "vit" for s in of_record)   # nor a doubling check
+    assert not any(s.epochs == 2 * resnet[0] and s.model == "resnet18" for s in of_record)   # nor a doubling check
 
     def rec(lr, epochs, val):
         spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr))
@@ -260,23 +262,56 @@ def test_the_doubling_check_at_the_largest_size_waits_for_its_base_run_and_is_dr
     assert check not in [s.key for s, _ in br.study2_queue(fitted)]
 
 
-def test_vit_drloc_has_its_own_doubling_check_at_100_per_class_once_its_base_run_shows_it_does_not_fit():
-    def rec(lr, epochs, val, drloc=False, clean=80.0):
-        spec = br._spec("vit", br.TUNING_SIZE, (epochs, lr), drloc=drloc)
-        return {**_record(lr=lr, epochs=epochs, val=val, clean=clean), "key": spec.key}
+def _drloc_rec(epochs, val, clean, drloc=True, n=br.TUNING_SIZE, seed=0):
+    spec = br._spec("vit", n, (epochs, 5e-4), seed=seed, drloc=drloc)
+    r = {**_record(lr=5e-4, epochs=epochs, val=val, clean=clean, n=n, seed=seed), "key": spec.key}
+    r["spec"] = {**r["spec"], "drloc": drloc}
+    return r
 
-    grid = [rec(1e-3, 50, 50.0), rec(5e-4, 50, 52.0), rec(2e-3, 50, 49.0), rec(5e-4, 100, 52.5)]
+
+VIT_GRID = [_drloc_rec(50, 50.0, 80.0, drloc=False) | {"key": br._spec("vit", 100, (50, 1e-3)).key,
+                                                       "spec": {**_record(lr=1e-3)["spec"]}},
+            _drloc_rec(50, 52.0, 80.0, drloc=False),
+            _drloc_rec(50, 49.0, 80.0, drloc=False) | {"key": br._spec("vit", 100, (50, 2e-3)).key,
+                                                       "spec": {**_record(lr=2e-3)["spec"]}},
+            _drloc_rec(100, 52.5, 97.0, drloc=False)]      # the ViT's budget: 50 epochs at 5e-4 (100 gained 0.5)
+
+
+def test_the_drloc_comparisons_budget_climbs_vit_drlocs_own_doubling_ladder_from_the_vits():
+    assert br.choose_budget(br.DRLOC, VIT_GRID) == (None, br.choose_budget(br.DRLOC, VIT_GRID)[1])
+    assert "its run at 50 epochs is not made yet" in br.choose_budget(br.DRLOC, VIT_GRID)[1]
+    fits = [_drloc_rec(50, 51.0, 92.0)]                       # fits at the ViT's budget: the ViT's budget
+    assert br.choose_budget(br.DRLOC, VIT_GRID + fits)[0] == (50, 5e-4)
+    slow = [_drloc_rec(50, 50.0, 75.0)]                       # does not fit: twice the epochs is asked for
+    assert "doubling check (100 epochs" in br.choose_budget(br.DRLOC, VIT_GRID + slow)[1]
+    flat = slow + [_drloc_rec(100, 50.9, 85.0)]               # ... gained under a point: at plateau, 50 epochs
+    assert br.choose_budget(br.DRLOC, VIT_GRID + flat)[0] == (50, 5e-4)
+    gained = slow + [_drloc_rec(100, 51.2, 98.0)]             # ... gained a point and fits: 100 epochs
+    budget, why = br.choose_budget(br.DRLOC, VIT_GRID + gained)
+    assert budget == (100, 5e-4) and "at 100 epochs it fits its training images (98.0 %" in why
+    assert [r["key"] for r in br.tuning_table(VIT_GRID + gained)][-2:] == [r["key"] for r in gained]   # its ladder
+    short = slow + [_drloc_rec(100, 51.2, 85.0)]              # ... gained but does not fit yet: 200 epochs next
+    assert "doubling check (200 epochs" in br.choose_budget(br.DRLOC, VIT_GRID + short)[1]
+    assert br.choose_budget(br.DRLOC, VIT_GRID[1:])[0] is None                # no ViT budget, no DRLoc budget
+
+
+def test_the_drloc_pair_trains_both_sides_with_the_drloc_comparisons_budget():
+    records = VIT_GRID + [_drloc_rec(50, 50.0, 75.0)]
+    queue = br.study2_queue(records)
+    planned = dict((s.key, p) for s, p in queue)
+    keys = list(planned)
     check = br._spec("vit", br.TUNING_SIZE, (100, 5e-4), drloc=True).key
-    assert dict((s.key, p) for s, p in br.study2_queue(grid))[check] is False       # its base run is not made
-    base = rec(5e-4, 50, 52.0, drloc=True, clean=75.0)
-    queue = br.study2_queue(grid + [base])
-    keys = [s.key for s, _ in queue]
-    assert dict((s.key, p) for s, p in queue)[check] is True
-    assert keys.index(check) == keys.index(base["key"]) + 1                      # right after its base run
-    at_500 = br._spec("vit", 500, (100, 5e-4), drloc=True).key                  # ... and one at the largest size
-    assert at_500 in keys and keys.index(at_500) < keys.index(br._spec("vit", 100, (50, 5e-4), seed=1).key)
-    fitted = rec(5e-4, 50, 52.0, drloc=True, clean=95.0)
-    assert check not in [s.key for s, _ in br.study2_queue(grid + [fitted])]
+    assert planned[check] is True and keys.index(check) == keys.index(records[-1]["key"]) + 1     # the next rung
+    chosen = records + [_drloc_rec(100, 51.2, 98.0)]
+    queue = br.study2_queue(chosen)
+    pairs = [s for s, p in queue if s.train_per_class in (100, None) and s.model == "vit" and s.epochs == 100]
+    assert all(p for s, p in queue if s in pairs)
+    for n, seeds in ((100, range(5)), (None, range(3))):       # five paired seeds at 100 per class, three at 500
+        for drloc in (True, False):
+            assert {s.seed for s in pairs if s.train_per_class == n and s.drloc == drloc} == set(seeds)
+    assert br._spec("vit", 100, (50, 5e-4), seed=3, drloc=True).key not in [s.key for s, _ in queue]
+    curve = br._spec("vit", 250, (50, 5e-4), seed=1).key       # the curve's ViT keeps the ViT's budget
+    assert dict((s.key, p) for s, p in queue)[curve] is True
 
 
 def test_the_notebooks_runs_under_study2_are_the_queues_runs_with_the_chosen_budget():
@@ -289,9 +324,14 @@ def test_the_notebooks_runs_under_study2_are_the_queues_runs_with_the_chosen_bud
     pair = comparison_specs(profile, "cifar10")
     assert (pair["ViT"].epochs, pair["ViT"].lr) == vit and (pair["ResNet-18"].epochs, pair["ResNet-18"].lr) == resnet
     drloc = drloc_specs(profile, "cifar10")
-    assert all((s.epochs, s.lr) == vit for s in drloc.values())          # ViT + DRLoc trains with the ViT's budget
+    pair_budget = br.tuned_budget(br.DRLOC)
+    assert all((s.epochs, s.lr) == pair_budget for s in drloc.values())   # both sides: the DRLoc comparison's
     curve = curve_specs(profile)
     assert set(curve["ViT+DRLoc"]) == set(profile.drloc_curve_sizes) and set(curve["ViT"]) == {100, 250, 500}
+    if pair_budget != vit:                                # the pair's ViT is its own column, not the curve's ViT
+        from course_lib.experiments.plan import PAIR_VIT
+        assert set(curve[PAIR_VIT]) == set(profile.drloc_curve_sizes)
+        assert all((s.epochs, s.lr) == vit for specs in curve["ViT"].values() for s in specs)
     every = [s for by_n in curve.values() for specs in by_n.values() for s in specs]
     every += [s for specs in plan(profile, ("cifar10",)).values() for s in specs if s.profile is profile]
     every += [s for seed in profile.curve_seeds for s in contrast_specs(profile, seed).values()]

@@ -16,6 +16,11 @@ images; the test set chooses nothing), with the same effort for both families, a
    fit its training images (a model is trained once it fits them, or once doubling gains less than a point);
 3. that (epochs, learning rate) is kept for every size and seed of the family (compute grows with the data).
 
+The DRLoc comparison (:data:`DRLOC`) has a budget of its own, on the same ladder: ViT + DRLoc starts from the ViT's
+budget and its epochs are doubled, at the cheapest size, until it fits its training images or doubling stops gaining
+a point. Both of its sides, ViT + DRLoc and the plain ViT, train with it, so that the two differ only in the DRLoc
+loss, and both are trained (the extra loss slows fitting: at the ViT's own budget ViT + DRLoc did not fit).
+
 :func:`fit_verdict` is what the book prints beside a run's test accuracy; :func:`choose_budget` is step 2 from
 the records; :func:`progress_table` is the study's progress, written to ``course_lib/records/STUDY2.md``.
 """
@@ -33,7 +38,7 @@ from ..stats import accuracy_interval
 from .records import RECORDS_OF_RECORD, load_records
 from .runs import RunSpec
 
-__all__ = ["FIT_THRESHOLD", "MEMORISED", "MEMORISED_GAP", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS",
+__all__ = ["DRLOC", "FIT_THRESHOLD", "MEMORISED", "MEMORISED_GAP", "DOUBLING_GAIN", "TUNING_SIZE", "TUNING_LRS",
            "TUNING_EPOCHS", "FitVerdict", "train_accuracy", "fit_verdict", "tuning_table", "choose_budget",
            "tuned_budget", "tuning_grid", "study2_queue", "progress_table", "write_progress"]
 
@@ -46,6 +51,7 @@ FIT_THRESHOLD = 90.0      # % clean training accuracy: the model fits its traini
 MEMORISED = 99.0          # ... "memorised" from this training accuracy
 MEMORISED_GAP = 20.0      # ... with a test accuracy at least this many points lower
 DOUBLING_GAIN = 1.0       # points of validation accuracy that twice the epochs must gain to be worth it
+DRLOC = "vit+drloc"       # the budget of the DRLoc comparison (both sides), beside the families "vit" and "resnet18"
 
 
 @dataclass(frozen=True)
@@ -134,14 +140,26 @@ def _tuning_records(records: list[dict], model: str, size: int) -> list[dict]:
                   key=lambda r: (r["epochs"], r["spec"]["lr"]))
 
 
+def _drloc_ladder(records: list[dict], size: int, lr: float) -> dict[int, dict]:
+    """{epochs: record} of ViT + DRLoc's seed-0 runs at ``size`` with learning rate ``lr``: its doubling ladder."""
+    return {r["epochs"]: r for r in records if r.get("final_val_acc") is not None
+            and r["key"] == _spec("vit", size, (r["epochs"], lr), drloc=True).key}
+
+
 def tuning_table(records: list[dict] | None = None, size: int = 100,
-                 models: tuple[str, ...] = ("vit", "resnet18")) -> list[dict]:
-    """One row per tuning run: model, epochs, learning rate, clean training / validation / best validation
-    accuracy, the fit verdict; the test accuracy is deliberately absent (it chooses nothing)."""
+                 models: tuple[str, ...] = ("vit", "resnet18", DRLOC)) -> list[dict]:
+    """One row per tuning run (with :data:`DRLOC`: ViT + DRLoc's doubling ladder too): model, epochs, learning
+    rate, clean training / validation / best validation accuracy, the fit verdict; the test accuracy is deliberately
+    absent (it chooses nothing)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     rows = []
     for model in models:
-        for r in _tuning_records(records, model, size):
+        if model == DRLOC:
+            vit, _ = choose_budget("vit", records, size)
+            runs = [] if vit is None else [r for _, r in sorted(_drloc_ladder(records, size, vit[1]).items())]
+        else:
+            runs = _tuning_records(records, model, size)
+        for r in runs:
             rows.append({"model": r["label"], "epochs": r["epochs"], "lr": r["spec"]["lr"],
                          "train_clean_acc": r["final_train_clean_acc"], "val_acc": r["final_val_acc"],
                          "best_val_acc": r["best_val_acc"], "fit": fit_verdict(r, records).word,
@@ -167,8 +185,11 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
     """((epochs, learning rate) for ``model``, the reason in words), or (None, what is missing) while the tuning
     is not complete. The rate: best final validation accuracy at ``base_epochs`` (ties go to the smaller rate);
     the epochs: doubled while doubling gains at least :data:`DOUBLING_GAIN` points and the longer run does not
-    fit its training images yet (each doubling must be recorded: a missing one is asked for)."""
+    fit its training images yet (each doubling must be recorded: a missing one is asked for). ``model`` may be
+    :data:`DRLOC`, the DRLoc comparison's budget (:func:`_drloc_budget`)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
+    if model == DRLOC:
+        return _drloc_budget(records, size, base_epochs)
     runs = _tuning_records(records, model, size)
     grid = [r for r in runs if r["epochs"] == base_epochs]
     if len(grid) < 3:
@@ -183,9 +204,24 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
         words[0] += (f", {gap:.1f} points ahead of {second['spec']['lr']:g}, within the ±{half:.1f}-point 95 % "
                      f"interval of a difference on {best['val_images']:,} validation images: a tie that the rule "
                      "breaks, not a measured advantage")
-    epochs, current = base_epochs, best
+    at = {r["epochs"]: r for r in runs if r["spec"]["lr"] == lr}
+    return _climb(at, base_epochs, lr, words, fit_first=False)
+
+
+def _climb(at: dict[int, dict], epochs: int, lr: float, words: list[str],
+           fit_first: bool) -> tuple[tuple[int, float] | None, str]:
+    """The doubling ladder from ``epochs`` over the seed-0 runs ``at`` ({epochs: record}): stop where a run fits its
+    training images (checked first at the start with ``fit_first``) or where twice its epochs gain less than
+    :data:`DOUBLING_GAIN` points of validation accuracy; (None, what to train next) where a rung is missing."""
+    current = at.get(epochs)
     while True:
-        doubled = next((r for r in runs if r["epochs"] == 2 * epochs and r["spec"]["lr"] == lr), None)
+        if current is None:
+            return None, "; ".join(words + [f"its run at {epochs} epochs is not made yet"])
+        clean, how = train_accuracy(current)
+        if fit_first and how == "clean" and clean >= FIT_THRESHOLD:      # trained: it fits, no doubling asked for
+            return (epochs, lr), "; ".join(words + [f"at {epochs} epochs it fits its training images ({clean:.1f} % "
+                                                    f"clean training accuracy), so {epochs} epochs"])
+        doubled = at.get(2 * epochs)
         if doubled is None:
             return None, "; ".join(words + [f"the doubling check ({2 * epochs} epochs at {lr:g}) is not run yet"])
         gain = doubled["final_val_acc"] - current["final_val_acc"]
@@ -193,11 +229,21 @@ def choose_budget(model: str, records: list[dict] | None = None, size: int = 100
                      f"validation accuracy over {epochs}")
         if gain < DOUBLING_GAIN:
             return (epochs, lr), "; ".join(words + [f"so {epochs} epochs"])
-        epochs, current = 2 * epochs, doubled
-        clean, how = train_accuracy(current)
-        if how == "clean" and clean >= FIT_THRESHOLD:     # trained: it fits, so no further doubling is asked for
-            return (epochs, lr), "; ".join(words + [f"at {epochs} epochs it fits its training images ({clean:.1f} % "
-                                                    f"clean training accuracy), so {epochs} epochs"])
+        epochs, current, fit_first = 2 * epochs, doubled, True
+
+
+def _drloc_budget(records: list[dict], size: int, base_epochs: int) -> tuple[tuple[int, float] | None, str]:
+    """The DRLoc comparison's budget: the ViT's learning rate, and epochs from the ViT's budget up the doubling
+    ladder of ViT + DRLoc's own seed-0 runs at ``size`` (see the module docstring)."""
+    vit, why = choose_budget("vit", records, size, base_epochs)
+    if vit is None:
+        return None, f"the ViT's budget first ({why})"
+    epochs, lr = vit
+    at = _drloc_ladder(records, size, lr)
+    clean = train_accuracy(at[epochs])[0] if epochs in at else None
+    start = (f"ViT + DRLoc from the ViT's budget ({epochs} epochs at {lr:g})"
+             + (f", where its clean training accuracy is {clean:.1f} %" if clean is not None else ""))
+    return _climb(at, epochs, lr, [start], fit_first=True)
 
 
 def _records_stamp() -> tuple:
@@ -215,8 +261,8 @@ def _chosen(model: str, stamp: tuple) -> tuple[tuple[int, float] | None, str]:
 
 def tuned_budget(model: str, records: list[dict] | None = None) -> tuple[int, float]:
     """(epochs, learning rate) that the tuning chose for ``model`` (:func:`choose_budget` on the records of
-    record): what every run of the family trains with, at every size and seed. A clear error while the tuning is not
-    complete."""
+    record): what every run of the family trains with, at every size and seed (``model`` :data:`DRLOC`: both sides
+    of the DRLoc comparison). A clear error while the tuning is not complete."""
     budget, why = choose_budget(model, records) if records is not None else _chosen(model, _records_stamp())
     if budget is None:
         raise RuntimeError(f"The second study has not chosen the budget of {model!r} yet: {why}. Train the tuning "
@@ -238,13 +284,13 @@ def tuning_grid(models: tuple[str, ...] = ("vit", "resnet18")) -> list[RunSpec]:
 
 
 def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]]:
-    """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class; seed 0 of every
-    curve point and of ViT + DRLoc, with ViT + DRLoc's own doubling check at 100 per class (it trains with the
-    ViT's budget); the doubling checks at the largest size, ViT + DRLoc's included (each dropped once its base
-    run fits its training images: a fitted model is trained; planned once that run shows it does not); the other
-    seeds (three per curve point; DRLoc paired with the ViT over five seeds at 100 per class and three at 500).
-    ``planned`` is False where the run depends on a budget not chosen yet (it is shown with the course recipe's rate
-    and :data:`TUNING_EPOCHS` epochs, a placeholder)."""
+    """[(run, planned)] in priority order: the tuning grid and doubling checks at 100 per class, for each family and
+    for the DRLoc comparison (ViT + DRLoc's ladder from the ViT's budget, :func:`_drloc_budget`); seed 0 of every
+    curve point and of the DRLoc pair (ViT + DRLoc and its ViT, both with the DRLoc comparison's budget); the
+    doubling checks at the largest size (each dropped once its base run fits its training images: a fitted model is
+    trained; planned once that run shows it does not); the other seeds (three per curve point; the DRLoc pair over
+    five seeds at 100 per class and three at 500). ``planned`` is False where the run depends on a budget not chosen
+    yet (it is shown with the course recipe's rate and :data:`TUNING_EPOCHS` epochs, a placeholder)."""
     records = load_records(folders=[RECORDS_OF_RECORD]) if records is None else records
     queue: list[tuple[RunSpec, bool]] = []
     budgets = {}
@@ -259,38 +305,43 @@ def study2_queue(records: list[dict] | None = None) -> list[tuple[RunSpec, bool]
             due = [] if budget is not None else [2 * max([TUNING_EPOCHS, *made])]
             queue += [(_spec(model, TUNING_SIZE, (e, best)), True) for e in made + due]
         budgets[model] = (budget or (TUNING_EPOCHS, 1e-3), budget is not None)
+    (vit_epochs, lr), vit_chosen = budgets["vit"]
+    drloc_budget, _ = choose_budget(DRLOC, records)
+    ladder = sorted(_drloc_ladder(records, TUNING_SIZE, lr))
+    due = [] if drloc_budget is not None else [2 * max(ladder) if ladder else vit_epochs]
+    queue += [(_spec("vit", TUNING_SIZE, (e, lr), drloc=True), vit_chosen) for e in ladder + due]
+    budgets[DRLOC] = (drloc_budget or (vit_epochs, lr), drloc_budget is not None)
     profile = get_profile("study2")
     sizes, seeds, drloc_sizes = profile.curve_sizes, profile.curve_seeds, profile.drloc_curve_sizes
     largest = sizes[-1]
 
-    def add(model, n, seed, drloc=False, epochs=None):
-        budget, planned = budgets[model]
-        queue.append((_spec(model, n, budget, seed, drloc, epochs), planned))
+    def add(family, n, seed, drloc=False, epochs=None):
+        budget, planned = budgets[family]
+        queue.append((_spec("vit" if family == DRLOC else family, n, budget, seed, drloc, epochs), planned))
 
-    def doubling_check(model, n, drloc=False):
+    def doubling_check(family, n, drloc=False):
         """Twice the epochs of seed 0 at ``n``, unless its base run fits its training images (a fitted model is
         trained); planned once the base run is recorded and shows it does not."""
-        (epochs, _), planned = budgets[model]
-        base = next((r for r in records if r["key"] == _spec(model, n, budgets[model][0], drloc=drloc).key), None)
+        budget, planned = budgets[family]
+        model = "vit" if family == DRLOC else family
+        base = next((r for r in records if r["key"] == _spec(model, n, budget, drloc=drloc).key), None)
         if base is None or (train_accuracy(base)[0] or 0.0) < FIT_THRESHOLD:
-            queue.append((_spec(model, n, budgets[model][0], drloc=drloc, epochs=2 * epochs),
-                          planned and base is not None))
+            queue.append((_spec(model, n, budget, drloc=drloc, epochs=2 * budget[0]), planned and base is not None))
+
+    def point(n, seed):
+        add("vit", n, seed), add("resnet18", n, seed)
+        if n in drloc_sizes:                   # the DRLoc pair: both sides with the DRLoc comparison's budget
+            add(DRLOC, n, seed, drloc=True), add(DRLOC, n, seed)
 
     for n in sizes:
-        add("vit", n, 0), add("resnet18", n, 0)
-        if n in drloc_sizes:
-            add("vit", n, 0, drloc=True)
-        if n == TUNING_SIZE:    # ViT + DRLoc trains with the ViT's budget: its own check that the budget suits it
-            doubling_check("vit", n, drloc=True)
-    for model, drloc in (("vit", False), ("resnet18", False), ("vit", True)):   # ... and at the largest size
-        doubling_check(model, largest, drloc)
+        point(n, 0)
+    for family, drloc in (("vit", False), ("resnet18", False), (DRLOC, True), (DRLOC, False)):
+        doubling_check(family, largest, drloc)             # ... at the largest size
     for seed in seeds[1:]:
         for n in sizes:
-            add("vit", n, seed), add("resnet18", n, seed)
-            if n in drloc_sizes:
-                add("vit", n, seed, drloc=True)
+            point(n, seed)
     for seed in (3, 4):
-        add("vit", TUNING_SIZE, seed), add("vit", TUNING_SIZE, seed, drloc=True)
+        add(DRLOC, TUNING_SIZE, seed, drloc=True), add(DRLOC, TUNING_SIZE, seed)
     first: dict[str, tuple[RunSpec, bool]] = {}
     for spec, planned in queue:             # a run the tuning already made is the curve's run, not a second one
         first.setdefault(spec.key, (spec, planned))
@@ -304,7 +355,7 @@ def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
     done = {r["key"]: r for r in records}
     lines = ["| run | epochs | state | clean train acc | val acc | fit | img/s | train time | test acc (95 % CI) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    left_hours = 0.0
+    left_hours = {True: 0.0, False: 0.0}      # planned, waiting
     for spec, planned in queue:
         epochs, n_train = spec.epochs, (spec.train_per_class or 500) * DATASETS["cifar10"].num_classes
         r = done.get(spec.key)
@@ -314,12 +365,13 @@ def progress_table(queue: list[tuple[RunSpec, bool]], records: list[dict],
             continue
         model = "vit+drloc" if spec.drloc else spec.model
         hours = epochs * n_train / images_per_second[model] / 3600
-        left_hours += hours
+        left_hours[planned] += hours
         state = f"to run (~{hours:.1f} CPU-h)" if planned else f"waiting (~{hours:.1f} CPU-h)"
         lines.append(f"| `{spec.key}` | {epochs} | {state} | | | | | | |")
     n_done = sum(1 for spec, _ in queue if spec.key in done)
-    head = (f"Runs done: {n_done} of {len(queue)}; runs left: {len(queue) - n_done}, about {left_hours:.1f} "
-            f"CPU-hours at one thread ({', '.join(f'{k} {v:.0f} img/s' for k, v in images_per_second.items())}, "
+    head = (f"Runs done: {n_done} of {len(queue)}; runs left: {len(queue) - n_done}, about "
+            f"{left_hours[True]:.1f} CPU-hours planned and {left_hours[False]:.1f} waiting, at one thread "
+            f"({', '.join(f'{k} {v:.0f} img/s' for k, v in images_per_second.items())}, "
             "training only; runs marked *waiting* wait for the tuning to choose their budget, or, for a doubling "
             "check at 500 per class, for its base run to show whether it fits its training images). The test "
             "accuracy is reported for the record; nothing is chosen by it.")
@@ -355,9 +407,17 @@ def write_progress(records: list[dict] | None = None, path: Path = RECORDS_OF_RE
                 and ("vit+drloc" if r["spec"].get("drloc") else r["spec"]["model"]) == model]
         rates[model] = max([rates[model], *seen])
     lines = [f"- {model}: {choose_budget(model, records)[1]}" for model in ("vit", "resnet18")]
+    lines.append(f"- the DRLoc comparison (ViT + DRLoc and its ViT): {choose_budget(DRLOC, records)[1]}")
+    queue = study2_queue(records)
+    planned = {spec.key for spec, _ in queue}
+    outside = [r for r in ours if r["key"] not in planned]
+    extra = ("\n\nAlso recorded, outside the plan as it stands (trained under an earlier plan; kept, not used by "
+             "the book's verdicts of record):\n\n" + "\n".join(
+                 f"- `{r['key']}`: {r['epochs']} epochs, {fit_verdict(r, records).word}, test "
+                 f"{r['final_test_acc']:.2f} %" for r in outside) + "\n") if outside else ""
     text = ("# The second CPU study: progress\n\nWritten by `course_lib.experiments.budget_rule.write_progress` "
             "from the records of record (profile `study2`) each time one lands.\n\nThe budget chosen on the "
             "validation split so far:\n\n" + "\n".join(lines) + "\n\n"
-            + progress_table(study2_queue(records), records, rates))
+            + progress_table(queue, records, rates) + extra)
     atomic_write_text(path, text)
     return path

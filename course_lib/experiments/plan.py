@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..data import DATASETS
 from ..models import model_label
-from .budget_rule import tuned_budget
+from .budget_rule import DRLOC, tuned_budget
 from .provenance import describe_scale
 from .runs import RunSpec, get_record
 
 if TYPE_CHECKING:     # names used only in annotations
     from ..profiles import Profile
 
-__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "budget", "comparison_specs", "drloc_specs",
+__all__ = ["CHAPTERS", "NOTEBOOKS", "DRLOC_WEIGHTS", "DRLOC_PAIRS", "PAIR_VIT", "budget", "comparison_specs",
+           "drloc_specs", "comparison_and_pair",
            "drloc_ablation", "curve_specs", "contrast_specs", "contrast_seeds", "plan", "notebook_groups",
            "notebook_specs", "opened_models", "scale_box", "Markdown"]
 
@@ -25,12 +26,13 @@ CHAPTERS = ("ch1", "ch4", "ch5", "results")
 NOTEBOOKS = ["01_vit_vs_resnet", "02_attention_rollout", "03_feature_maps", "04_cka", "05_drloc", "06_results"]
 DRLOC_WEIGHTS = (0.1, 0.5, 1.0)     # the ablation on λ, drloc_weight (0.5: config.py's default)
 DRLOC_PAIRS = (16, 32, 64)          # the ablation on m (64: the official runs)
+PAIR_VIT = "ViT (DRLoc pair)"       # the DRLoc pair's ViT where it is not the comparison's (another recipe or budget)
 
 
 def budget(profile: Profile, model: str) -> dict:
-    """The epochs and learning rate a run of ``model`` names in its spec: under a profile with ``tuned_budget``,
-    those its tuning chose on the validation split (:func:`.budget_rule.tuned_budget`), else none (the profile's
-    and the recipe's own)."""
+    """The epochs and learning rate a run of ``model`` (or of the DRLoc comparison, :data:`.budget_rule.DRLOC`)
+    names in its spec: under a profile with ``tuned_budget``, those its tuning chose on the validation split
+    (:func:`.budget_rule.tuned_budget`), else none (the profile's and the recipe's own)."""
     if not profile.tuned_budget:
         return {}
     epochs, lr = tuned_budget(model)
@@ -51,15 +53,28 @@ def drloc_specs(profile: Profile, dataset: str, train_per_class: int | None = No
     """A DRLoc comparison: {"ViT": ..., "ViT+DRLoc": ...}, ViT-Lite with the profile's DRLoc recipe on both sides.
 
     ``drloc`` sets the DRLoc side's options (``drloc_weight``, ``drloc_pairs``, ``drloc_schedule``, ``drloc_tokens``);
-    the schedule defaults to the official one under Liu et al.'s recipe.
+    the schedule defaults to the official one under Liu et al.'s recipe. Both sides train with the DRLoc comparison's
+    budget (under ``study2``: ViT + DRLoc's, which may be longer than the ViT's own), so they differ only in the loss.
     """
     profile = profile.for_dataset(dataset)
     recipe = profile.drloc_recipe
     drloc.setdefault("drloc_schedule", profile.drloc_schedule or ("official" if recipe == "liu2021" else "constant"))
-    same = dict(recipe=recipe, train_per_class=train_per_class, seed=seed, **budget(profile, "vit"))
+    same = dict(recipe=recipe, train_per_class=train_per_class, seed=seed, **budget(profile, DRLOC))
     base = RunSpec("vit", dataset, profile, **same)
-    with_drloc = RunSpec("vit", dataset, profile, drloc=True, **same, **drloc)     # the ViT's budget
+    with_drloc = RunSpec("vit", dataset, profile, drloc=True, **same, **drloc)
     return {base.label: base, with_drloc.label: with_drloc}
+
+
+def comparison_and_pair(profile: Profile, dataset: str, train_per_class: int | None = None, seed: int = 0,
+                        drloc: bool = True) -> dict[str, RunSpec]:
+    """Zhu et al.'s comparison and (``drloc``) the DRLoc pair, each run once: the pair's ViT is the comparison's
+    where they are one run (the course's profiles), else it is listed as :data:`PAIR_VIT` (another recipe under
+    ``paper``, the DRLoc comparison's budget under ``study2``)."""
+    specs = dict(comparison_specs(profile, dataset, train_per_class, seed))
+    for label, spec in (drloc_specs(profile, dataset, train_per_class, seed) if drloc else {}).items():
+        if spec not in specs.values():
+            specs[PAIR_VIT if label in specs else label] = spec
+    return specs
 
 
 def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
@@ -85,17 +100,14 @@ def drloc_ablation(profile: Profile) -> dict[str, RunSpec]:
 def curve_specs(profile: Profile) -> dict[str, dict[int, list[RunSpec]]]:
     """The small-data curve on CIFAR-10: {model label: {images per class: [one spec per seed]}}.
 
-    ResNet-18 and the ViT of the comparison, and the DRLoc comparison (ViT and ViT+DRLoc with the DRLoc recipe;
-    at the profile's ``drloc_curve_sizes``). Under the course's profiles the two ViTs are the same run; under
-    ``paper`` they differ (Zhu et al.'s ViT with their recipe, ViT-Lite with Liu et al.'s).
+    ResNet-18 and the ViT of the comparison, and the DRLoc pair (at the profile's ``drloc_curve_sizes``; its ViT
+    under :data:`PAIR_VIT` where it is not the comparison's, :func:`comparison_and_pair`).
     """
     curve: dict[str, dict[int, list[RunSpec]]] = {}
     for n in profile.curve_sizes:
         for seed in profile.curve_seeds:
             paired = profile.drloc_curve_sizes is None or n in profile.drloc_curve_sizes
-            sides = {**comparison_specs(profile, "cifar10", n, seed),
-                     **(drloc_specs(profile, "cifar10", n, seed) if paired else {})}
-            for label, spec in sides.items():
+            for label, spec in comparison_and_pair(profile, "cifar10", n, seed, drloc=paired).items():
                 curve.setdefault(label, {}).setdefault(n, []).append(spec)
     return curve
 

@@ -34,7 +34,7 @@ from ..files import atomic_write_bytes
 from ..runtime import get_device
 from . import of_record as _of_record
 from .of_record import export_fp16, manifest_entry
-from .plan import comparison_specs, curve_specs, drloc_ablation, drloc_specs
+from .plan import comparison_and_pair, curve_specs, drloc_ablation
 from .records import find_record, read_record, record_files, records_dir, write_record
 from .runs import execute, measure_throughput, prepare
 
@@ -52,7 +52,7 @@ def priority_queue(profile: Profile) -> tuple[list[RunSpec], set[RunSpec]]:
     2. the small-data curve, seed by seed, smallest size first (the first rungs of every seed before the rest);
     3. the DRLoc ablation on the CIFAR-10 subset.
     """
-    full = {**comparison_specs(profile, "cifar10"), **drloc_specs(profile, "cifar10")}
+    full = comparison_and_pair(profile, "cifar10")     # the pair's ViT is its own run where its budget differs
     of_record = set(full.values())
     order = list(full.values())
     curve = curve_specs(profile)

@@ -39,7 +39,7 @@ from ..runtime import device_name, get_device
 from ..settings import workdir
 from ..train import fit
 from . import of_record, records
-from .budget_rule import choose_budget, study2_queue, tuning_grid, write_progress
+from .budget_rule import DRLOC, choose_budget, study2_queue, tuning_grid, write_progress
 from .plan import NOTEBOOKS, comparison_specs, drloc_specs, opened_models, plan
 from .provenance import environment_summary
 from .queue import Landed, Queue, QueueReport, check_limit, work_down
@@ -139,7 +139,7 @@ def _queue(name: str) -> tuple[list[RunSpec], set[RunSpec]]:
     if name == "study2":
         specs = [s for s, planned in study2_queue() if planned]
         profile = get_profile("study2")
-        if not all(choose_budget(model)[0] for model in ("vit", "resnet18")):
+        if not all(choose_budget(model)[0] for model in ("vit", "resnet18", DRLOC)):
             return specs, set()                  # the notebooks' runs are not known before the budget is chosen
         opened = {s for notebook in NOTEBOOKS[:-1] for s in opened_models(notebook, profile, ("cifar10",))}
         return specs, opened & set(specs)
