@@ -71,13 +71,15 @@ def compare_seeds(a: Sequence[dict], b: Sequence[dict], label_a: str | None = No
     return overall, per_seed
 
 
-def holm_by_claim(comparisons: Sequence[Comparison]) -> list[Comparison]:
+def holm_by_claim(comparisons: Sequence[Comparison], families: Sequence[object] | None = None) -> list[Comparison]:
     """Each claim's comparisons (the same A and B, at several sizes) Holm-adjusted as one family, as the claims
-    ledger does; a claim with one comparison is left as it is. In the input order."""
+    ledger does; a claim with one comparison is left as it is. In the input order. ``families``: one key per
+    comparison that names its family instead (the ledger: the study of each comparison of one claim)."""
     out = list(comparisons)
-    claims: dict[tuple[str, str], list[int]] = {}
-    for i, c in enumerate(out):
-        claims.setdefault((c.label_a, c.label_b), []).append(i)
+    keys = [(c.label_a, c.label_b) for c in out] if families is None else list(families)
+    claims: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        claims.setdefault(key, []).append(i)
     for indices in claims.values():
         if len(indices) > 1:
             for i, adjusted in zip(indices, holm_verdicts([out[i] for i in indices])):

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 from .data import DATASETS
 from .experiments.budget_rule import DRLOC, choose_budget, fit_verdict, train_accuracy
-from .comparisons import compare_seeds
-from .stats import accuracy_interval, holm_verdicts
+from .comparisons import compare_seeds, holm_by_claim
+from .stats import accuracy_interval
 from .tables import Table
 
 __all__ = ["CLOSE", "above_chance",
@@ -106,17 +106,8 @@ def _at_budget(records: Sequence[dict], family: str) -> Callable[[dict], bool]:
 
 def _holm_per_study(pairs: Sequence[tuple[list[dict], list[dict]]], comparisons: Sequence) -> list:
     """The comparisons of one claim Holm-adjusted within each study (profile): a study's sizes are one family, as
-    that study's curve and seed-level verdicts adjust them (each study is its own experiment, its own budget rule);
-    a study with one comparison keeps it as it is."""
-    out = list(comparisons)
-    studies: dict[str, list[int]] = {}
-    for i, (a, _) in enumerate(pairs):
-        studies.setdefault(a[0]["spec"]["profile"], []).append(i)
-    for indices in studies.values():
-        if len(indices) > 1:
-            for i, adjusted in zip(indices, holm_verdicts([out[i] for i in indices])):
-                out[i] = adjusted
-    return out
+    that study's curve and seed-level verdicts adjust them (each study is its own experiment, its own budget rule)."""
+    return holm_by_claim(comparisons, families=[a[0]["spec"]["profile"] for a, _ in pairs])
 
 
 def _is_vit(r: dict) -> bool:
