@@ -106,17 +106,43 @@ def nothing_left_behind(folder: Path) -> None:
                              .values() for n in e["parts"]}), "the fetch cache holds more than its files"
 
 
-EXPECTED = {"02_attention_rollout": {"cifar10-vit-course-study-s0"},
-            "03_feature_maps": {"cifar10-vit-course-study-s0", "cifar10-resnet18-course-study-s0"},
-            "04_cka": {"cifar10-vit-course-study-s0", "cifar10-resnet18-course-study-s0",
-                       "cifar10-vit-n100-course-study-s0"},
-            "05_drloc": {"cifar10-vit-course-study-s0", "cifar10-vit-drloc_l0.5_m64_official-course-study-s0",
-                         "cifar10-resnet18-course-study-s0"}}
+# What each notebook opens, as roles: (model, with DRLoc, on few images per class). Which runs fill them follows
+# from the manifest (a later study replaces an earlier one once complete), so the test checks the rule, not keys.
+ROLES = {"02_attention_rollout": [("vit", False, False)],
+         "03_feature_maps": [("vit", False, False), ("resnet18", False, False)],
+         "04_cka": [("vit", False, False), ("resnet18", False, False), ("vit", False, True)],
+         "05_drloc": [("vit", False, False), ("vit", True, False), ("resnet18", False, False)]}
+
+
+def _record(key: str) -> dict:
+    from course_lib.experiments.records import RECORDS_OF_RECORD, read_record
+
+    return read_record(RECORDS_OF_RECORD / f"{key}.json")
+
+
+def check_stand_ins(keys: set[str], roles: list[tuple[str, bool, bool]], pair: bool = False) -> None:
+    """``keys`` fill ``roles`` with seed-0 runs that their study's plan names (at the budget it chose), and the
+    ViTs shown with each other (with the ResNet-18, or the DRLoc pair's two sides) come from one study."""
+    from course_lib.experiments import comparison_specs, drloc_specs
+    from course_lib.profiles import get_profile
+
+    specs = {key: _record(key)["spec"] for key in keys}
+    assert sorted((s["model"], bool(s["drloc"]), s["train_per_class"] is not None) for s in specs.values()) == \
+        sorted(roles), keys
+    for key, s in specs.items():
+        study = get_profile(s["profile"])
+        planned = (drloc_specs if pair else comparison_specs)(study, "cifar10", s["train_per_class"])
+        assert s["seed"] == 0 and key in {p.key for p in planned.values()}, key
+    if pair:
+        sides = [s for s in specs.values() if s["model"] == "vit"]
+        assert len({(s["profile"], s.get("epochs"), s.get("lr")) for s in sides}) == 1, sides      # same study and budget
+    else:
+        assert len({s["profile"] for s in specs.values()}) == 1, keys
 
 
 # 04 and 05 compute CKA on the profile's 1,000 evaluation images (870 samples here): minutes on a 2-core CPU.
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in {"04_cka", "05_drloc"} else n
-                                  for n in sorted(EXPECTED)])
+                                  for n in sorted(ROLES)])
 def test_each_analysis_notebook_alone_on_gpu_opens_the_course_models_and_trains_nothing(name, installed, tmp_path):
     server, url = serve(ROOT / "checkpoints_of_record")
     try:
@@ -125,10 +151,17 @@ def test_each_analysis_notebook_alone_on_gpu_opens_the_course_models_and_trains_
         server.shutdown()
     assert code == 0, out[-3000:]
     manifest = json.loads((ROOT / "checkpoints_of_record" / "manifest.json").read_text())
-    assert set(planned(out, "fetch")) == EXPECTED[name] and planned(out, "train") == [], out[:3000]
+    fetched = set(planned(out, "fetch"))
+    assert len(fetched) == len(ROLES[name]) and planned(out, "train") == [], out[:3000]
+    if name == "05_drloc":        # the DRLoc pair from one study at one budget; the CKA's ResNet-18 on its own
+        vits = {key for key in fetched if _record(key)["spec"]["model"] == "vit"}
+        check_stand_ins(vits, ROLES[name][:2], pair=True)
+        check_stand_ins(fetched - vits, ROLES[name][2:])
+    else:
+        check_stand_ins(fetched, ROLES[name])
     assert "Nothing to train." in out and "No GPU is attached" in out             # the plan, on this CPU
     opened = re.findall(r"^Opened the course's \S+ (\S+) \(checkpoint SHA-256 (\w+)\.\.\.", out, re.M)
-    assert {key for key, _ in opened} == EXPECTED[name]
+    assert {key for key, _ in opened} == fetched
     assert all(manifest[key]["sha256"].startswith(sha) for key, sha in opened)
     assert trained(out) == [] and "Training" not in out
     assert (tmp_path / "content" / "checkpoints_of_record" / "manifest.json").is_file()      # kept for the next
@@ -138,7 +171,8 @@ def test_each_analysis_notebook_alone_on_gpu_opens_the_course_models_and_trains_
 def test_a_corrupted_checkpoint_stops_the_notebook_with_the_paragraph_and_trains_nothing(installed, tmp_path):
     served = tmp_path / "served"
     shutil.copytree(ROOT / "checkpoints_of_record", served)
-    part = served / "cifar10-vit-course-study-s0.fp16.pt"
+    key = course_models.course_model("vit").key                         # the ViT notebook 02 opens
+    part = served / json.loads((served / "manifest.json").read_text())[key]["parts"][0]
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF
     part.write_bytes(bytes(data))
@@ -149,7 +183,7 @@ def test_a_corrupted_checkpoint_stops_the_notebook_with_the_paragraph_and_trains
         server.shutdown()
     assert code != 0
     paragraph = next(line for line in out.splitlines() if "could not be fetched" in line)
-    assert "cifar10-vit-course-study-s0 could not be fetched (checksum)" in paragraph
+    assert f"{key} could not be fetched (checksum)" in paragraph
     assert "Nothing was trained. Two ways on: (1)" in paragraph and "(2) set use_course_models = False" in paragraph
     assert re.search(r"cifar10-vit-course-gpu-s0: about \d+ (s|min) on this device", paragraph), paragraph
     assert trained(out) == []
@@ -193,23 +227,50 @@ def test_a_notebook_training_its_own_trains_exactly_what_its_plan_lists(name, in
 # --------------------------------------------------------------------------------------------------------------
 # Which model stands for a request, and the plan of a notebook run alone
 
-def test_the_course_model_is_picked_from_the_manifest_newest_record_first(monkeypatch):
-    assert course_models.course_model("vit").key == "cifar10-vit-course-study-s0"
-    assert course_models.course_model("vit", few_images=True).key == "cifar10-vit-n100-course-study-s0"
-    assert course_models.course_model("vit", drloc=True).key == "cifar10-vit-drloc_l0.5_m64_official-course-study-s0"
-    assert course_models.course_model("vit", "cifar100") is None and course_models.course_model("vit_paper") is None
-    spec = RunSpec("vit", "cifar10", PROFILES["gpu"], drloc=True, drloc_pairs=16)
-    assert course_models.course_model_for(spec) is None                     # not the default DRLoc
-    newer = course_models.course_model("resnet18")
-    record = {**newer.record, "environment": {**newer.record["environment"], "date": "2099-01-01 00:00 UTC"}}
-    manifest = {"cifar10-vit-course-study-s0": newer.entry}                  # listed under the ViT's key
-    monkeypatch.setattr(course_models, "course_manifest", lambda: manifest)
-    monkeypatch.setattr(course_models, "read_record", lambda path: {**record, "identity_hash": newer.entry[
-        "identity_hash"], "spec": {**record["spec"], "model": "vit"}})
-    assert course_models.course_model("vit").record["environment"]["date"].startswith("2099")
+def _fake_models(specs: list[RunSpec], date: str = "2026-01-01") -> list:
+    """Manifest models standing for ``specs`` (records reduced to what the choice reads)."""
+    return [course_models.CourseModel(s.key, {"identity_hash": s.key}, {"spec": s.to_dict(),
+                                                                      "environment": {"date": date}})
+            for s in specs]
 
 
-def test_a_run_of_record_stands_for_itself_and_a_study_stands_in_only_once_complete(monkeypatch):
+def test_the_course_model_is_the_run_its_study_plans_and_a_later_study_stands_in_once_complete(monkeypatch):
+    from course_lib.experiments import comparison_specs, drloc_specs
+
+    study, study2, gpu = PROFILES["study"], PROFILES["study2"], PROFILES["gpu"]
+    first = [*comparison_specs(study, "cifar10").values(), *drloc_specs(study, "cifar10").values(),
+             comparison_specs(study, "cifar10", 100)["ViT"]]
+    second = {**comparison_specs(study2, "cifar10"), "few": comparison_specs(study2, "cifar10", 100)["ViT"],
+              **{f"pair {k}": v for k, v in drloc_specs(study2, "cifar10").items()}}
+    assert second["pair ViT"].epochs != second["ViT"].epochs    # the DRLoc pair trains longer than the curve's ViT
+    longer = RunSpec("vit", "cifar10", study2, train_per_class=100, epochs=2 * second["few"].epochs,
+                     lr=second["few"].lr)                       # a doubling check: never the course's model
+    every = _fake_models(first, "2026-01-01")
+
+    def choose(*extra, date="2026-06-01"):
+        monkeypatch.setattr(course_models, "_course_models", lambda: every + _fake_models(list(extra), date))
+        pair = course_models.course_models_for(list(drloc_specs(gpu, "cifar10").values()))
+        return (course_models.course_model("vit").key, course_models.course_model("resnet18").key,
+                course_models.course_model("vit", few_images=True).key, [c.key for c in pair])
+
+    vit, resnet, few = (s.key for s in first[:2] + first[-1:])
+    drloc_pair = [first[2].key, first[3].key]
+    assert choose() == (vit, resnet, few, drloc_pair)
+    # The second study's ViTs without its ResNet-18: the first study, complete, still stands in.
+    assert choose(second["ViT"], second["few"], second["pair ViT"]) == (vit, resnet, few, drloc_pair)
+    # Complete: its curve's runs stand in, never its longer ones; the DRLoc pair stays the first study's, both
+    # sides, until the second study has both (its plain ViT alone is not a pair).
+    got = choose(second["ViT"], second["ResNet-18"], second["few"], longer, second["pair ViT"])
+    assert got == (second["ViT"].key, second["ResNet-18"].key, second["few"].key, drloc_pair)
+    got = choose(second["ViT"], second["ResNet-18"], second["pair ViT"], second["pair ViT+DRLoc"])
+    assert got[:2] == (second["ViT"].key, second["ResNet-18"].key) and got[2] == few      # few: only the first's
+    assert got[3] == [second["pair ViT"].key, second["pair ViT+DRLoc"].key]
+    # Not complete but newer loses to complete; between two complete studies, the newer record wins.
+    assert choose(second["ViT"], date="2099-01-01")[0] == vit
+    assert choose(second["ViT"], second["ResNet-18"], date="2000-01-01")[0] == vit
+
+
+def test_a_run_of_record_stands_for_itself_and_requests_the_course_lacks_get_none():
     from course_lib.experiments import contrast_specs
 
     study2 = PROFILES["study2"]
@@ -219,17 +280,11 @@ def test_a_run_of_record_stands_for_itself_and_a_study_stands_in_only_once_compl
     assert course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["study"], train_per_class=100,
                                                   seed=1)) is None      # a study's run not of record: none
     assert course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["smoke"], seed=1)) is None
-    # The second study keeps ViTs at 100 per class, but its full-budget pair is not of record yet: the first
-    # study, complete, still stands in, so no notebook pairs a ViT of one study with a ResNet-18 of another.
+    assert course_models.course_model("vit", "cifar100") is None and course_models.course_model("vit_paper") is None
+    spec = RunSpec("vit", "cifar10", PROFILES["gpu"], drloc=True, drloc_pairs=16)
+    assert course_models.course_model_for(spec) is None                     # not the default DRLoc
     stand_in = course_models.course_model_for(RunSpec("vit", "cifar10", PROFILES["smoke"], train_per_class=10))
-    assert stand_in.key == "cifar10-vit-n100-course-study-s0"
-    every = course_models._course_models()
-    late = [course_models.CourseModel(c.key, c.entry, {**c.record, "spec": {**c.record["spec"], "profile": "x"},
-                                                        "environment": {"date": "2099"}})
-            for c in every if c.key in ("cifar10-vit-course-study-s0", "cifar10-resnet18-course-study-s0")]
-    monkeypatch.setattr(course_models, "_course_models", lambda: every + late)
-    assert course_models.course_model("vit").record["environment"]["date"] == "2099"     # complete and newer
-    assert course_models.course_model("vit", few_images=True).key == "cifar10-vit-n100-course-study-s0"
+    assert stand_in.record["spec"]["train_per_class"] == 100 and stand_in.record["spec"]["seed"] == 0
 
 
 def test_notebook_05_alone_plans_the_runs_it_shares_with_chapter_1():

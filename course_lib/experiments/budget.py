@@ -21,8 +21,8 @@ from ..data import DATASETS, load_samples
 from ..recipes import steps_per_epoch
 from ..runtime import device_name, get_device
 from ..settings import workdir
-from .course_models import (CourseModelUnavailable, course_manifest, course_model_for, missing_paragraph,
-                            open_course_model)
+from .course_models import (CourseModel, CourseModelUnavailable, course_manifest, course_model_for, course_models_for,
+                            missing_paragraph, open_course_model)
 from .of_record import CheckpointFetchError, manifest_entry
 from .plan import Markdown, notebook_groups, opened_models
 from .records import find_record
@@ -94,11 +94,12 @@ def at_hand(spec: RunSpec) -> bool:
     return _step(spec, needs_models=True, use_course_models=False, manifest=dict)[0] == "load"
 
 
-def _step(spec: RunSpec, needs_models: bool, use_course_models: bool, manifest) -> tuple[str, str]:
+def _step(spec: RunSpec, needs_models: bool, use_course_models: bool, manifest,
+          choice: CourseModel | None = None) -> tuple[str, str]:
     """(what a notebook does with ``spec``: "fetch", "load", "train" or "leave out", the key it opens);
-    ``manifest()``: the course's manifest, asked for only when a recorded run lacks its weights here."""
+    ``choice``: the course's model that stands for it (with ``use_course_models``); ``manifest()``: the course's
+    manifest, asked for only when a recorded run lacks its weights here."""
     if use_course_models:
-        choice = course_model_for(spec)
         if choice is None:
             return "leave out", spec.key
         return ("load" if choice.at_hand else "fetch"), choice.key
@@ -122,7 +123,9 @@ def planned_runs(notebook: str, profile: Profile, datasets=tuple(DATASETS), data
     manifest = functools.cache(course_manifest)
     steps: dict[str, list[tuple[RunSpec, str]]] = {"fetch": [], "load": [], "train": [], "leave out": []}
     for group in groups:
-        planned = [(spec, *_step(spec, spec in opened, use_course_models, manifest)) for spec in group]
+        choices = course_models_for(group) if use_course_models else [None] * len(group)
+        planned = [(spec, *_step(spec, spec in opened, use_course_models, manifest, choice))
+                   for spec, choice in zip(group, choices)]
         whole = not use_course_models or all(action != "leave out" for _, action, _ in planned)
         for spec, action, key in planned:
             action, key = (action, key) if whole else ("leave out", spec.key)
@@ -207,15 +210,20 @@ def open_record(spec: RunSpec, use_course_models: bool, data_root=None) -> dict:
 
 def available(groups: dict[str, dict[str, RunSpec]], use_course_models: bool) -> dict[str, dict[str, RunSpec]]:
     """The groups of runs (e.g. a comparison per data set) a notebook can open: all of them when it trains its own;
-    with the course's models, those the course has every model of, the others named in one line (none at all:
-    :class:`.course_models.CourseModelUnavailable`)."""
+    with the course's models, those the course has every model of, each run replaced by the run of record that
+    stands for it (one study per group: :func:`.course_models.course_models_for`), the others named in one line
+    (none at all: :class:`.course_models.CourseModelUnavailable`)."""
     if not use_course_models:
         return groups
-    kept = {name: specs for name, specs in groups.items()
-            if all(course_model_for(spec) is not None for spec in specs.values())}
+    kept, missing = {}, None
+    for name, specs in groups.items():
+        choices = course_models_for(list(specs.values()))
+        if None in choices:
+            missing = missing or next(s for s, c in zip(specs.values(), choices) if c is None)
+        else:
+            kept[name] = {label: choice.spec for label, choice in zip(specs, choices)}
     if not kept:
-        spec = next(s for specs in groups.values() for s in specs.values() if course_model_for(s) is None)
-        raise CourseModelUnavailable(missing_paragraph(spec, _own_time(spec, None)))
+        raise CourseModelUnavailable(missing_paragraph(missing, _own_time(missing, None)))
     if len(kept) < len(groups):
         print(f"Left out: {', '.join(n for n in groups if n not in kept)}: the course has no trained models for "
               "them (use_course_models = False trains your own; the plan above says how long).", flush=True)

@@ -9,14 +9,16 @@ one line which model it opened, where it was trained and on what. The notebook t
 whatever data the student has.
 
 **Which model stands for a request.** A run that is itself of record stands for itself (:func:`course_model_for`:
-the same key in the manifest, so notebook 04 opens each seed of a study as that seed). Otherwise, among the
-manifest's entries whose record of record is for the same model, data set and extra loss (DRLoc with the default
-λ 0.5, m 64, tokens before the final norm), trained on the full budget of its profile (``few_images=False``) or on
-the fewest images per class among them (``few_images=True``): those of a *complete* study first (one that keeps
-both the ViT and ResNet-18 at its full budget on that data set, so a notebook never pairs two studies' models),
-then the study with the newest record (its ``environment.date``), then the lowest seed. So a later study whose
-checkpoints join the manifest replaces the earlier one once it is complete, without a change to any notebook; a
-seed other than 0 is only ever opened as itself.
+the same key in the manifest, so notebook 04 opens each seed of a study as that seed). Otherwise the request is a
+*role* (a model on a data set, on the full budget or on few images per class, alone or as one side of a DRLoc
+pair), and a study stands in with the run its own plan names for that role (:func:`.plan.comparison_specs`,
+:func:`.plan.drloc_specs`: seed 0, at the budget the study chose for it; on few images, the fewest per class that
+study keeps). Runs shown together (a comparison, a DRLoc pair: :func:`course_models_for`) all come from one study,
+so a notebook never pairs two studies' models, and a DRLoc pair's plain ViT is that pair's, at the pair's budget.
+Among the studies that have every run asked for: a *complete* one first (it keeps both the ViT and ResNet-18 at its
+full budget on that data set), then the one with the newest record (its ``environment.date``). So a later study
+whose checkpoints join the manifest replaces the earlier one once it is complete, without a change to any notebook;
+a seed other than 0 is only ever opened as itself.
 """
 from __future__ import annotations
 
@@ -28,13 +30,15 @@ import torch
 from ..data import DATASETS, Preprocessing
 from ..history import History
 from ..models import create_model, model_label
+from ..profiles import PROFILES, Profile, get_profile
 from ..runtime import get_device
 from . import of_record
+from .plan import comparison_specs, drloc_specs
 from .records import RECORDS_OF_RECORD, read_record
 from .runs import RunResult, RunSpec
 
 __all__ = ["CourseModel", "CourseModelUnavailable", "course_manifest", "course_model", "course_model_for",
-           "open_course_model", "missing_paragraph"]
+           "course_models_for", "open_course_model", "missing_paragraph"]
 
 DEFAULT_DRLOC = {"drloc_weight": 0.5, "drloc_pairs": 64, "drloc_tokens": "pre_norm"}
 
@@ -81,14 +85,6 @@ def course_manifest() -> dict:
     return cached
 
 
-def _matches(spec: dict, model: str, dataset: str, drloc: bool, few_images: bool) -> bool:
-    if (spec.get("model"), spec.get("dataset"), bool(spec.get("drloc"))) != (model, dataset, drloc):
-        return False
-    if drloc and any(spec.get(k) != v for k, v in DEFAULT_DRLOC.items()):
-        return False
-    return (spec.get("train_per_class") is not None) == few_images
-
-
 def _course_models() -> list[CourseModel]:
     """Every manifest entry whose record of record is there and matches it."""
     found = []
@@ -102,43 +98,91 @@ def _course_models() -> list[CourseModel]:
     return found
 
 
+@dataclass(frozen=True)
+class _Role:
+    """What a notebook asks for: a model of a kind, on the full budget or few images, alone or in a DRLoc pair."""
+
+    model: str
+    dataset: str
+    drloc: bool = False
+    few_images: bool = False
+    in_pair: bool = False           # the plain ViT of a DRLoc pair (the pair's budget, not the comparison's)
+
+    def planned(self, study: Profile, every: list[CourseModel]) -> RunSpec | None:
+        """The run ``study`` plans for this role (seed 0; on few images: the fewest per class the manifest holds
+        of that study), or None (no such run, or the study's budget is not chosen)."""
+        n = None
+        if self.few_images:
+            sizes = [c.record["spec"]["train_per_class"] for c in every
+                     if c.record["spec"]["profile"] == study.name and c.record["spec"]["model"] == self.model
+                     and c.record["spec"]["dataset"] == self.dataset and c.record["spec"].get("train_per_class")]
+            if not sizes:
+                return None
+            n = min(sizes)
+        try:
+            if self.drloc or self.in_pair:
+                return drloc_specs(study, self.dataset, n).get("ViT+DRLoc" if self.drloc else "ViT")
+            return comparison_specs(study, self.dataset, n).get(model_label(self.model))
+        except RuntimeError:            # the study has not chosen its budget yet (.budget_rule.tuned_budget)
+            return None
+
+
+def _role(spec: RunSpec, in_pair: bool = False) -> _Role | None:
+    """The role ``spec`` plays (None for a DRLoc run with other options than the default ones)."""
+    if spec.drloc and any(getattr(spec, k) != v for k, v in DEFAULT_DRLOC.items()):
+        return None
+    return _Role(spec.model, spec.dataset, spec.drloc, spec.train_per_class is not None, in_pair and not spec.drloc)
+
+
+def _stand_ins(every: list[CourseModel], roles: list[_Role]) -> list[CourseModel] | None:
+    """The course's models for ``roles``, all from one study (see the module docstring), or None."""
+    by_key = {c.key: c for c in every}
+    options = []
+    for name in sorted({c.record["spec"]["profile"] for c in every}):
+        if name not in PROFILES:
+            continue
+        study = get_profile(name)
+        planned = [role.planned(study, every) for role in roles]
+        if any(spec is None or spec.key not in by_key for spec in planned):
+            continue
+        chosen = [by_key[spec.key] for spec in planned]
+        both = [_Role(m, roles[0].dataset).planned(study, every) for m in ("vit", "resnet18")]
+        complete = all(spec is not None and spec.key in by_key for spec in both)
+        newest = max(c.record["environment"].get("date", "") for c in chosen)
+        options.append((complete, newest, name, chosen))
+    return max(options, key=lambda o: o[:3])[3] if options else None
+
+
 def course_model(model: str, dataset: str = "cifar10", drloc: bool = False,
                  few_images: bool = False) -> CourseModel | None:
     """The course's trained model of this kind (see the module docstring), or None when the course has none."""
-    return _stand_in(_course_models(), model, dataset, drloc, few_images)
-
-
-def _stand_in(every: list[CourseModel], model: str, dataset: str, drloc: bool,
-              few_images: bool) -> CourseModel | None:
-    """:func:`course_model` among ``every`` (the manifest's models, read once by the caller)."""
-    full = {(c.record["spec"]["profile"], c.record["spec"]["model"]) for c in every
-            if _matches(c.record["spec"], c.record["spec"]["model"], dataset, False, False)}
-    complete = {profile for profile, _ in full if {(profile, "vit"), (profile, "resnet18")} <= full}
-    found = [c for c in every if _matches(c.record["spec"], model, dataset, drloc, few_images)]
-    if few_images and found:
-        fewest = min(c.record["spec"]["train_per_class"] for c in found)
-        found = [c for c in found if c.record["spec"]["train_per_class"] == fewest]
-    newest: dict[str, str] = {}
-    for c in found:
-        profile, date = c.record["spec"]["profile"], c.record["environment"].get("date", "")
-        newest[profile] = max(newest.get(profile, ""), date)
-    found.sort(key=lambda c: (c.record["spec"]["profile"] in complete, newest[c.record["spec"]["profile"]],
-                              -c.record["spec"]["seed"], c.record["environment"].get("date", "")), reverse=True)
+    found = _stand_ins(_course_models(), [_Role(model, dataset, drloc, few_images)])
     return found[0] if found else None
 
 
-def course_model_for(spec: RunSpec) -> CourseModel | None:
-    """The course's model that stands for the run ``spec`` a notebook would otherwise train: ``spec`` itself when it
-    is of record; else, for seed 0 of a profile that notebooks train, the course's model of the same model, data set
-    and extra loss, on the full budget or on few images per class (``spec.train_per_class`` set); else None (a run
-    of a study, which its own driver trains, is only ever opened as itself)."""
+def course_models_for(specs: list[RunSpec]) -> list[CourseModel | None]:
+    """The course's models that stand for runs a notebook shows together (a comparison, a DRLoc pair), one per
+    run: each run that is of record stands for itself; the others, runs of seed 0 of a profile that notebooks
+    train, get the models one study plans for their roles (in a group with a ViT + DRLoc, the plain ViT is that
+    pair's), or None all together when no study has them all; a run of a study, which its own driver trains, is
+    only ever opened as itself."""
     every = _course_models()
-    exact = next((c for c in every if c.key == spec.key), None)
-    if exact is not None or spec.seed != 0 or not spec.profile.notebooks_train:
-        return exact
-    if spec.drloc and any(getattr(spec, k) != v for k, v in DEFAULT_DRLOC.items()):
-        return None
-    return _stand_in(every, spec.model, spec.dataset, spec.drloc, spec.train_per_class is not None)
+    by_key = {c.key: c for c in every}
+    found: list[CourseModel | None] = [by_key.get(spec.key) for spec in specs]
+    asked = [i for i, (spec, c) in enumerate(zip(specs, found))
+             if c is None and spec.seed == 0 and spec.profile.notebooks_train]
+    pair = any(spec.drloc for spec in specs)
+    roles = [_role(specs[i], pair) for i in asked]
+    if asked and None not in roles:
+        stand_ins = _stand_ins(every, roles)
+        for i, choice in zip(asked, stand_ins or [None] * len(asked)):
+            found[i] = choice
+    return found
+
+
+def course_model_for(spec: RunSpec) -> CourseModel | None:
+    """The course's model that stands for the run ``spec`` alone (:func:`course_models_for`)."""
+    return course_models_for([spec])[0]
 
 
 def open_course_model(choice: CourseModel, device: str | torch.device | None = None) -> RunResult:
