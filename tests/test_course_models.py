@@ -265,6 +265,13 @@ def test_the_course_model_is_the_run_its_study_plans_and_a_later_study_stands_in
     got = choose(second["ViT"], second["ResNet-18"], second["pair ViT"], second["pair ViT+DRLoc"])
     assert got[:2] == (second["ViT"].key, second["ResNet-18"].key) and got[2] == few      # few: only the first's
     assert got[3] == [second["pair ViT"].key, second["pair ViT+DRLoc"].key]
+    # On few images, one size per group: the fewest at which the study keeps both sides of the pair.
+    small_pair = [s for n in (100, 250) for s in drloc_specs(study2, "cifar10", n).values()][1:]   # no ViT at 100
+    got = course_models.course_models_for(list(drloc_specs(gpu, "cifar10", 10).values()))
+    assert got == [None, None]
+    monkeypatch.setattr(course_models, "_course_models", lambda: every + _fake_models(small_pair))
+    got = course_models.course_models_for(list(drloc_specs(gpu, "cifar10", 10).values()))
+    assert [c.key for c in got] == [s.key for s in small_pair[-2:]]
     # Not complete but newer loses to complete; between two complete studies, the newer record wins.
     assert choose(second["ViT"], date="2099-01-01")[0] == vit
     assert choose(second["ViT"], second["ResNet-18"], date="2000-01-01")[0] == vit

@@ -12,9 +12,9 @@ whatever data the student has.
 the same key in the manifest, so notebook 04 opens each seed of a study as that seed). Otherwise the request is a
 *role* (a model on a data set, on the full budget or on few images per class, alone or as one side of a DRLoc
 pair), and a study stands in with the run its own plan names for that role (:func:`.plan.comparison_specs`,
-:func:`.plan.drloc_specs`: seed 0, at the budget the study chose for it; on few images, the fewest per class that
-study keeps). Runs shown together (a comparison, a DRLoc pair: :func:`course_models_for`) all come from one study,
-so a notebook never pairs two studies' models, and a DRLoc pair's plain ViT is that pair's, at the pair's budget.
+:func:`.plan.drloc_specs`: seed 0, at the budget the study chose for it; on few images, the fewest per class at
+which that study keeps them all). Runs shown together (a comparison, a DRLoc pair: :func:`course_models_for`) all
+come from one study, at one size, so a notebook never pairs two studies' models, and a DRLoc pair's plain ViT is that pair's, at the pair's budget.
 Among the studies that have every run asked for: a *complete* one first (it keeps both the ViT and ResNet-18 at its
 full budget on that data set), then the one with the newest record (its ``environment.date``). So a later study
 whose checkpoints join the manifest replaces the earlier one once it is complete, without a change to any notebook;
@@ -108,17 +108,10 @@ class _Role:
     few_images: bool = False
     in_pair: bool = False           # the plain ViT of a DRLoc pair (the pair's budget, not the comparison's)
 
-    def planned(self, study: Profile, every: list[CourseModel]) -> RunSpec | None:
-        """The run ``study`` plans for this role (seed 0; on few images: the fewest per class the manifest holds
-        of that study), or None (no such run, or the study's budget is not chosen)."""
-        n = None
-        if self.few_images:
-            sizes = [c.record["spec"]["train_per_class"] for c in every
-                     if c.record["spec"]["profile"] == study.name and c.record["spec"]["model"] == self.model
-                     and c.record["spec"]["dataset"] == self.dataset and c.record["spec"].get("train_per_class")]
-            if not sizes:
-                return None
-            n = min(sizes)
+    def planned(self, study: Profile, n: int | None = None) -> RunSpec | None:
+        """The run ``study`` plans for this role (seed 0; on few images: ``n`` per class), or None (no such run,
+        or the study's budget is not chosen)."""
+        n = n if self.few_images else None
         try:
             if self.drloc or self.in_pair:
                 return drloc_specs(study, self.dataset, n).get("ViT+DRLoc" if self.drloc else "ViT")
@@ -142,11 +135,15 @@ def _stand_ins(every: list[CourseModel], roles: list[_Role]) -> list[CourseModel
         if name not in PROFILES:
             continue
         study = get_profile(name)
-        planned = [role.planned(study, every) for role in roles]
-        if any(spec is None or spec.key not in by_key for spec in planned):
+        # On few images: the fewest per class at which the study keeps every run asked for (one size per group).
+        sizes = sorted({c.record["spec"]["train_per_class"] for c in every if c.record["spec"]["profile"] == name
+                        and c.record["spec"].get("train_per_class")}) if any(r.few_images for r in roles) else [None]
+        planned = next((p for p in ([role.planned(study, n) for role in roles] for n in sizes)
+                        if all(spec is not None and spec.key in by_key for spec in p)), None)
+        if planned is None:
             continue
         chosen = [by_key[spec.key] for spec in planned]
-        both = [_Role(m, roles[0].dataset).planned(study, every) for m in ("vit", "resnet18")]
+        both = [_Role(m, roles[0].dataset).planned(study) for m in ("vit", "resnet18")]
         complete = all(spec is not None and spec.key in by_key for spec in both)
         newest = max(c.record["environment"].get("date", "") for c in chosen)
         options.append((complete, newest, name, chosen))
